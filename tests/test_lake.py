@@ -1,0 +1,63 @@
+import yaml
+import pytest
+
+from workbench.config import load_settings
+from workbench.lake import init_lake, SAMPLE_TABLES
+
+
+@pytest.fixture(scope="module")
+def fresh_lake(tmp_path_factory, spark):
+    home = tmp_path_factory.mktemp("lakehome")
+    settings = load_settings(env={"WORKBENCH_HOME": str(home)})
+    messages: list[str] = []
+    counts = init_lake(settings, progress=messages.append, spark=spark)
+    return settings, counts, messages
+
+
+def test_init_writes_all_tables_with_real_row_counts(fresh_lake):
+    settings, counts, _ = fresh_lake
+    assert counts == {"flights": 336776, "weather": 26115, "planes": 3322, "airports": 1458, "airlines": 16}
+
+
+def test_flights_schema_is_typed_and_partitioned(fresh_lake, spark):
+    settings, _, _ = fresh_lake
+    df = spark.read.parquet(f"{settings.lake}/raw/flights")
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    assert types["scheduled_departure"] == "timestamp" and types["time_hour"] == "timestamp"
+    assert types["arr_delay"] == "int" and types["dep_time"] == "int" and types["carrier"] == "string"
+    assert types["month"] == "int"
+    months = sorted(p.name for p in (settings.path("lake_root") / "raw" / "flights").iterdir() if p.name.startswith("month="))
+    assert len(months) == 12
+    # nullable ints stay ints: cancelled flights have a null arr_delay, not NaN
+    assert df.where("arr_delay IS NULL").count() == 9430
+    # scheduled departure is the UTC instant of the NY local time: 2013-01-01 05:15 EST = 10:15 UTC
+    first = df.where("month = 1 AND day = 1 AND flight = 1545 AND carrier = 'UA'").first()
+    assert str(first.scheduled_departure) == "2013-01-01 10:15:00"
+
+
+def test_second_run_does_nothing(fresh_lake, spark):
+    settings, counts, _ = fresh_lake
+    flights = settings.path("lake_root") / "raw" / "flights"
+    before = flights.stat().st_mtime_ns
+    messages: list[str] = []
+    assert init_lake(settings, progress=messages.append, spark=spark) == counts
+    assert flights.stat().st_mtime_ns == before
+    assert all("skipped" in m for m in messages)
+
+
+def test_force_replaces_atomically(fresh_lake, spark):
+    settings, counts, _ = fresh_lake
+    init_lake(settings, force=True, progress=lambda m: None, spark=spark)
+    raw = settings.path("lake_root") / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(t.name for t in SAMPLE_TABLES)  # no staging leftovers
+    assert spark.read.parquet(f"{settings.lake}/raw/flights").count() == counts["flights"]
+
+
+def test_first_catalog_describes_every_dataset(fresh_lake):
+    settings, _, _ = fresh_lake
+    catalog = yaml.safe_load(settings.path("catalog_path").read_text())
+    assert set(catalog["datasets"]) == {t.name for t in SAMPLE_TABLES}
+    flights = catalog["datasets"]["flights"]
+    assert flights["uri"] == "{lake}/raw/flights" and flights["format"] == "parquet"
+    assert flights["partitioning"] == ["month"] and flights["owner"] and flights["description"]
+    assert flights["columns"]["scheduled_departure"]["type"] == "timestamp"

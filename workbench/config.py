@@ -1,0 +1,317 @@
+"""Settings: the one place that knows where things live and how to reach them.
+
+Values come from, in order of precedence: `WORKBENCH_<NAME>` environment variables, an optional
+`workbench.toml` (found in the project root, or named by `WORKBENCH_CONFIG`), then laptop defaults.
+Every path and URL the workbench uses is a field here; nothing runs at import time.
+
+`workbench.toml` takes flat keys (`lake_root = "hdfs://nn:8020/lake"`) or sections whose name
+prefixes the key (`[spark]` + `master = "spark://host:7077"` is `spark_master`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "find_project_root", "resolve_path", "lake_uri", "ENV_PREFIX"]
+
+ENV_PREFIX = "WORKBENCH_"
+CONFIG_FILE_NAME = "workbench.toml"
+
+# Hadoop-filesystem schemes the lake may live on; a bare path means the local filesystem.
+LAKE_SCHEMES = frozenset({"file", "hdfs", "viewfs", "s3a", "gs", "abfs", "abfss", "wasb", "wasbs", "oss"})
+MLFLOW_SCHEMES = frozenset({"sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks"})
+SPARK_MASTER_RE = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/\s]+:\d+|sc://[^/\s]+(:\d+)?(/.*)?|yarn|k8s://\S+|mesos://\S+)$")
+SIZE_RE = re.compile(r"^\d+[kmgt]?$", re.I)
+
+
+def _setting(default: Any, help: str, **meta: Any) -> Any:
+    """A settings field with its help text (shown by `workbench config`)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings. Relative paths are resolved against `home` (the project root)."""
+
+    home: str = _setting("", "Project root; relative paths below resolve against it. Default: the folder holding workbench.toml, else the workbench checkout, else the working directory.")
+    profile: str = _setting("local", "Deployment profile: 'local' (laptop, advisory governance) or 'production' (system users, enforced boundary).", choices=("local", "production"))
+
+    # Data lake and catalog
+    lake_root: str = _setting("lake", "Root of the data lake: a local path or any Hadoop-filesystem URI (file://, hdfs://, s3a://, gs://, abfss://).")
+    catalog_path: str = _setting("hub_config/catalog.yaml", "The dataset catalog (names, URIs, schemas, column classifications, grants).")
+    mask_salt: str = _setting("workbench-dev-salt-change-me", "Secret salt for `hash` column masks. Set it from a secret store in production.", secret=True)
+    audit_dir: str = _setting("", "Where the append-only read audit log lives. Default: <lake_root>/audit.")
+
+    # Identity (outside the hub)
+    user: str = _setting("", "Local identity when not inside a hub-spawned server or a job. Default: the OS user. Reported as unverified.")
+    groups: tuple[str, ...] = _setting(("data-scientists",), "Groups of the local identity (comma-separated). Unverified outside the hub.")
+    service_user: str = _setting("workbench-service", "Identity scheduled jobs run as.")
+    service_groups: tuple[str, ...] = _setting(("data-stewards",), "Groups of the service identity (comma-separated).")
+
+    # Spark
+    spark_master: str = _setting("local[*]", "Spark master: local[*], local[N], spark://host:7077, sc://host:15002 (Spark Connect), yarn, k8s://...")
+    spark_driver_memory: str = _setting("2g", "Spark driver memory (e.g. 2g); applies when the driver JVM is started by us.")
+    spark_executor_memory: str = _setting("", "Spark executor memory on a cluster (e.g. 4g); empty leaves Spark's default.")
+    spark_shuffle_partitions: int = _setting(0, "spark.sql.shuffle.partitions; 0 sizes it from the master (2 per local core, 200 on a cluster).")
+    spark_driver_host: str = _setting("127.0.0.1", "Address the driver binds and advertises. On a cluster, an address the executors can reach.")
+    spark_ui: bool = _setting(False, "Start the Spark web UI.")
+    spark_conf: tuple[str, ...] = _setting((), "Extra Spark settings as key=value pairs (comma-separated).")
+
+    # MLflow
+    mlflow_tracking_uri: str = _setting("sqlite:///mlflow.db", "MLflow tracking URI: sqlite:///path (relative to home), http(s)://server, postgresql://...")
+    mlflow_registry_uri: str = _setting("", "MLflow model registry URI. Default: the tracking URI.")
+    mlflow_artifacts: str = _setting("mlartifacts", "Default artifact root for new MLflow experiments (local path or URI).")
+    mlflow_experiment: str = _setting("workbench", "MLflow experiment that training runs are logged to.")
+    model_name: str = _setting("flights-late", "Default registered model name for the sample task.")
+
+    # Notebooks, jobs and reports
+    notebooks_dir: str = _setting("notebooks", "Folder of the parameterized notebooks.")
+    reports_dir: str = _setting("reports", "Where rendered runs and the reports index are written.")
+    jobs_file: str = _setting("jobs.yaml", "Scheduled jobs declaration.")
+    kernel_name: str = _setting("python3", "Jupyter kernel used for headless runs.")
+    cell_timeout: int = _setting(1800, "Seconds one notebook cell may run in a headless job before it is stopped.")
+    webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert'.")
+
+    # Serving
+    serving_host: str = _setting("127.0.0.1", "Address the serving wrapper binds.")
+    serving_port: int = _setting(5050, "Port the serving wrapper listens on.")
+    predictions_dir: str = _setting("", "Where the serving wrapper logs predictions. Default: <lake_root>/predictions.")
+
+    # Hub
+    hub_ip: str = _setting("127.0.0.1", "Address the hub's proxy binds.")
+    hub_port: int = _setting(8000, "Port the hub's proxy listens on.")
+    hub_state_dir: str = _setting(".hub", "Hub state: database, cookie secret, proxy token, user homes (local profile).")
+    hub_db_url: str = _setting("", "Hub database URL (postgresql://... in production). Default: SQLite under hub_state_dir.")
+    hub_users_file: str = _setting("hub_config/users.yaml", "Users and groups synced into the hub at start.")
+    hub_admin_password: str = _setting("", "Password of the first admin (local profile). Empty: prompted by `workbench hub`.", secret=True)
+    proxy_command: str = _setting(".npm/node_modules/.bin/configurable-http-proxy", "configurable-http-proxy executable (installed by `make setup` into a local npm prefix).")
+    reports_port: int = _setting(8011, "Port of the reports service behind the hub.")
+    mlflow_ui_port: int = _setting(8012, "Port of the MLflow UI service behind the hub.")
+    reports_serve_port: int = _setting(8010, "Port `workbench reports serve` listens on.")
+
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
+
+    # ---- derived locations -------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        """A path-valued setting resolved against `home` (local filesystem only)."""
+        return resolve_path(self.home, getattr(self, name))
+
+    @property
+    def lake(self) -> str:
+        """The lake root as a URI (file:// for local paths)."""
+        return lake_uri(self.home, self.lake_root)
+
+    @property
+    def audit_uri(self) -> str:
+        return lake_uri(self.home, self.audit_dir) if self.audit_dir else f"{self.lake}/audit"
+
+    @property
+    def predictions_uri(self) -> str:
+        return lake_uri(self.home, self.predictions_dir) if self.predictions_dir else f"{self.lake}/predictions"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI with a relative sqlite path resolved against home."""
+        return _resolve_sqlite(self.home, self.mlflow_tracking_uri)
+
+    @property
+    def registry_uri(self) -> str:
+        return _resolve_sqlite(self.home, self.mlflow_registry_uri) if self.mlflow_registry_uri else self.tracking_uri
+
+    @property
+    def artifacts_uri(self) -> str:
+        return lake_uri(self.home, self.mlflow_artifacts)
+
+    def public_items(self) -> list[tuple[str, Any, str, str]]:
+        """(name, value, source, help) for every setting, secrets shown as '***'."""
+        rows = []
+        for f in fields(self):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            rows.append((f.name, value, self.sources.get(f.name, "default"), f.metadata.get("help", "")))
+        return rows
+
+    def with_overrides(self, **values: Any) -> "Settings":
+        """A copy with some values replaced (validated like any other source)."""
+        merged = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("internal")}
+        merged.update(values)
+        sources = dict(self.sources, **{k: "override" for k in values})
+        return _build(merged, sources)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The folder holding workbench.toml, else this checkout (if the package is used from one), else cwd."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE_NAME).is_file():
+            return folder
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
+        return checkout
+    return here
+
+
+def resolve_path(home: str | Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else Path(home) / p
+
+
+def lake_uri(home: str | Path, value: str) -> str:
+    """A URI for a lake location: URIs pass through, local paths become absolute file:// URIs."""
+    scheme = urlparse(value).scheme
+    if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
+        return value.rstrip("/")
+    return resolve_path(home, value).resolve().as_uri()
+
+
+def _resolve_sqlite(home: str, uri: str) -> str:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(resolve_path(home, uri[len(prefix):]))
+    return uri
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def load_settings(env: dict[str, str] | None = None, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment, an optional workbench.toml and the defaults.
+
+    `env` defaults to os.environ; `config_file` to $WORKBENCH_CONFIG or <home>/workbench.toml.
+    Raises ConfigError naming the key, where the bad value came from, and what is expected.
+    """
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    known = {f.name for f in fields(Settings) if not f.metadata.get("internal")}
+
+    home_env = env.get(ENV_PREFIX + "HOME")
+    home = Path(home_env).expanduser().resolve() if home_env else find_project_root()
+    file_path = Path(config_file or env.get(ENV_PREFIX + "CONFIG") or home / CONFIG_FILE_NAME)
+    if config_file or env.get(ENV_PREFIX + "CONFIG"):
+        if not file_path.is_file():
+            raise ConfigError(f"Config file {file_path} does not exist. Create it or unset WORKBENCH_CONFIG.")
+    if file_path.is_file():
+        for key, value in _read_toml(file_path).items():
+            if key not in known:
+                raise ConfigError(f"{file_path}: unknown setting '{key}'. Known settings: {', '.join(sorted(known))}.")
+            values[key], sources[key] = value, str(file_path)
+
+    for key in known:
+        env_name = ENV_PREFIX + key.upper()
+        if env_name in env:
+            values[key], sources[key] = env[env_name], f"env {env_name}"
+
+    for key, value in overrides.items():
+        if key not in known:
+            raise ConfigError(f"Unknown setting '{key}'.")
+        values[key], sources[key] = value, "override"
+
+    if "home" not in values:
+        values["home"], sources["home"] = str(home), "detected"
+    return _build(values, sources)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the line it names.") from exc
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                flat[f"{key}_{sub}"] = subvalue
+        else:
+            flat[key] = value
+    return flat
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
+    hints = get_type_hints(Settings)
+    converted: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name not in values or f.metadata.get("internal"):
+            continue
+        converted[f.name] = _convert(f.name, values[f.name], hints[f.name], sources.get(f.name, "default"))
+    settings = Settings(**converted, sources=sources)
+    _validate(settings)
+    return settings
+
+
+def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
+    where = f"setting '{name}' (from {source})"
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{where} must be true or false, found a {type(value).__name__} that is neither.")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, found a boolean.")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, found a {type(value).__name__} that is not one.") from None
+    if hint == tuple[str, ...]:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        return tuple(str(v).strip() for v in items if str(v).strip())
+    if not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where} must be a string, found a {type(value).__name__}.")
+    return str(value)
+
+
+def _validate(s: Settings) -> None:
+    def fail(name: str, expected: str) -> None:
+        raise ConfigError(f"setting '{name}' (from {s.sources.get(name, 'default')}) is invalid: expected {expected}.")
+
+    for f in fields(s):
+        choices = f.metadata.get("choices")
+        if choices and getattr(s, f.name) not in choices:
+            fail(f.name, "one of " + ", ".join(choices))
+    for name in ("lake_root", "mlflow_artifacts", "audit_dir", "predictions_dir"):
+        value = getattr(s, name)
+        scheme = urlparse(value).scheme
+        if value and len(scheme) > 1 and scheme not in LAKE_SCHEMES:
+            fail(name, f"a local path or a URI with one of the schemes {', '.join(sorted(LAKE_SCHEMES))}; found scheme '{scheme}'")
+    for name in ("mlflow_tracking_uri", "mlflow_registry_uri"):
+        value = getattr(s, name)
+        scheme = urlparse(value).scheme.split("+")[0]
+        if value and scheme not in MLFLOW_SCHEMES:
+            fail(name, f"a URI with one of the schemes {', '.join(sorted(MLFLOW_SCHEMES))}; found '{scheme or 'no scheme'}'")
+    if not SPARK_MASTER_RE.match(s.spark_master):
+        fail("spark_master", "local[*], local[N], spark://HOST:PORT, sc://HOST:PORT, yarn or k8s://URL")
+    for name in ("serving_port", "hub_port", "reports_port", "mlflow_ui_port", "reports_serve_port"):
+        if not 0 < getattr(s, name) < 65536:
+            fail(name, "a TCP port between 1 and 65535")
+    if s.spark_shuffle_partitions < 0:
+        fail("spark_shuffle_partitions", "0 (automatic) or a positive integer")
+    if s.cell_timeout <= 0:
+        fail("cell_timeout", "a positive number of seconds")
+    for name in ("spark_driver_memory", "spark_executor_memory"):
+        value = getattr(s, name)
+        if value and not SIZE_RE.match(value):
+            fail(name, "a size such as 512m or 4g")
+    for pair in s.spark_conf:
+        if "=" not in pair:
+            fail("spark_conf", "key=value pairs separated by commas")
+    if s.webhook_url and urlparse(s.webhook_url).scheme not in {"http", "https"}:
+        fail("webhook_url", "an http:// or https:// URL")
+
+
+def replace(settings: Settings, **values: Any) -> Settings:
+    """dataclasses.replace without validation, for tests that build Settings by hand."""
+    return dataclasses.replace(settings, **values)

@@ -1,0 +1,123 @@
+"""The workbench's exception tree: every error a user can meet derives from WorkbenchError.
+
+    WorkbenchError
+    ├── ConfigError              an invalid setting (names the key, the source, what is expected)
+    ├── SetupError               a missing prerequisite (Java, a package, a lake not initialised)
+    ├── LakeError                a dataset missing or unreadable in the lake
+    ├── CatalogError             the catalog file is invalid (file, dataset, field)
+    │   └── UnknownDataset       a dataset name not in the catalog (lists close names)
+    ├── AccessDenied             the caller has no grant for a dataset
+    ├── ValidationError          a batch does not match a schema (carries the anomalies)
+    ├── NotebookError            a notebook cannot be run as asked
+    │   ├── ParameterError       unknown parameter, bad value, or no `parameters` cell
+    │   └── NotebookExecutionError  a cell failed (carries the cell index and the error)
+    ├── JobsFileError            jobs.yaml is invalid
+    ├── RegistryError            a model, version or alias is missing in the registry
+    ├── GateError                the evaluation gate cannot decide
+    ├── DriftError               drift cannot be computed on the given windows
+    ├── ExplainError             an explanation cannot be computed for the given model or rows
+    └── ServingError             the serving wrapper cannot start or load its model
+
+Messages say what is wrong and what to do; they never include data values.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "WorkbenchError", "ConfigError", "SetupError", "LakeError", "CatalogError", "UnknownDataset",
+    "AccessDenied", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
+    "JobsFileError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
+]
+
+
+class WorkbenchError(Exception):
+    """Base of every error the workbench raises on purpose. `exit_code` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class ConfigError(WorkbenchError):
+    """A setting has an invalid value."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class SetupError(WorkbenchError):
+    """Something the workbench needs is not installed or not initialised."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class LakeError(WorkbenchError):
+    """A dataset is missing or unreadable in the lake."""
+
+
+class CatalogError(WorkbenchError):
+    """The catalog file is invalid."""
+
+    exit_code = 78
+
+
+class UnknownDataset(CatalogError):
+    """A dataset name that the catalog does not know."""
+
+    exit_code = 1
+
+
+class AccessDenied(WorkbenchError):
+    """The caller has no grant that allows this read."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class ValidationError(WorkbenchError):
+    """A batch does not match its schema; `anomalies` lists each problem."""
+
+    def __init__(self, message: str, anomalies: list | None = None):
+        super().__init__(message)
+        self.anomalies = list(anomalies or [])
+
+
+class NotebookError(WorkbenchError):
+    """A notebook cannot be run as asked."""
+
+
+class ParameterError(NotebookError):
+    """A parameter is unknown, of the wrong type, or the notebook has no `parameters` cell."""
+
+    exit_code = 64  # EX_USAGE
+
+
+class NotebookExecutionError(NotebookError):
+    """A cell raised while the notebook ran headlessly."""
+
+    def __init__(self, message: str, cell_index: int | None = None, ename: str = "", evalue: str = ""):
+        super().__init__(message)
+        self.cell_index = cell_index
+        self.ename = ename
+        self.evalue = evalue
+
+
+class JobsFileError(WorkbenchError):
+    """jobs.yaml is invalid."""
+
+    exit_code = 78
+
+
+class RegistryError(WorkbenchError):
+    """A model, version or alias is missing in the registry."""
+
+
+class GateError(WorkbenchError):
+    """The evaluation gate cannot decide."""
+
+
+class DriftError(WorkbenchError):
+    """Drift cannot be computed on the given windows."""
+
+
+class ExplainError(WorkbenchError):
+    """An explanation cannot be computed for the given model or rows."""
+
+
+class ServingError(WorkbenchError):
+    """The serving wrapper cannot start or load its model."""

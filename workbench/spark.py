@@ -1,0 +1,114 @@
+"""Spark sessions: one configured SparkSession per process, for local mode, a standalone cluster
+or Spark Connect, chosen by the `spark_master` setting alone."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Settings, load_settings
+from .errors import SetupError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["get_spark", "stop_spark", "ensure_java", "is_connect"]
+
+MIN_JAVA = 17
+
+
+def ensure_java() -> str:
+    """Set JAVA_HOME from the `java` on PATH when unset; fail with what to install when Java < 17."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = Path(java_home, "bin", "java") if java_home else None
+    if not java or not java.exists():
+        found = shutil.which("java")
+        if not found:
+            raise SetupError(f"Java {MIN_JAVA}+ is needed by Spark and none is on the PATH. Install it (Debian/Ubuntu: `apt-get install openjdk-17-jdk-headless`; conda: `conda install -c conda-forge openjdk=17`).")
+        java = Path(found).resolve()
+        os.environ["JAVA_HOME"] = str(java.parent.parent)
+    return os.environ["JAVA_HOME"]
+
+
+def is_connect(settings: Settings) -> bool:
+    return settings.spark_master.startswith("sc://")
+
+
+def _shuffle_partitions(settings: Settings) -> int:
+    if settings.spark_shuffle_partitions:
+        return settings.spark_shuffle_partitions
+    match = re.match(r"local\[(\*|\d+)", settings.spark_master)
+    if settings.spark_master == "local" :
+        return 2
+    if match:
+        cores = os.cpu_count() or 2 if match.group(1) == "*" else int(match.group(1))
+        return max(2, 2 * cores)
+    return 200
+
+
+def _app_name(settings: Settings, app_name: str | None) -> str:
+    if app_name:
+        return app_name
+    from .identity import current_identity  # late: identity may ask the hub
+
+    return f"workbench-{current_identity(settings).user}"
+
+
+def get_spark(app_name: str | None = None, settings: Settings | None = None) -> "SparkSession":
+    """The active SparkSession, or a new one configured from settings.
+
+    The app name names the user (or the job, when given) so cluster UIs show who runs what.
+    """
+    settings = settings or load_settings()
+    from pyspark.sql import SparkSession
+
+    if is_connect(settings):
+        builder = SparkSession.builder.remote(settings.spark_master).appName(_app_name(settings, app_name))
+        session = builder.getOrCreate()
+        session.conf.set("spark.sql.session.timeZone", "UTC")
+        return session
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    ensure_java()
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
+    os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON") or _python())
+    builder = (
+        SparkSession.builder.master(settings.spark_master)
+        .appName(_app_name(settings, app_name))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "true")
+        .config("spark.sql.shuffle.partitions", str(_shuffle_partitions(settings)))
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.driver.host", settings.spark_driver_host)
+        .config("spark.driver.bindAddress", settings.spark_driver_host)
+        .config("spark.ui.enabled", str(settings.spark_ui).lower())
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    )
+    if settings.spark_executor_memory:
+        builder = builder.config("spark.executor.memory", settings.spark_executor_memory)
+    for pair in settings.spark_conf:
+        key, _, value = pair.partition("=")
+        builder = builder.config(key.strip(), value.strip())
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def stop_spark() -> None:
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
