@@ -79,6 +79,7 @@ class Settings:
     kernel_name: str = _setting("python3", "Jupyter kernel used for headless runs.")
     cell_timeout: int = _setting(1800, "Seconds one notebook cell may run in a headless job before it is stopped.")
     webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert'.")
+    airflow_dags_dir: str = _setting("airflow/dags", "Where `workbench jobs export-airflow` writes one Airflow DAG file per job.")
 
     # Serving
     serving_host: str = _setting("127.0.0.1", "Address the serving wrapper binds.")

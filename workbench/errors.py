@@ -11,7 +11,8 @@
     ├── NotebookError            a notebook cannot be run as asked
     │   ├── ParameterError       unknown parameter, bad value, or no `parameters` cell
     │   └── NotebookExecutionError  a cell failed (carries the cell index and the error)
-    ├── JobsFileError            jobs.yaml is invalid
+    ├── JobsFileError            jobs.yaml is invalid (lists every problem found)
+    ├── ReportError              a published item or the reports site is invalid
     ├── RegistryError            a model, version or alias is missing in the registry
     ├── GateError                the evaluation gate cannot decide
     ├── DriftError               drift cannot be computed on the given windows
@@ -25,7 +26,7 @@ from __future__ import annotations
 __all__ = [
     "WorkbenchError", "ConfigError", "SetupError", "LakeError", "CatalogError", "UnknownDataset",
     "AccessDenied", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
-    "JobsFileError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
+    "JobsFileError", "ReportError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
 ]
 
 
@@ -88,19 +89,27 @@ class ParameterError(NotebookError):
 
 
 class NotebookExecutionError(NotebookError):
-    """A cell raised while the notebook ran headlessly."""
+    """A cell raised while the notebook ran headlessly (or the run was stopped: timeout, dead kernel).
 
-    def __init__(self, message: str, cell_index: int | None = None, ename: str = "", evalue: str = ""):
+    `record` is the run's RunRecord when the run got that far (its folder holds the rendered traceback).
+    """
+
+    def __init__(self, message: str, cell_index: int | None = None, ename: str = "", evalue: str = "", record=None):
         super().__init__(message)
         self.cell_index = cell_index
         self.ename = ename
         self.evalue = evalue
+        self.record = record
 
 
 class JobsFileError(WorkbenchError):
     """jobs.yaml is invalid."""
 
     exit_code = 78
+
+
+class ReportError(WorkbenchError):
+    """A published item is invalid (unknown status, non-numeric metric) or the reports site cannot be built."""
 
 
 class RegistryError(WorkbenchError):

@@ -1,0 +1,91 @@
+"""`workbench runs`: list notebook runs, or show one."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "runs", help="list notebook runs (workbench runs [NOTEBOOK]) or show one (workbench runs show RUN_ID)",
+        description="List runs newest first, from the run.json files under reports/runs/. "
+                    "`workbench runs show RUN_ID` prints one run's record (a unique prefix of the id is enough). "
+                    "A run whose process died without finishing is shown as interrupted.",
+        epilog="examples:\n  workbench runs\n  workbench runs explore --limit 5\n  workbench runs show 20251122T0733",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="*", metavar="NOTEBOOK | show RUN_ID", help="a notebook to filter on, or `show RUN_ID`")
+    p.add_argument("--job", help="only runs of this scheduled job")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many runs to list (default 20; 0 for all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..jobs.history import find_run, load_runs
+
+    settings = load_settings()
+    if args.what and args.what[0] == "show":
+        if len(args.what) != 2:
+            print("usage: workbench runs show RUN_ID")
+            return 64
+        record = find_run(settings, args.what[1])
+        if args.json:
+            print(json.dumps(record.to_dict(), indent=2, default=str))
+            return 0
+        _show(record)
+        return 0
+    if len(args.what) > 1:
+        print("usage: workbench runs [NOTEBOOK] | workbench runs show RUN_ID")
+        return 64
+    records = load_runs(settings, notebook=args.what[0] if args.what else None, job=args.job)
+    shown = records[: args.limit] if args.limit > 0 else records
+    if args.json:
+        print(json.dumps([r.to_dict() for r in shown], indent=2, default=str))
+        return 0
+    if not records:
+        print("No runs yet. Run a notebook with `workbench run NOTEBOOK`.")
+        return 0
+    print(f"{'run id':<24} {'notebook':<20} {'status':<12} {'publ.':<6} {'started (UTC)':<20} {'duration':>9}  parameters")
+    for r in shown:
+        params = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in r.parameters.items())
+        duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else ""
+        print(f"{r.run_id:<24} {r.notebook:<20} {r.status:<12} {r.published_status or '':<6} "
+              f"{(r.started or '')[:19].replace('T', ' '):<20} {duration:>9}  {params}")
+    if len(shown) < len(records):
+        print(f"... {len(records) - len(shown)} older runs (--limit 0 lists all)")
+    return 0
+
+
+def _show(r) -> None:
+    rows = [("run", r.run_id), ("notebook", f"{r.notebook} ({r.notebook_path})"), ("status", r.status),
+            ("published", r.published_status or "-"), ("started", r.started), ("ended", r.ended or "-"),
+            ("duration", f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"),
+            ("user", f"{r.user} ({r.identity})"), ("host", f"{r.host} pid {r.pid}"),
+            ("git", f"{r.git_commit or '-'}{' (modified)' if r.git_dirty else ''}"), ("kernel", r.kernel),
+            ("cell timeout", f"{r.cell_timeout_s} s" if r.cell_timeout_s else "none")]
+    if r.job:
+        rows.append(("job", f"{r.job}{'/' + r.step if r.step else ''} scheduled for {r.scheduled_for or '-'}, attempt {r.attempt or 1}"))
+    rows += [("folder", str(r.folder)), ("report", str(r.report_path) if r.report_path else "(none)")]
+    for name, value in rows:
+        print(f"{name:<13} {value}")
+    print("parameters")
+    for k, v in r.parameters.items() or []:
+        print(f"  {k} = {json.dumps(v, default=str)}")
+    if not r.parameters:
+        print("  (notebook defaults)")
+    published = r.published or {}
+    if published.get("metrics") or published.get("values") or published.get("figures"):
+        print("published")
+        for k, v in (published.get("metrics") or {}).items():
+            status = (published.get("metric_status") or {}).get(k)
+            print(f"  metric {k} = {v:g}" + (f" ({status})" if status else ""))
+        for k, v in (published.get("values") or {}).items():
+            print(f"  value  {k} = {json.dumps(v, default=str)}")
+        for fig in published.get("figures") or []:
+            print(f"  figure {fig['name']} -> {fig['file']}")
+    if r.error:
+        err = r.error
+        where = f" at cell {err.get('execution_count') or err.get('cell_index')}" if err.get("cell_index") is not None else ""
+        print(f"error{where}: {err.get('ename')}: {err.get('evalue') or err.get('message') or ''}")

@@ -1,0 +1,244 @@
+"""Run a notebook headlessly: check parameters, execute with papermill, render, record.
+
+The steps follow papermill's split, each in its own place:
+  find + check parameters   notebooks.py  (before any kernel starts; one ParameterError lists all problems)
+  parameterize              papermill.parameterize_notebook (an `injected-parameters` cell)
+  execute                   engine.py     (papermill's nbclient engine, with the kernel's env and cwd)
+  render                    workbench.reports.render (nbconvert, in-process)
+  record                    record.py     (run.json, written at start and rewritten atomically at the end)
+
+Files in a run folder only ever appear complete (temp file + rename). While the notebook runs,
+papermill saves its progress to `<notebook>.partial.ipynb`; it is replaced by `<notebook>.ipynb`
+when the run ends. `run.json` is written last, so `succeeded` implies every file is there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import __version__
+from ..config import Settings, load_settings
+from ..errors import SetupError
+from ..identity import Identity, current_identity
+from ..storage import atomic_write_bytes, atomic_write_text
+from . import engine as _engine
+from .history import find_run, runs_dir
+from .notebooks import check_parameters, inspect_parameters, notebook_key, resolve_notebook
+from .record import (FAILED, INTERRUPTED, REPORT_FILE, SUCCEEDED, RunRecord, iso, new_run_id, process_start,
+                     utcnow)
+from .refs import find_refs, resolve_refs
+
+__all__ = ["run_notebook", "check_kernel", "PARTIAL_SUFFIX"]
+
+log = logging.getLogger(__name__)
+PARTIAL_SUFFIX = ".partial.ipynb"
+KERNEL_START_TIMEOUT_S = 60
+WEBHOOK_TIMEOUT_S = 5
+
+
+def run_notebook(notebook: str | Path, parameters: Mapping[str, Any] | None = None, settings: Settings | None = None, *,
+                 kernel: str | None = None, timeout: int | None = None, progress: bool = False, log_output: bool = False,
+                 step_runs: Mapping[str, str] | None = None, job: str | None = None, step: str | None = None,
+                 scheduled_for: str | None = None, attempt: int | None = None, run_id: str | None = None,
+                 env: Mapping[str, str] | None = None, build_index: bool = True) -> RunRecord:
+    """Run `notebook` with `parameters` in a new kernel and return its RunRecord.
+
+    The record's status is `succeeded`, `failed` (a cell raised, timed out, or the kernel died) or
+    `interrupted` (Ctrl-C; KeyboardInterrupt is re-raised once the run is recorded). Call
+    `record.raise_for_status()` to turn a failure into NotebookExecutionError. Raises ParameterError
+    before anything starts when a parameter is unknown or of the wrong type.
+
+    timeout: seconds per cell (default: the cell_timeout setting). step_runs: {step name: run id} for
+    `{{ steps.NAME... }}` references in parameter values. env: extra variables for the kernel.
+    """
+    settings = settings or load_settings()
+    path = resolve_notebook(notebook, settings)
+    key = notebook_key(path)
+    declared = inspect_parameters(path)
+    given = dict(parameters or {})
+    if find_refs(given):
+        steps = {name: find_run(settings, rid) for name, rid in (step_runs or {}).items()}
+        given = resolve_refs(given, steps)
+    values = check_parameters(key, declared, given)
+    kernel_name = kernel or settings.kernel_name
+    check_kernel(kernel_name)
+    cell_timeout = settings.cell_timeout if timeout is None else int(timeout)
+
+    identity = _identity(settings, env)
+    started = utcnow()
+    folder = runs_dir(settings) / key / (run_id or new_run_id(started))
+    folder.mkdir(parents=True, exist_ok=False)
+    commit, dirty = _git_state(Path(settings.home))
+    record = RunRecord(
+        run_id=folder.name, notebook=key, parameters=_jsonable(values), started=iso(started),
+        notebook_path=_relative(path, settings.home), kernel=kernel_name,
+        cell_timeout_s=cell_timeout if cell_timeout > 0 else None, git_commit=commit, git_dirty=dirty,
+        pid_start=process_start(), user=identity.user, identity=identity.source, job=job, step=step,
+        scheduled_for=scheduled_for, attempt=attempt, workbench_version=__version__, folder=folder)
+    record.save()
+
+    nb, interrupted = _execute(path, folder, values, kernel_name, record, settings, env, progress, log_output)
+    _finish(nb, record, declared, started)
+    if build_index:
+        _build_index(settings)
+    if record.published_status == "alert" and settings.webhook_url:
+        _post_webhook(settings.webhook_url, record)
+    if interrupted:
+        raise KeyboardInterrupt
+    return record
+
+
+def check_kernel(name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    try:
+        manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        installed = ", ".join(sorted(manager.find_kernel_specs())) or "none"
+        raise SetupError(f"Jupyter kernel '{name}' is not installed. Installed kernels: {installed}. Pass one with --kernel "
+                         f"(or set WORKBENCH_KERNEL_NAME), or install it: python -m ipykernel install --sys-prefix --name {name}.") from None
+
+
+def _execute(path: Path, folder: Path, values: dict, kernel_name: str, record: RunRecord, settings: Settings,
+             env: Mapping[str, str] | None, progress: bool, log_output: bool):
+    """Parameterize and execute; returns (executed notebook, interrupted?) and sets status/error on the record."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.execute import prepare_notebook_metadata, remove_error_markers
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    partial = folder / f"{record.notebook}{PARTIAL_SUFFIX}"
+    nb = load_notebook_node(str(path))
+    if values:
+        nb = parameterize_notebook(nb, values, kernel_name=kernel_name)
+    nb = prepare_notebook_metadata(nb, str(path), str(partial))
+    nb = remove_error_markers(nb)
+    record.status, interrupted = SUCCEEDED, False
+    try:
+        from papermill.engines import papermill_engines
+
+        papermill_engines.execute_notebook_with_engine(
+            _engine.register_engine(), nb, kernel_name=kernel_name, output_path=str(partial), progress_bar=progress,
+            log_output=log_output, start_timeout=KERNEL_START_TIMEOUT_S,
+            execution_timeout=record.cell_timeout_s, kernel_env=_engine.kernel_env(settings, env), kernel_cwd=path.parent)
+    except KeyboardInterrupt:
+        record.status, interrupted = INTERRUPTED, True
+        record.error = _stop_error(nb, "KeyboardInterrupt", "The run was stopped (Ctrl-C) while this cell ran.")
+    except CellTimeoutError:
+        record.status = FAILED
+        record.error = _stop_error(nb, "CellTimeoutError", f"The cell ran longer than the {record.cell_timeout_s} s limit "
+                                                           f"(--timeout) and was stopped.")
+    except DeadKernelError:
+        record.status = FAILED
+        record.error = _stop_error(nb, "DeadKernelError", "The kernel died while this cell ran (often: out of memory).")
+    except Exception as exc:  # the kernel did not start, or papermill failed: nothing ran
+        record.status = FAILED
+        record.error = {"cell_index": None, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
+                        "message": f"The notebook could not be executed: {type(exc).__name__}: {str(exc)[:500]}", "traceback": []}
+    if record.status == SUCCEEDED:
+        error = _engine.find_error(nb)
+        if error is not None:
+            record.status, record.error = FAILED, error
+    return nb, interrupted
+
+
+def _stop_error(nb, ename: str, message: str) -> dict[str, Any]:
+    index = _engine.started_cell(nb)
+    cell = nb.cells[index] if index is not None else {}
+    return {"cell_index": index, "execution_count": cell.get("execution_count"), "source": cell.get("source", ""),
+            "ename": ename, "evalue": message, "message": message, "title": f"{ename}: {message}", "traceback": []}
+
+
+def _finish(nb, record: RunRecord, declared, started) -> None:
+    """Collect what was published, write figures, notebook and report, then the final run.json."""
+    import nbformat
+
+    from ..reports.publish import collect
+    from ..reports.render import render_report
+
+    folder = record.folder
+    published, figures = collect(nb)
+    for name, fmt, data in figures:
+        import base64
+
+        payload = base64.b64decode(data) if fmt == "image/png" else data.encode("utf-8")
+        atomic_write_bytes(folder / "figures" / name, payload)
+    record.published = published
+    ended = utcnow()
+    record.ended, record.duration_s = iso(ended), round((ended - started).total_seconds(), 3)
+
+    error_index = (record.error or {}).get("cell_index")
+    if error_index is not None:
+        _engine.mark_error(nb, error_index)
+    try:
+        atomic_write_text(folder / REPORT_FILE, render_report(nb, record, declared))
+        record.files["report"] = REPORT_FILE
+    except Exception as exc:  # a report that cannot render must not lose the run's record
+        log.warning("could not render the report of run %s: %s: %s", record.run_id, type(exc).__name__, exc)
+        record.files["report"] = None
+        record.files["report_error"] = f"{type(exc).__name__}: {exc}"[:500]
+    if record.error:
+        _engine.add_error_note(nb, f"{record.error.get('ename')}: {record.error.get('evalue') or record.error.get('message', '')}"[:300])
+    notebook_file = f"{record.notebook}.ipynb"
+    atomic_write_text(folder / notebook_file, nbformat.writes(nb))
+    record.files["notebook"] = notebook_file
+    (folder / f"{record.notebook}{PARTIAL_SUFFIX}").unlink(missing_ok=True)
+    record.save()
+
+
+def _build_index(settings: Settings) -> None:
+    from ..reports.site import build_index
+
+    try:
+        build_index(settings)
+    except Exception as exc:  # the run is recorded; the index can be rebuilt with `workbench reports build`
+        log.warning("could not rebuild the reports index: %s: %s", type(exc).__name__, exc)
+
+
+def _post_webhook(url: str, record: RunRecord) -> None:
+    body = json.dumps({"event": "run.alert", "run_id": record.run_id, "notebook": record.notebook, "status": record.status,
+                       "published_status": record.published_status, "metrics": record.metrics, "job": record.job,
+                       "started": record.started, "ended": record.ended,
+                       "report": str(record.report_path) if record.report_path else None}).encode("utf-8")
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+            response.read()
+    except Exception as exc:  # an alert that cannot be delivered is logged, never fatal
+        log.warning("alert webhook for run %s failed: %s", record.run_id, type(exc).__name__)
+
+
+def _identity(settings: Settings, env: Mapping[str, str] | None) -> Identity:
+    if (env or {}).get("WORKBENCH_JOB_IDENTITY") == "service":
+        return Identity(settings.service_user, settings.service_groups, "service")
+    return current_identity(settings)
+
+
+def _git_state(home: Path) -> tuple[str | None, bool | None]:
+    try:
+        commit = subprocess.run(["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "-C", str(home), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+        return commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _relative(path: Path, home: str) -> str:
+    try:
+        return str(path.resolve().relative_to(Path(home).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=str))
