@@ -103,7 +103,7 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"--since expects a duration such as 2h or 7d, or an ISO date or time such as 2024-05-01 or "
+        raise ConfigError(f"'since' expects a duration such as 2h or 7d, or an ISO date or time such as 2024-05-01 or "
                           f"2024-05-01T12:00; found '{text}'.") from None
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
