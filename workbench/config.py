@@ -48,7 +48,8 @@ class Settings:
     lake_root: str = _setting("lake", "Root of the data lake: a local path or any Hadoop-filesystem URI (file://, hdfs://, s3a://, gs://, abfss://).")
     catalog_path: str = _setting("hub_config/catalog.yaml", "The dataset catalog (names, URIs, schemas, column classifications, grants).")
     mask_salt: str = _setting("workbench-dev-salt-change-me", "Secret salt for `hash` column masks. Set it from a secret store in production.", secret=True)
-    audit_dir: str = _setting("", "Where the append-only read audit log lives. Default: <lake_root>/audit.")
+    audit_dir: str = _setting("", "Where the append-only read audit log lives (a local or mounted path: it is appended with O_APPEND and fsync). Default: <lake_root>/audit.")
+    governed_dir: str = _setting("", "The governed zone: masked and row-filtered views written by `workbench data publish`. Default: <lake_root>/governed.")
 
     # Identity (outside the hub)
     user: str = _setting("", "Local identity when not inside a hub-spawned server or a job. Default: the OS user. Reported as unverified.")
@@ -113,6 +114,10 @@ class Settings:
     @property
     def audit_uri(self) -> str:
         return lake_uri(self.home, self.audit_dir) if self.audit_dir else f"{self.lake}/audit"
+
+    @property
+    def governed_uri(self) -> str:
+        return lake_uri(self.home, self.governed_dir) if self.governed_dir else f"{self.lake}/governed"
 
     @property
     def predictions_uri(self) -> str:
@@ -283,7 +288,7 @@ def _validate(s: Settings) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(s, f.name) not in choices:
             fail(f.name, "one of " + ", ".join(choices))
-    for name in ("lake_root", "mlflow_artifacts", "audit_dir", "predictions_dir"):
+    for name in ("lake_root", "mlflow_artifacts", "audit_dir", "governed_dir", "predictions_dir"):
         value = getattr(s, name)
         scheme = urlparse(value).scheme
         if value and len(scheme) > 1 and scheme not in LAKE_SCHEMES:

@@ -6,7 +6,8 @@
     ├── LakeError                a dataset missing or unreadable in the lake
     ├── CatalogError             the catalog file is invalid (file, dataset, field)
     │   └── UnknownDataset       a dataset name not in the catalog (lists close names)
-    ├── AccessDenied             the caller has no grant for a dataset
+    ├── AccessDenied             the caller has no grant for a dataset (or the filesystem refused the read)
+    ├── AuditError               a read could not be recorded in the audit log (so no data is returned)
     ├── ValidationError          a batch does not match a schema (carries the anomalies)
     ├── NotebookError            a notebook cannot be run as asked
     │   ├── ParameterError       unknown parameter, bad value, or no `parameters` cell
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "WorkbenchError", "ConfigError", "SetupError", "LakeError", "CatalogError", "UnknownDataset",
-    "AccessDenied", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
+    "AccessDenied", "AuditError", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
     "JobsFileError", "ReportError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
 ]
 
@@ -68,6 +69,12 @@ class AccessDenied(WorkbenchError):
     """The caller has no grant that allows this read."""
 
     exit_code = 77  # EX_NOPERM
+
+
+class AuditError(WorkbenchError):
+    """The audit log could not be written: reads fail closed rather than go unrecorded."""
+
+    exit_code = 74  # EX_IOERR
 
 
 class ValidationError(WorkbenchError):

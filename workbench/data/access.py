@@ -1,45 +1,198 @@
-"""Reading datasets by name: the only way notebooks and jobs get data from the lake."""
+"""Reading datasets by name: the only way notebooks and jobs get data from the lake.
+
+`load` finds the caller's identity, picks the one grant they read through (see `policy`), and returns
+a DataFrame with that grant's row filter and masks applied; every call, allowed or refused, is
+recorded in the audit log first.
+
+Where the masks are applied depends on the profile:
+- `local` (a laptop): the raw files are read and governed in this process. The boundary is
+  advisory: anyone who can read the files can bypass it (a warning says so once per process).
+- `production`: masked and row-filtered reads go to the views `workbench data publish` wrote into
+  the governed zone, and the filesystem itself refuses raw paths to anyone without `full` access.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..config import Settings, load_settings
-from ..errors import LakeError
-from .catalog import load_catalog
+from ..errors import AccessDenied, LakeError, UnknownDataset, WorkbenchError
+from ..identity import Identity, current_identity
+from . import audit
+from .catalog import LEVEL_FULL, LEVEL_MASKED, Catalog, Dataset, load_catalog, unknown_dataset_message
+from .policy import VIEW_RAW, Grant, effective_grant, govern
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
 
-__all__ = ["load", "sample"]
+__all__ = ["load", "sample", "catalog", "DatasetAccess", "ColumnAccess", "GovernanceWarning"]
+
+
+class GovernanceWarning(UserWarning):
+    """The data boundary is advisory (local profile)."""
+
+
+_warned_advisory = False
+
+
+def _warn_advisory(settings: Settings, identity: Identity) -> None:
+    global _warned_advisory
+    if settings.profile == "local" and not _warned_advisory:
+        _warned_advisory = True
+        warnings.warn(
+            f"Data governance is ADVISORY in the 'local' profile: masks, row filters and grants are applied by workbench.data "
+            f"for '{identity.user}' ({identity.source}), but anyone who can read {settings.lake} can read the raw files. "
+            "The 'production' profile (system users, `workbench data publish`) enforces the boundary.",
+            GovernanceWarning, stacklevel=3)
 
 
 def load(name: str, columns: Sequence[str] | None = None, where: str | None = None, purpose: str | None = None,
          settings: Settings | None = None, spark=None) -> "DataFrame":
-    """A Spark DataFrame of the named dataset, optionally projected and filtered (Spark SQL predicate)."""
+    """A Spark DataFrame of the named dataset as the caller may see it.
+
+    The caller's row filter and masks come first; then `where` (a Spark SQL predicate, evaluated on the
+    masked values) and `columns`. Masked columns keep their names and types. Raises UnknownDataset,
+    AccessDenied (no grant, or the filesystem refused), LakeError, or AuditError (the read could not be recorded).
+    """
+    settings = settings or load_settings()
+    identity = current_identity(settings)
+    _warn_advisory(settings, identity)
+    event: dict[str, Any] = dict(user=identity.user, groups=list(identity.groups), source=identity.source, dataset=name,
+                                 columns=list(columns) if columns else None, where=where, purpose=purpose)
+    cat = load_catalog(settings)
+    if name not in cat.datasets:
+        audit.record(settings, **event, outcome="unknown-dataset")
+        raise UnknownDataset(unknown_dataset_message(name, cat.datasets, cat.path))
+    ds = cat.datasets[name]
+    grant = effective_grant(cat, ds, identity.groups)
+    if grant is None:
+        audit.record(settings, **event, level="none", outcome="denied", reason="no grant")
+        raise AccessDenied(_denied_message(ds, identity))
+    event.update(level=grant.level, view=grant.view, row_filter=grant.row_filter)
     from ..spark import get_spark
 
-    settings = settings or load_settings()
-    dataset = load_catalog(settings).get(name)
     spark = spark or get_spark(settings=settings)
     try:
-        df = spark.read.format(dataset.format).load(dataset.uri)
-    except Exception as exc:
-        raise LakeError(f"Dataset '{name}' could not be read from {dataset.uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is the sample lake.") from exc
-    if where:
-        df = df.where(where)
-    if columns:
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
-            raise LakeError(f"Dataset '{name}' has no column(s) {', '.join(missing)}. Its columns: {', '.join(df.columns)}.")
-        df = df.select(*columns)
+        df = _select(_governed(settings, spark, cat, ds, grant, identity), ds, grant, columns, where)
+    except AccessDenied as exc:
+        audit.record(settings, **event, outcome="denied", reason=exc.__class__.__name__)
+        raise
+    except WorkbenchError as exc:
+        audit.record(settings, **event, outcome="error", reason=exc.__class__.__name__)
+        raise
+    audit.record(settings, **event, outcome="allowed")
     return df
 
 
 def sample(name: str, n: int = 1000, seed: int = 42, **kwargs) -> "pd.DataFrame":
-    """Up to `n` rows of the dataset as pandas, deterministic for a given seed."""
+    """Up to `n` rows of the dataset as pandas (governed like `load`), deterministic for a given seed."""
     df = load(name, **kwargs)
     total = df.count()
     if total > n:
         df = df.sample(fraction=min(1.0, 1.2 * n / total), seed=seed).limit(n)
     return df.toPandas()
+
+
+def _denied_message(ds: Dataset, identity: Identity) -> str:
+    groups = ", ".join(identity.groups) or "none"
+    return (f"'{identity.user}' (groups: {groups}; identity: {identity.source}) has no grant to read dataset '{ds.name}'. "
+            f"Ask its owner, {ds.owner}, for access (a grant of 'masked' or 'full' to one of your groups in the catalog).")
+
+
+def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant, identity: Identity) -> "DataFrame":
+    if settings.profile == "production" and grant.view != VIEW_RAW:
+        from .publish import current_version_uri, view_uri
+
+        try:
+            uri = current_version_uri(settings, ds.name, grant.view, spark)
+        except PermissionError as exc:
+            raise AccessDenied(_refused(ds, identity, grant, view_uri(settings, ds.name, grant.view))) from exc
+        if uri is None:
+            raise LakeError(f"The '{grant.view}' view of dataset '{ds.name}' has not been published to {settings.governed_uri}. "
+                            f"Ask its owner, {ds.owner}, to run `workbench data publish`.")
+        return _read(spark, ds, uri, "parquet", identity, grant)
+    raw = _read(spark, ds, ds.uri, ds.format, identity, grant)
+    return govern(raw, cat, ds, grant, settings.mask_salt)
+
+
+def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Grant) -> "DataFrame":
+    try:
+        return spark.read.format(fmt).load(uri)
+    except Exception as exc:
+        text = str(exc)
+        if isinstance(exc, PermissionError) or "Permission denied" in text or "AccessControlException" in text or "AccessDenied" in text:
+            raise AccessDenied(_refused(ds, identity, grant, uri)) from exc
+        raise LakeError(f"Dataset '{ds.name}' could not be read from {uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is "
+                        f"the sample lake, or `workbench data publish` if a governed view is missing.") from exc
+
+
+def _refused(ds: Dataset, identity: Identity, grant: Grant, uri: str) -> str:
+    return (f"The filesystem refused '{identity.user}' (groups: {', '.join(identity.groups) or 'none'}) reading the '{grant.view}' view of "
+            f"dataset '{ds.name}' at {uri}. Your system account is not in a group that may read it; ask the owner, {ds.owner}.")
+
+
+def _select(df: "DataFrame", ds: Dataset, grant: Grant, columns: Sequence[str] | None, where: str | None) -> "DataFrame":
+    if where:
+        from pyspark.errors import AnalysisException, ParseException
+
+        try:
+            df = df.where(where)
+            df.schema
+        except (AnalysisException, ParseException) as exc:
+            raise LakeError(f"The where= predicate for dataset '{ds.name}' is not valid Spark SQL over its columns "
+                            f"({', '.join(df.columns)}): {exc.__class__.__name__}.") from exc
+    if columns:
+        withheld = [c for c in columns if c not in df.columns and ds.column(c) is not None]
+        if withheld and grant.level != LEVEL_FULL:
+            raise AccessDenied(f"Column(s) {', '.join(withheld)} of dataset '{ds.name}' are not released at level '{grant.level}'. "
+                               f"Ask its owner, {ds.owner}, for 'full' access or leave them out.")
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise LakeError(f"Dataset '{ds.name}' has no column(s) {', '.join(missing)}. Its columns: {', '.join(df.columns)}.")
+        df = df.select(*columns)
+    return df
+
+
+# ---- what may I read? ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ColumnAccess:
+    name: str
+    type: str
+    classification: str
+    mask: str | None      # the mask applied at the caller's level (None: values as stored)
+    released: bool        # False when the column is dropped at the caller's level
+
+
+@dataclass(frozen=True)
+class DatasetAccess:
+    name: str
+    level: str            # masked or full (or none, with include_denied)
+    group: str            # the group whose grant applies
+    row_filter: str | None
+    owner: str
+    zone: str
+    description: str
+    columns: tuple[ColumnAccess, ...]
+
+
+def catalog(settings: Settings | None = None, include_denied: bool = False) -> list[DatasetAccess]:
+    """The datasets the caller may read, each with its level, row filter and what each column looks like."""
+    settings = settings or load_settings()
+    identity = current_identity(settings)
+    cat = load_catalog(settings)
+    out = []
+    for name, ds in sorted(cat.datasets.items()):
+        grant = effective_grant(cat, ds, identity.groups)
+        if grant is None and not include_denied:
+            continue
+        level = grant.level if grant else "none"
+        cols = tuple(
+            ColumnAccess(c.name, c.type, c.classification,
+                         str(c.mask) if c.mask and level == LEVEL_MASKED else None,
+                         not (level == LEVEL_MASKED and c.mask is not None and c.mask.kind == "drop"))
+            for c in ds.columns)
+        out.append(DatasetAccess(name, level, grant.group if grant else "", grant.row_filter if grant else None,
+                                 ds.owner, ds.zone, ds.description, cols))
+    return out

@@ -1,0 +1,126 @@
+"""`workbench data`: what you may read, the read audit, catalog checks, and publishing governed views."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="governed data: what you may read, the audit log, publishing governed views",
+                       description="Governed access to the lake's datasets (masks, row filters, grants) and the audit of every read.")
+    data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    ls = data.add_parser("catalog", help="list the datasets you may read and at what level",
+                         description="List the datasets the current identity may read, the level (masked or full), the row "
+                                     "filter that applies, and how each sensitive column is masked.")
+    ls.add_argument("--all", action="store_true", help="also list datasets you have no access to")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=run_catalog)
+
+    aud = data.add_parser("audit", help="query the read audit log",
+                          description="Print audit records (one per load, allowed or denied), oldest first.")
+    aud.add_argument("--user", help="only this user")
+    aud.add_argument("--dataset", help="only this dataset")
+    aud.add_argument("--since", type=_since, help="only records at or after T: a duration (30m, 2h, 7d) or an ISO date/time (UTC unless an offset is given)")
+    aud.add_argument("--outcome", choices=("allowed", "denied", "unknown-dataset", "error"), help="only this outcome")
+    aud.add_argument("--json", action="store_true", help="print JSON lines")
+    aud.set_defaults(func=run_audit)
+
+    chk = data.add_parser("check", help="validate the catalog against the data",
+                          description="Load the catalog (format, levels, masks, grants) and compare each dataset's columns "
+                                      "and types with the data; check every row filter and sql mask compiles.")
+    chk.set_defaults(func=run_check)
+
+    pub = data.add_parser("publish", help="materialise governed views (masked, per row-filter group) into the governed zone",
+                          description="Write each dataset's governed views into the governed zone (setting governed_dir), "
+                                      "swapped in atomically. With permissions (default in the production profile) also "
+                                      "set owner, group, mode and ACLs so the raw zone is readable only by the service "
+                                      "account and groups with full access. Run it as the data service account or root.")
+    pub.add_argument("datasets", nargs="*", help="datasets to publish (default: all)")
+    perm = pub.add_mutually_exclusive_group()
+    perm.add_argument("--permissions", dest="permissions", action="store_true", default=None, help="set filesystem permissions")
+    perm.add_argument("--no-permissions", dest="permissions", action="store_false", help="only write the views")
+    pub.set_defaults(func=run_publish)
+
+
+def _since(text: str):
+    from ..data.audit import parse_since
+    from ..errors import ConfigError
+
+    try:
+        return parse_since(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_catalog(args: argparse.Namespace) -> int:
+    from ..data.access import catalog
+    from ..identity import current_identity
+
+    settings = load_settings()
+    entries = catalog(settings, include_denied=args.all)
+    if args.json:
+        import dataclasses
+
+        print(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
+        return 0
+    me = current_identity(settings)
+    print(f"{me.user} (groups: {', '.join(me.groups) or 'none'}; identity: {me.source})")
+    for e in entries:
+        masked = [f"{c.name}={c.mask}" for c in e.columns if c.mask]
+        extra = (f"  rows: {e.row_filter}" if e.row_filter else "") + (f"  masks: {', '.join(masked)}" if masked else "")
+        print(f"  {e.name:<12} {e.level:<7} owner {e.owner}{extra}")
+    if not entries:
+        print("  (no datasets: ask a dataset owner for a grant)")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from ..data.audit import query
+
+    settings = load_settings()
+    result = query(settings, user=args.user, dataset=args.dataset, since=args.since, outcome=args.outcome)
+    for r in result.records:
+        if args.json:
+            print(json.dumps(r))
+        else:
+            cols = ",".join(r["columns"]) if r.get("columns") else "*"
+            print(f"{r['time'][:19]}  {r['outcome']:<8} {r['user']:<14} {r['dataset'] or '-':<10} level={r.get('level') or '-':<6} view={r.get('view') or '-'} "
+                  f"columns={cols} purpose={r.get('purpose') or '-'}")
+    if result.skipped_lines:
+        print(f"warning: {result.skipped_lines} line(s) of the audit log are not JSON (a write cut short) and were skipped")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..data.catalog import check_schema, load_catalog
+    from ..data.policy import Grant, govern
+    from ..spark import get_spark
+
+    settings = load_settings()
+    cat = load_catalog(settings)
+    spark = get_spark("workbench-data-check", settings)
+    for name, ds in sorted(cat.datasets.items()):
+        df = spark.read.format(ds.format).load(ds.uri)
+        unclassified = check_schema(cat, ds, df.schema)
+        for group, predicate in ds.row_filters.items():
+            govern(df, cat, ds, Grant("masked", group, predicate), settings.mask_salt)
+        govern(df, cat, ds, Grant("masked", "", None), settings.mask_salt)
+        note = f" (not in the catalog, withheld below full: {', '.join(unclassified)})" if unclassified else ""
+        print(f"  {name:<12} ok{note}")
+    print(f"{cat.path}: valid")
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from ..data.publish import publish
+
+    settings = load_settings()
+    views = publish(settings, datasets=args.datasets or None, permissions=args.permissions)
+    for v in views:
+        for warning in v.warnings:
+            print(f"warning: {warning}")
+    print(f"published {len(views)} view(s) to {settings.governed_uri}" + (" with permissions" if views and views[0].permissions else ""))
+    return 0
