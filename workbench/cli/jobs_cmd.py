@@ -53,6 +53,7 @@ def _logging() -> None:
 
     skip_iri_grammar()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("papermill").setLevel(logging.WARNING)
 
 
 def run_validate(args: argparse.Namespace) -> int:

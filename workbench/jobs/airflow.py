@@ -9,10 +9,9 @@ counts as success, as in the built-in scheduler; alerts are delivered by the web
 """
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
-
-import yaml
 
 from ..config import Settings
 from .refs import find_refs
@@ -42,7 +41,7 @@ def _bash(job: Job, index: int, command: str, settings: Settings) -> str:
     parts = [command, "run", shlex.quote(step.path.name), "--quiet", "--timeout", str(timeout), "--job", shlex.quote(job.name),
              "--job-step", shlex.quote(step.name), "--scheduled-for", "{{ ts }}", "--attempt", "{{ ti.try_number }}"]
     if step.parameters:
-        text = yaml.safe_dump(step.parameters, default_flow_style=True, width=10**6).strip()
+        text = json.dumps(step.parameters, default=str)  # JSON is YAML: -y reads it
         parts += ["-y", "{% raw %}" + shlex.quote(text) + "{% endraw %}"]  # our {{ steps... }} are not Airflow's Jinja
     for ref_step in sorted({name for value in step.parameters.values() for name, _ in find_refs(value)}):
         parts += ["--step-run", f"{shlex.quote(ref_step)}={{{{ ti.xcom_pull(task_ids='{_task_id(ref_step)}') }}}}"]

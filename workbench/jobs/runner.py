@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
