@@ -7,6 +7,7 @@
     ├── CatalogError             the catalog file is invalid (file, dataset, field)
     │   └── UnknownDataset       a dataset name not in the catalog (lists close names)
     ├── AccessDenied             the caller has no grant for a dataset
+    ├── IdentityError            inside a hub server, the hub could not confirm who is asking
     ├── ValidationError          a batch does not match a schema (carries the anomalies)
     ├── NotebookError            a notebook cannot be run as asked
     │   ├── ParameterError       unknown parameter, bad value, or no `parameters` cell
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "WorkbenchError", "ConfigError", "SetupError", "LakeError", "CatalogError", "UnknownDataset",
-    "AccessDenied", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
+    "AccessDenied", "IdentityError", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
     "JobsFileError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
 ]
 
@@ -65,6 +66,12 @@ class UnknownDataset(CatalogError):
 
 class AccessDenied(WorkbenchError):
     """The caller has no grant that allows this read."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class IdentityError(WorkbenchError):
+    """Inside a hub-spawned server, the hub did not confirm the user (unreachable, or the token was refused)."""
 
     exit_code = 77  # EX_NOPERM
 
