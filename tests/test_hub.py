@@ -86,8 +86,8 @@ def test_disabled_services_are_neither_run_nor_granted(hub_settings):
 def test_services_run_behind_the_hub_on_127_0_0_1(hub_settings):
     services = {s["name"]: s for s in apply_config(hub_settings, Config(), euid=1000).JupyterHub.services}
     assert services["reports"]["url"] == f"http://127.0.0.1:{hub_settings.reports_port}"
-    assert services["reports"]["command"] == [sys.executable, "-m", "workbench.hub.reports_service"]
-    assert services["mlflow"]["command"][-1] == "workbench.hub.mlflow_service"
+    assert services["reports"]["command"] == [sys.executable, "-m", "workbench.hub.service", "reports"]
+    assert services["mlflow"]["command"][-2:] == ["workbench.hub.service", "mlflow"]
     assert f"--timeout={hub_settings.hub_idle_timeout}" in services["idle-culler"]["command"]
     assert services["reports"]["environment"]["WORKBENCH_HUB_STATE_DIR"] == hub_settings.hub_state_dir
 

@@ -124,11 +124,10 @@ def _services(settings: Settings) -> list[dict]:
     python = sys.executable
     wanted = settings.hub_services
     services: list[dict] = []
-    for name, port, module in (("reports", settings.reports_port, "workbench.hub.reports_service"),
-                               ("mlflow", settings.mlflow_ui_port, "workbench.hub.mlflow_service")):
+    for name, port in (("reports", settings.reports_port), ("mlflow", settings.mlflow_ui_port)):
         if name in wanted:
             services.append({
-                "name": name, "url": f"http://127.0.0.1:{port}", "command": [python, "-m", module],
+                "name": name, "url": f"http://127.0.0.1:{port}", "command": [python, "-m", "workbench.hub.service", name],
                 "environment": env, "cwd": settings.home, "oauth_no_confirm": True, "display": True,
                 "info": {"description": SERVICE_DESCRIPTIONS[name]}})
     if "idle-culler" in wanted:

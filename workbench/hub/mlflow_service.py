@@ -20,6 +20,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -163,15 +164,9 @@ def make_app(upstream: MLflowUpstream, prefix: str) -> web.Application:
     ], cookie_secret=secrets.token_bytes(32))
 
 
-def main() -> None:
+def main(sock: socket.socket) -> None:
     from ..config import load_settings
 
-    settings = load_settings()
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
-    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-    upstream = MLflowUpstream(settings, prefix)
-    run_service(make_app(upstream, prefix), url.hostname, url.port, on_start=upstream.start, on_stop=upstream.stop)
-
-
-if __name__ == "__main__":
-    main()
+    upstream = MLflowUpstream(load_settings(), prefix)
+    run_service(make_app(upstream, prefix), sock, on_start=upstream.start, on_stop=upstream.stop)

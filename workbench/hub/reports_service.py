@@ -1,6 +1,6 @@
 """The reports site as a hub service: the `reports_dir` folder, behind the hub's login (OAuth).
 
-The hub starts it (`python -m workbench.hub.reports_service`) with its URL, prefix and token in the
+The hub starts it (`python -m workbench.hub.service reports`) with its URL, prefix and token in the
 environment. Whoever opens it logs in at the hub; the hub lets through only people whose groups
 give them `access:services!service=reports` (see workbench.hub.configure), everyone else gets 403.
 Files are served read-only; a folder without an index.html gets a plain listing.
@@ -10,8 +10,9 @@ from __future__ import annotations
 import html
 import os
 import secrets
+import socket
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
@@ -57,6 +58,9 @@ class ReportsHandler(HubOAuthenticated, web.StaticFileHandler):
         self.finish(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
                     f"<body><h1>{title}</h1>{body}</body></html>")
 
+    def compute_etag(self) -> str | None:
+        return super().compute_etag() if getattr(self, "absolute_path", None) else None  # listings have no file
+
     def set_extra_headers(self, path: str) -> None:
         # Reports may hold governed results: never cache them in shared caches.
         self.set_header("Cache-Control", "private, no-cache")
@@ -70,15 +74,9 @@ def make_app(reports_dir: Path, prefix: str) -> web.Application:
     ], cookie_secret=secrets.token_bytes(32))
 
 
-def main() -> None:
+def main(sock: socket.socket) -> None:
     from ..config import load_settings
 
     reports_dir = load_settings().path("reports_dir").resolve()
     reports_dir.mkdir(parents=True, exist_ok=True)
-    prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
-    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-    run_service(make_app(reports_dir, prefix), url.hostname, url.port)
-
-
-if __name__ == "__main__":
-    main()
+    run_service(make_app(reports_dir, os.environ["JUPYTERHUB_SERVICE_PREFIX"]), sock)
