@@ -88,12 +88,14 @@ def client(hub) -> httpx.Client:
 
 
 def login(hub, name: str) -> httpx.Client:
-    """A logged-in browser-like session (cookies), as after submitting the login form."""
+    """A logged-in browser-like session (cookies), as after submitting the login form. The redirect after
+    login is recorded, not followed: for a data scientist it would start their server."""
     c = client(hub)
     c.get("/hub/login")
-    r = c.post("/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")})
-    assert "/hub/login" not in r.url.path, f"login failed for {name}"
-    c.landing = r.url.path
+    r = c.post("/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")},
+               follow_redirects=False)
+    assert r.status_code == 302, f"login failed for {name}"
+    c.landing = r.headers["location"]
     return c
 
 
@@ -166,6 +168,7 @@ print(json.dumps({"user": i.user, "groups": list(i.groups), "source": i.source,
 
 def test_a_data_scientists_kernel_gets_the_hubs_identity(hub):
     ada = login(hub, "ada")
+    assert ada.landing == "/hub/spawn"  # data scientists land in their own server
     token = api_token(ada, "ada")
     api = httpx.Client(base_url=hub.url, headers={"Authorization": f"token {token}"}, timeout=60)
     r = api.post("/hub/api/users/ada/server")
@@ -181,9 +184,10 @@ def test_a_data_scientists_kernel_gets_the_hubs_identity(hub):
         assert seen["salt_visible"] is False
         assert seen["home"] == str(Path(hub.settings.hub_state_dir) / "homes" / "ada")
 
-        # nobody else reaches ada's server: not a stakeholder, not another data scientist
+        # nobody else reaches ada's server: not a stakeholder, not another data scientist (the hub's OAuth refuses)
         for other in ("sam", "ben"):
-            assert login(hub, other).get("/user/ada/api/status").status_code == 403
+            r = login(hub, other).get("/user/ada/lab")
+            assert r.status_code == 403 and r.url.path.startswith("/hub/api/oauth2/authorize"), (other, r.url)
     finally:
         api.delete("/hub/api/users/ada/server")
 

@@ -71,7 +71,10 @@ class MLflowUpstream:
         if self.remote:
             log.warning(self.unavailable)
             return
-        self.proc = await asyncio.create_subprocess_exec(*self.command(), cwd=self.settings.home, start_new_session=True)
+        # MLflow's job runner (GenAI jobs) is a second process the UI does not need.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = await asyncio.create_subprocess_exec(*self.command(), cwd=self.settings.home, env=env,
+                                                         start_new_session=True)
         asyncio.create_task(self._watch(stop))
         asyncio.create_task(self._wait_ready())
 
