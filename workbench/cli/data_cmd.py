@@ -7,6 +7,10 @@ import json
 from ..config import load_settings
 
 
+EXAMPLES = [('workbench data catalog', 'the datasets you may read, and at what level'),
+            ('workbench data audit --user ada', 'who read what, when')]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="governed data: what you may read, the audit log, publishing governed views",
                        description="Governed access to the lake's datasets (masks, row filters, grants) and the audit of every read.")

@@ -10,6 +10,9 @@ from ..config import load_settings
 from ..errors import JobsFileError
 
 
+EXAMPLES = [('workbench jobs validate', 'check jobs.yaml; `workbench scheduler` runs it')]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="check jobs.yaml, run due jobs, export Airflow DAGs",
                        description="Scheduled notebook jobs are declared in jobs.yaml (the jobs_file setting): notebook "

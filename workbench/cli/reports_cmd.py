@@ -6,6 +6,9 @@ import argparse
 from ..config import load_settings
 
 
+EXAMPLES = [('workbench reports serve', 'look at the reports site (reports/index.html)')]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reports", help="rebuild or serve the static reports site (reports/index.html)",
                        description="The reports site is one static page, reports/index.html, listing notebooks, their "

@@ -25,6 +25,9 @@ examples:
 """
 
 
+EXAMPLES = [('workbench run 01_explore -p dataset flights', 'run a notebook headlessly; report under reports/runs/')]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run a notebook headlessly with parameters; writes reports/runs/<notebook>/<run_id>/",

@@ -7,6 +7,9 @@ import json
 from ..config import load_settings
 
 
+EXAMPLES = [('workbench runs', 'list notebook runs; `workbench runs show RUN_ID` for one')]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runs", help="list notebook runs (workbench runs [NOTEBOOK]) or show one (workbench runs show RUN_ID)",

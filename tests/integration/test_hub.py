@@ -1,0 +1,282 @@
+"""The real hub: JupyterHub + configurable-http-proxy + the reports and MLflow services, started once
+for this module by the same launcher as `workbench hub`, on 127.0.0.1 with free ports and temp state.
+People log in with their own passwords, as a browser would (form + cookies)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, free_port
+from workbench.config import load_settings
+from workbench.hub import accounts
+from workbench.hub.launcher import HubProcess
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "integration-test-pw-7"
+USERS = """
+groups:
+  data-scientists: {server: true, services: [reports, mlflow], limits: {memory: 4G, spark_driver_memory: 1g}}
+  data-stewards: {server: true, services: [reports, mlflow]}
+  stakeholders: {server: false, services: [reports]}
+  admins: {admin: true, server: true, services: [reports, mlflow]}
+users:
+  admin: [admins]
+  ada: [data-scientists]
+  ben: [data-scientists]
+  sam: [stakeholders]
+"""  # nora has an account but is in no group
+REPORT_TITLE = "Flight delay reports"
+DRIFT_TITLE = "Drift monitor: June vs January"
+SERVER_READY_TIMEOUT = 240.0
+MLFLOW_READY_TIMEOUT = 300.0
+
+
+def write_reports(folder: Path) -> None:
+    """A reports site as the jobs runner lays it out: an index and one run's report with an inline chart."""
+    run = folder / "runs" / "04_drift_monitor" / "20130601T000000Z"
+    run.mkdir(parents=True)
+    (folder / "index.html").write_text(
+        f"<!doctype html><html><head><title>{REPORT_TITLE}</title></head><body><h1>{REPORT_TITLE}</h1>"
+        f'<a id="latest-drift" href="runs/04_drift_monitor/20130601T000000Z/report.html">{DRIFT_TITLE}</a></body></html>')
+    (run / "report.html").write_text(
+        f"<!doctype html><html><head><title>{DRIFT_TITLE}</title></head><body><h1>{DRIFT_TITLE}</h1>"
+        '<svg id="chart" width="200" height="100"><rect x="10" y="20" width="30" height="80"/></svg></body></html>')
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    if not (REPO / ".npm/node_modules/.bin/configurable-http-proxy").exists():
+        pytest.skip("configurable-http-proxy is not installed: run `make setup`")
+    root = tmp_path_factory.mktemp("hub")
+    (root / "users.yaml").write_text(USERS)
+    write_reports(root / "reports")
+    settings = load_settings(env={"WORKBENCH_HOME": str(REPO)}).with_overrides(
+        hub_state_dir=str(root / "state"), hub_users_file=str(root / "users.yaml"), reports_dir=str(root / "reports"),
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}", mlflow_artifacts=str(root / "mlartifacts"),
+        hub_port=free_port(), hub_api_port=free_port(), proxy_api_port=free_port(), reports_port=free_port(),
+        mlflow_ui_port=free_port(), spark_master="local[2]", hub_admin_password=PASSWORD)
+    for name in ("admin", "ada", "ben", "sam", "nora"):
+        accounts.set_password(settings, name, PASSWORD)
+    with open(root / "hub.log", "w") as log:
+        process = HubProcess(settings, log=log).start()
+        try:
+            yield SimpleNamespace(url=process.url, settings=settings, root=root)
+        finally:
+            process.stop()
+    ports = [settings.hub_port, settings.hub_api_port, settings.proxy_api_port, settings.reports_port, settings.mlflow_ui_port]
+    still_open = [p for p in ports if _listening(p)]
+    assert not still_open, f"ports still served after the hub stopped: {still_open}"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def client(hub) -> httpx.Client:
+    return httpx.Client(base_url=hub.url, follow_redirects=True, timeout=60)
+
+
+def login(hub, name: str) -> httpx.Client:
+    """A logged-in browser-like session (cookies), as after submitting the login form. The redirect after
+    login is recorded, not followed: for a data scientist it would start their server."""
+    c = client(hub)
+    c.get("/hub/login")
+    r = c.post("/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")},
+               follow_redirects=False)
+    assert r.status_code == 302, f"login failed for {name}"
+    c.landing = r.headers["location"]
+    return c
+
+
+def xsrf(c: httpx.Client) -> dict:
+    return {"X-XSRFToken": c.cookies.get("_xsrf", path="/hub/")}
+
+
+def api_token(c: httpx.Client, name: str) -> str:
+    r = c.post(f"/hub/api/users/{name}/tokens", json={"note": "integration test", "expires_in": 3600}, headers=xsrf(c))
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+# ---- nobody gets in without logging in ----------------------------------------------------------
+@pytest.mark.parametrize("path", ["/hub/home", "/services/reports/", "/services/mlflow/", "/user/ada/lab"])
+def test_anonymous_requests_are_sent_to_the_login_page(hub, path):
+    r = client(hub).get(path)
+    assert r.url.path == "/hub/login" and r.status_code == 200
+
+
+def test_anonymous_api_requests_are_refused(hub):
+    c = client(hub)
+    assert c.get("/hub/api/users").status_code == 403
+    assert c.post("/services/mlflow/ajax-api/2.0/mlflow/experiments/search", json={}).status_code == 403
+
+
+def test_a_wrong_password_does_not_log_in(hub):
+    c = client(hub)
+    c.get("/hub/login")
+    r = c.post("/hub/login", data={"username": "sam", "password": "not-" + PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")})
+    assert r.url.path == "/hub/login" and "Invalid username or password" in r.text
+
+
+# ---- stakeholders: the reports, nothing else ----------------------------------------------------
+def test_a_stakeholder_lands_on_and_reads_the_reports(hub):
+    sam = login(hub, "sam")
+    assert sam.landing == "/services/reports/"
+    r = sam.get("/services/reports/")
+    assert r.status_code == 200 and REPORT_TITLE in r.text
+    r = sam.get("/services/reports/runs/04_drift_monitor/20130601T000000Z/report.html")
+    assert r.status_code == 200 and DRIFT_TITLE in r.text
+    assert sam.get("/services/reports/runs/").status_code == 200  # a folder without index: a listing
+
+
+def test_a_stakeholder_cannot_start_a_server_or_open_mlflow(hub):
+    sam = login(hub, "sam")
+    assert sam.post("/hub/api/users/sam/server", headers=xsrf(sam)).status_code == 403
+    assert sam.post("/hub/api/users/sam/tokens", json={}, headers=xsrf(sam)).status_code == 403
+    assert sam.get("/services/mlflow/").status_code == 403
+
+
+def test_someone_in_no_group_cannot_read_the_reports(hub):
+    nora = login(hub, "nora")
+    assert nora.get("/services/reports/").status_code == 403
+
+
+# ---- data scientists: their own server, the hub's identity inside it ----------------------------
+KERNEL_CODE = """
+import json, os
+os.environ["JUPYTERHUB_USER"] = "admin"          # set by hand: must not change who we are
+os.environ["WORKBENCH_GROUPS"] = "admins"
+os.environ["WORKBENCH_JOB_IDENTITY"] = "service"
+from workbench.identity import current_identity
+i = current_identity()
+print(json.dumps({"user": i.user, "groups": list(i.groups), "source": i.source,
+                  "driver_memory": os.environ.get("WORKBENCH_SPARK_DRIVER_MEMORY"),
+                  "salt_visible": "WORKBENCH_MASK_SALT" in os.environ, "home": os.environ.get("HOME")}))
+"""
+
+
+def test_a_data_scientists_kernel_gets_the_hubs_identity(hub):
+    ada = login(hub, "ada")
+    assert ada.landing == "/hub/spawn"  # data scientists land in their own server
+    token = api_token(ada, "ada")
+    api = httpx.Client(base_url=hub.url, headers={"Authorization": f"token {token}"}, timeout=60)
+    r = api.post("/hub/api/users/ada/server")
+    assert r.status_code in (201, 202), r.text
+    try:
+        _wait_server_ready(api, "ada")
+        kernel = api.post("/user/ada/api/kernels", json={"name": "python3"})
+        assert kernel.status_code == 201, kernel.text
+        ws_url = hub.url.replace("http", "ws", 1) + f"user/ada/api/kernels/{kernel.json()['id']}/channels"
+        seen = json.loads(asyncio.run(_execute(ws_url, token, KERNEL_CODE)).strip().splitlines()[-1])
+        assert seen["user"] == "ada" and seen["groups"] == ["data-scientists"] and seen["source"] == "hub"
+        assert seen["driver_memory"] == "1g"  # the group's limit, not the hub default
+        assert seen["salt_visible"] is False
+        assert seen["home"] == str(Path(hub.settings.hub_state_dir) / "homes" / "ada")
+
+        # nobody else reaches ada's server: not a stakeholder, not another data scientist (the hub's OAuth refuses)
+        for other in ("sam", "ben"):
+            r = login(hub, other).get("/user/ada/lab")
+            assert r.status_code == 403 and r.url.path.startswith("/hub/api/oauth2/authorize"), (other, r.url)
+    finally:
+        api.delete("/hub/api/users/ada/server")
+
+
+def _wait_server_ready(api: httpx.Client, name: str) -> None:
+    end = time.monotonic() + SERVER_READY_TIMEOUT
+    while time.monotonic() < end:
+        server = api.get(f"/hub/api/users/{name}").json().get("servers", {}).get("")
+        if server and server.get("ready"):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name}'s server was not ready after {SERVER_READY_TIMEOUT:.0f} s")
+
+
+async def _execute(ws_url: str, token: str, code: str, timeout: float = 120) -> str:
+    """Run `code` in a kernel over the Jupyter websocket protocol; return its stdout (raise on error)."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
+    msg_id = uuid.uuid4().hex
+    conn.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": uuid.uuid4().hex,
+                   "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    out: list[str] = []
+    try:
+        while True:
+            raw = await asyncio.wait_for(conn.read_message(), timeout)
+            assert raw is not None, "the kernel's websocket closed"
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                raise AssertionError(f"{content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        conn.close()
+
+
+# ---- the MLflow UI ------------------------------------------------------------------------------
+def test_a_data_scientist_browses_mlflow_through_the_hub(hub):
+    ada = login(hub, "ada")
+    end = time.monotonic() + MLFLOW_READY_TIMEOUT
+    while (r := ada.get("/services/mlflow/")).status_code == 503 and time.monotonic() < end:
+        time.sleep(2)
+    assert r.status_code == 200 and "<title>MLflow</title>" in r.text
+    search = "/services/mlflow/ajax-api/2.0/mlflow/experiments/search"
+    r = ada.post(search, json={"max_results": 10}, headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200 and "experiments" in r.json()
+    # a page on another site cannot make the browser write with ada's cookie
+    assert ada.post(search, json={"max_results": 10}, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+
+
+# ---- in a real browser ---------------------------------------------------------------------------
+def test_a_stakeholder_reads_the_latest_drift_report_in_chromium(hub, tmp_path):
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("chromium and chromedriver are not installed (`make browser` installs them on Debian as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        wait = WebDriverWait(browser, 60)
+        browser.get(hub.url + "hub/login")
+        wait.until(ec.presence_of_element_located((By.ID, "username_input"))).send_keys("sam")
+        browser.find_element(By.ID, "password_input").send_keys(PASSWORD)
+        browser.find_element(By.ID, "login_submit").click()
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), REPORT_TITLE))
+        assert browser.current_url.endswith("/services/reports/")
+        browser.find_element(By.ID, "latest-drift").click()
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), DRIFT_TITLE))
+        assert browser.find_elements(By.CSS_SELECTOR, "svg, canvas, .plotly"), "the report has no chart"
+        shot = tmp_path / "drift-report.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    finally:
+        browser.quit()

@@ -1,0 +1,230 @@
+"""apply_config(settings, c): the hub's whole configuration, from workbench settings and the users file.
+
+It only *sets* values on `c` (never appends), so running it twice gives the same config, and it needs
+nothing but a traitlets `Config` to be tested. Two profiles, chosen by the `profile` setting:
+
+- `local`: NativeAuthenticator (own password per person, sign-ups authorized by an admin), the
+  SimpleLocalProcessSpawner with a home folder per user under the hub state folder, SQLite.
+- `production`: PAM (system users; see the README for GenericOAuthenticator), LocalProcessSpawner
+  running each server as its system user, a PostgreSQL hub database (`hub_db_url`), optional TLS.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from ..config import ENV_PREFIX, Settings
+from ..errors import ConfigError
+from .users import CachedUsersFile, UsersFile, load_users_file
+
+__all__ = ["apply_config", "database_url", "server_environment", "service_environment", "LandingPage", "ApplyGroupLimits"]
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATORS = {
+    "local": "workbench.hub.auth.NativeUsersFileAuthenticator",
+    "production": "workbench.hub.auth.PAMUsersFileAuthenticator",
+}
+SPAWNERS = {
+    "local": "jupyterhub.spawner.SimpleLocalProcessSpawner",
+    "production": "jupyterhub.spawner.LocalProcessSpawner",
+}
+# Every user: enough to see who they are. Servers and services come from group roles.
+BASE_USER_SCOPES = ["read:users:name!user", "read:users:groups!user", "read:users:activity!user"]
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+AUTH_REFRESH_SECONDS = 60  # how stale a user's groups may get while they keep working
+SPAWN_TIMEOUT_SECONDS = 120  # a loaded 2-core machine starting many servers at once needs more than the default 30-60 s
+SERVICE_DESCRIPTIONS = {
+    "reports": "Rendered notebook runs and the reports index",
+    "mlflow": "MLflow experiments, runs and registered models",
+}
+
+
+def apply_config(settings: Settings, c, *, euid: int | None = None):
+    """Set the hub's configuration on `c` (a traitlets Config); returns `c`."""
+    if settings.profile not in AUTHENTICATORS:
+        raise ConfigError(f"setting 'profile' must be one of {', '.join(AUTHENTICATORS)} for the hub.")
+    users = load_users_file(settings.path("hub_users_file"))
+    state = settings.path("hub_state_dir")
+    euid = os.geteuid() if euid is None else euid
+    _hub(settings, c, state)
+    _authenticator(settings, c, users)
+    _spawner(settings, c, state, euid)
+    services = _services(settings)
+    names = [s["name"] for s in services]
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = _roles(settings, users, names)
+    c.JupyterHub.default_url = LandingPage(str(users.path), "reports" in names)
+    return c
+
+
+def _hub(settings: Settings, c, state: Path) -> None:
+    scheme = "https" if settings.hub_ssl_cert else "http"
+    c.JupyterHub.bind_url = f"{scheme}://{settings.hub_ip}:{settings.hub_port}/"
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = settings.hub_api_port
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
+    c.ConfigurableHTTPProxy.command = [str(settings.path("proxy_command"))]
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    if settings.profile == "production" and not settings.hub_db_url:
+        raise ConfigError("The production profile needs setting 'hub_db_url' (e.g. postgresql://hub@db/jupyterhub); "
+                          "SQLite is for the local profile.")
+    c.JupyterHub.db_url = database_url(settings)
+    if settings.hub_ssl_cert:
+        c.JupyterHub.ssl_cert = str(settings.path("hub_ssl_cert"))
+        c.JupyterHub.ssl_key = str(settings.path("hub_ssl_key"))
+
+
+def database_url(settings: Settings) -> str:
+    """The hub database: `hub_db_url`, else SQLite in the hub state folder."""
+    return settings.hub_db_url or f"sqlite:///{settings.path('hub_state_dir') / 'jupyterhub.sqlite'}"
+
+
+def _authenticator(settings: Settings, c, users: UsersFile) -> None:
+    c.JupyterHub.authenticator_class = AUTHENTICATORS[settings.profile]
+    c.UsersFileGroups.users_file = str(users.path)
+    c.Authenticator.manage_groups = True  # groups come from the users file, at each login and refresh
+    c.Authenticator.auth_refresh_age = AUTH_REFRESH_SECONDS
+    c.Authenticator.refresh_pre_spawn = True
+    if settings.profile == "local":
+        # NativeAuthenticator lets in only accounts an admin authorized, so no further allow-list.
+        c.Authenticator.allow_all = True
+        c.NativeAuthenticator.enable_signup = True
+        c.NativeAuthenticator.open_signup = False
+        c.NativeAuthenticator.minimum_password_length = 8
+        c.NativeAuthenticator.check_common_password = True
+        c.NativeAuthenticator.allowed_failed_logins = 5
+        c.NativeAuthenticator.seconds_before_next_try = 120
+    else:
+        c.Authenticator.allow_all = False
+        c.Authenticator.allowed_users = set(users.users) | {settings.hub_admin_user}
+
+
+def _spawner(settings: Settings, c, state: Path, euid: int) -> None:
+    c.JupyterHub.spawner_class = SPAWNERS[settings.profile]
+    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    # Local servers run as the hub's user; as root they refuse to start without --allow-root.
+    # In production LocalProcessSpawner switches to the user's own account: never root.
+    c.Spawner.args = ["--allow-root"] if settings.profile == "local" and euid == 0 else []
+    c.Spawner.default_url = "/lab"
+    c.Spawner.environment = server_environment(settings)
+    c.Spawner.pre_spawn_hook = ApplyGroupLimits(str(settings.path("hub_users_file")))
+    c.Spawner.start_timeout = SPAWN_TIMEOUT_SECONDS
+    c.Spawner.http_timeout = SPAWN_TIMEOUT_SECONDS
+    c.SimpleLocalProcessSpawner.home_dir_template = str(state / "homes" / "{username}")
+
+
+def _services(settings: Settings) -> list[dict]:
+    env = service_environment(settings)
+    python = sys.executable
+    wanted = settings.hub_services
+    services: list[dict] = []
+    for name, port in (("reports", settings.reports_port), ("mlflow", settings.mlflow_ui_port)):
+        if name in wanted:
+            services.append({
+                "name": name, "url": f"http://127.0.0.1:{port}", "command": [python, "-m", "workbench.hub.service", name],
+                "environment": env, "cwd": settings.home, "oauth_no_confirm": True, "display": True,
+                "info": {"description": SERVICE_DESCRIPTIONS[name]}})
+    if "idle-culler" in wanted:
+        timeout = settings.hub_idle_timeout
+        services.append({
+            "name": "idle-culler", "display": False,
+            "command": [python, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
+                        f"--cull-every={max(30, min(300, timeout // 2))}"]})
+    if "scheduler" in wanted:
+        if _cli_has("scheduler"):
+            services.append({
+                "name": "scheduler", "display": False, "command": [python, "-m", "workbench", "scheduler"],
+                "environment": {**env, "WORKBENCH_JOB_IDENTITY": "service"}, "cwd": settings.home})
+        else:  # a hub-managed service that exits is restarted at once, forever: do not start one that cannot run
+            log.warning("hub service 'scheduler' skipped: this workbench has no `workbench scheduler` command")
+    return services
+
+
+def _roles(settings: Settings, users: UsersFile, services: list[str]) -> list[dict]:
+    roles = [{"name": "user", "description": "Every user: who they are. Servers and services come from group roles.",
+              "scopes": BASE_USER_SCOPES}]
+    for group in users.groups.values():
+        scopes = (["self"] if group.server else []) + [
+            f"access:services!service={s}" for s in group.services if s in services]
+        if scopes:
+            roles.append({"name": f"workbench-{group.name}", "description": group.description or group.name,
+                          "scopes": scopes, "groups": [group.name]})
+    # The first admin by name (its account exists before anyone can sign up), the rest through their group.
+    roles.append({"name": "admin", "users": [settings.hub_admin_user],
+                  "groups": [g.name for g in users.groups.values() if g.admin]})
+    if "idle-culler" in services:
+        roles.append({"name": "idle-culler", "description": "Stop servers idle for hub_idle_timeout seconds",
+                      "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
+    return roles
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    """WORKBENCH_* for single-user servers: the hub's settings, minus secrets, the hub's own settings, and
+    identity (a server learns its user and groups from the hub, never from a variable)."""
+    return _environment(settings, lambda f: not (f.metadata.get("secret") or f.name in ("user", "groups")
+                                                 or f.name.startswith(("hub_", "proxy_"))))
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """WORKBENCH_* for hub services (trusted, run by the hub): every setting but identity and the admin password."""
+    return _environment(settings, lambda f: f.name not in ("user", "groups", "hub_admin_password"))
+
+
+def _environment(settings: Settings, keep) -> dict[str, str]:
+    env = {}
+    for f in fields(settings):
+        if f.metadata.get("internal") or not keep(f):
+            continue
+        value = getattr(settings, f.name)
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        env[ENV_PREFIX + f.name.upper()] = str(value)
+    return env
+
+
+def _cli_has(command: str) -> bool:
+    from ..cli import build_parser
+
+    parser = build_parser()
+    return any(command in action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+
+
+class LandingPage:
+    """`JupyterHub.default_url`: people without a server of their own (stakeholders) land on the reports
+    site; everyone else gets the hub's default (their own server, started if needed)."""
+
+    def __init__(self, users_file: str, reports: bool):
+        self.users = CachedUsersFile(users_file)
+        self.reports = reports
+
+    def __call__(self, handler) -> str:
+        user = handler.current_user
+        if user is None or not self.reports:
+            return ""
+        specs = self.users.get().groups
+        groups = [specs[g.name] for g in user.groups if g.name in specs]
+        if any(g.server for g in groups) or not any("reports" in g.services for g in groups):
+            return ""
+        return handler.base_url + "services/reports/"
+
+
+class ApplyGroupLimits:
+    """`Spawner.pre_spawn_hook`: the largest memory and Spark driver memory among the user's groups."""
+
+    def __init__(self, users_file: str):
+        self.users = CachedUsersFile(users_file)
+
+    def __call__(self, spawner) -> None:
+        limits = self.users.get().limits_for([g.name for g in spawner.user.groups])
+        if "memory" in limits:
+            spawner.mem_limit = limits["memory"]
+        if "spark_driver_memory" in limits:
+            spawner.environment = {**spawner.environment, ENV_PREFIX + "SPARK_DRIVER_MEMORY": limits["spark_driver_memory"]}
