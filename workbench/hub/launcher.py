@@ -19,7 +19,7 @@ from typing import Callable, TextIO
 from ..config import Settings
 from ..errors import ConfigError, SetupError
 from . import accounts
-from .configure import service_environment
+from .configure import hub_environment
 
 __all__ = ["HubProcess", "ensure_first_admin", "serve"]
 
@@ -55,7 +55,7 @@ class HubProcess:
         state = s.path("hub_state_dir")
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-        env.update(service_environment(s))
+        env.update(hub_environment(s))
         # Its own session: Ctrl-C reaches only `workbench hub`, which then stops the hub once, in order.
         self.proc = subprocess.Popen(self.command(), cwd=state, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT if self.log else None, start_new_session=True)
