@@ -46,8 +46,6 @@ SERVICE_DESCRIPTIONS = {
 
 def apply_config(settings: Settings, c, *, euid: int | None = None):
     """Set the hub's configuration on `c` (a traitlets Config); returns `c`."""
-    if settings.profile not in AUTHENTICATORS:
-        raise ConfigError(f"setting 'profile' must be one of {', '.join(AUTHENTICATORS)} for the hub.")
     users = load_users_file(settings.path("hub_users_file"))
     state = settings.path("hub_state_dir")
     euid = os.geteuid() if euid is None else euid
