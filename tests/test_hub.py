@@ -90,6 +90,7 @@ def test_services_run_behind_the_hub_on_127_0_0_1(hub_settings):
     assert services["mlflow"]["command"][-2:] == ["workbench.hub.service", "mlflow"]
     assert f"--timeout={hub_settings.hub_idle_timeout}" in services["idle-culler"]["command"]
     assert services["reports"]["environment"]["WORKBENCH_HUB_STATE_DIR"] == hub_settings.hub_state_dir
+    assert "WORKBENCH_HUB_DB_URL" not in services["reports"]["environment"]
 
 
 def test_servers_get_settings_from_the_hub_but_no_identity_or_secret(hub_settings):

@@ -159,8 +159,10 @@ os.environ["JUPYTERHUB_USER"] = "admin"          # set by hand: must not change 
 os.environ["WORKBENCH_GROUPS"] = "admins"
 os.environ["WORKBENCH_JOB_IDENTITY"] = "service"
 from workbench.identity import current_identity
+from workbench.config import load_settings
+from workbench.spark import _app_name
 i = current_identity()
-print(json.dumps({"user": i.user, "groups": list(i.groups), "source": i.source,
+print(json.dumps({"user": i.user, "groups": list(i.groups), "source": i.source, "app": _app_name(load_settings(), None),
                   "driver_memory": os.environ.get("WORKBENCH_SPARK_DRIVER_MEMORY"),
                   "salt_visible": "WORKBENCH_MASK_SALT" in os.environ, "home": os.environ.get("HOME")}))
 """
@@ -180,6 +182,7 @@ def test_a_data_scientists_kernel_gets_the_hubs_identity(hub):
         ws_url = hub.url.replace("http", "ws", 1) + f"user/ada/api/kernels/{kernel.json()['id']}/channels"
         seen = json.loads(asyncio.run(_execute(ws_url, token, KERNEL_CODE)).strip().splitlines()[-1])
         assert seen["user"] == "ada" and seen["groups"] == ["data-scientists"] and seen["source"] == "hub"
+        assert seen["app"] == "workbench-ada"  # the Spark app name carries the hub's user name
         assert seen["driver_memory"] == "1g"  # the group's limit, not the hub default
         assert seen["salt_visible"] is False
         assert seen["home"] == str(Path(hub.settings.hub_state_dir) / "homes" / "ada")

@@ -45,7 +45,13 @@ def account_exists(settings: Settings, username: str) -> bool:
     try:
         return UserInfo.find(db, username.lower()) is not None
     finally:
-        db.close()
+        _close(db)
+
+
+def _close(db) -> None:
+    engine = db.get_bind()
+    db.close()
+    engine.dispose()
 
 
 def set_password(settings: Settings, username: str, password: str) -> bool:
@@ -68,4 +74,4 @@ def set_password(settings: Settings, username: str, password: str) -> bool:
         db.commit()
         return created
     finally:
-        db.close()
+        _close(db)

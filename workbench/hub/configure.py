@@ -21,7 +21,7 @@ from ..config import ENV_PREFIX, Settings
 from ..errors import ConfigError
 from .users import CachedUsersFile, UsersFile, load_users_file
 
-__all__ = ["apply_config", "database_url", "server_environment", "service_environment", "LandingPage", "ApplyGroupLimits"]
+__all__ = ["apply_config", "database_url", "server_environment", "service_environment", "hub_environment", "LandingPage", "ApplyGroupLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ SERVICE_DESCRIPTIONS = {
 
 def apply_config(settings: Settings, c, *, euid: int | None = None):
     """Set the hub's configuration on `c` (a traitlets Config); returns `c`."""
-    if settings.profile not in AUTHENTICATORS:
-        raise ConfigError(f"setting 'profile' must be one of {', '.join(AUTHENTICATORS)} for the hub.")
     users = load_users_file(settings.path("hub_users_file"))
     state = settings.path("hub_state_dir")
     euid = os.geteuid() if euid is None else euid
@@ -172,7 +170,13 @@ def server_environment(settings: Settings) -> dict[str, str]:
 
 
 def service_environment(settings: Settings) -> dict[str, str]:
-    """WORKBENCH_* for hub services (trusted, run by the hub): every setting but identity and the admin password."""
+    """WORKBENCH_* for hub services (trusted, run by the hub): every setting but identity, the admin password
+    and the hub database URL (it may hold a password)."""
+    return _environment(settings, lambda f: f.name not in ("user", "groups", "hub_admin_password", "hub_db_url"))
+
+
+def hub_environment(settings: Settings) -> dict[str, str]:
+    """WORKBENCH_* for the hub process itself: the effective settings, so its config file sees what `workbench hub` saw."""
     return _environment(settings, lambda f: f.name not in ("user", "groups", "hub_admin_password"))
 
 

@@ -19,7 +19,7 @@ from typing import Callable, TextIO
 from ..config import Settings
 from ..errors import ConfigError, SetupError
 from . import accounts
-from .configure import service_environment
+from .configure import hub_environment
 
 __all__ = ["HubProcess", "ensure_first_admin", "serve"]
 
@@ -55,7 +55,7 @@ class HubProcess:
         state = s.path("hub_state_dir")
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-        env.update(service_environment(s))
+        env.update(hub_environment(s))
         # Its own session: Ctrl-C reaches only `workbench hub`, which then stops the hub once, in order.
         self.proc = subprocess.Popen(self.command(), cwd=state, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT if self.log else None, start_new_session=True)
@@ -86,14 +86,35 @@ class HubProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM, then wait: the hub stops user servers, services and the proxy before exiting."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reap_proxy()
+
+    def _reap_proxy(self) -> None:
+        """A hub that fails while starting exits without stopping its proxy: stop it by its pid file."""
+        pid_file = self.settings.path("hub_state_dir") / "proxy.pid"
         try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"configurable-http-proxy" not in cmdline:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+        pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> "HubProcess":
         return self.start()

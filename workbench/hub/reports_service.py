@@ -69,6 +69,7 @@ class ReportsHandler(HubOAuthenticated, web.StaticFileHandler):
 
 def make_app(reports_dir: Path, prefix: str) -> web.Application:
     return web.Application([
+        (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
         (prefix + "oauth_callback", HubOAuthCallbackHandler),
         (prefix + "(.*)", ReportsHandler, {"path": str(reports_dir), "default_filename": INDEX}),
     ], cookie_secret=secrets.token_bytes(32))
