@@ -36,7 +36,7 @@ from .errors import GateError, RegistryError
 from .features import model_frame
 from .training import ModelSpec, compute_metrics
 
-__all__ = ["GateResult", "evaluate", "compare", "HIGHER_IS_BETTER", "SHIP", "DO_NOT_SHIP"]
+__all__ = ["GateResult", "evaluate", "compare", "calibration_figure", "HIGHER_IS_BETTER", "SHIP", "DO_NOT_SHIP"]
 
 SHIP, DO_NOT_SHIP = "SHIP", "DO NOT SHIP"
 HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "f1": True, "accuracy": True, "precision": True,
@@ -284,7 +284,8 @@ def _calibration(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10) -
     return frame
 
 
-def _calibration_png(calibration: pd.DataFrame) -> str:
+def calibration_figure(calibration: pd.DataFrame):
+    """Reliability diagram (observed rate against mean predicted probability, per model) as a Figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 4))
@@ -294,8 +295,13 @@ def _calibration_png(calibration: pd.DataFrame) -> str:
         ax.plot(part["mean_predicted"], part["observed_rate"], marker="o", label=model)
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed rate")
+    ax.set_title("Calibration on the evaluation window")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def _calibration_png(calibration: pd.DataFrame) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    calibration_figure(calibration).savefig(buf, format="png")
     return f'<img alt="calibration" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'

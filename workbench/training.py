@@ -70,7 +70,8 @@ from .errors import TrainingError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["ModelSpec", "TrainResult", "train", "build_pipeline", "compute_metrics", "score_spark",
+__all__ = ["ModelSpec", "TrainResult", "train", "build_pipeline", "compute_metrics", "score_spark", "charts",
+           "feature_importance",
            "DEFAULT_FEATURES", "LEAKY_COLUMNS", "ESTIMATORS", "TRUSTED_TYPES", "METADATA_KEY"]
 
 METADATA_KEY = "workbench"
@@ -309,16 +310,20 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     raw_columns = list(dict.fromkeys([*function.requires, *raw_features]))
     wanted = list(dict.fromkeys([*raw_columns, target, time_column]))
 
+    clock = _Clock()
     df = load(dataset, columns=wanted, where=train_where, purpose=f"training {settings.model_name}", settings=settings, spark=spark)
     files = sorted(df.inputFiles())
-    rows_loaded = df.count()
+    counts = df.selectExpr("count(*) AS loaded", f"count(`{target}`) AS kept").first()   # one pass
+    rows_loaded, rows_kept = int(counts["loaded"]), int(counts["kept"])
     df = df.where(f"`{target}` IS NOT NULL")
-    rows_kept = df.count()
     if rows_kept < 10:
         raise TrainingError(f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where.")
 
+    clock.lap("read_s")
     decorator = function.prepare(settings, spark)
+    clock.lap("lookups_s")
     frame = decorator.apply_spark(df).toPandas()
+    clock.lap("decorate_s")
     frame = frame.sort_values(time_column, kind="mergesort").reset_index(drop=True)
 
     numeric, categories = _split_types(frame, features, categorical)
@@ -337,6 +342,7 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     estimator = ESTIMATORS[model][task](params)
     pipeline = build_pipeline(numeric, categories, estimator)
     pipeline.fit(X_train, y_train)
+    clock.lap("fit_s")
     scores = _scores(pipeline, X_hold, task)
     metrics = compute_metrics(y_hold, scores, task, decision_threshold)
 
@@ -377,6 +383,8 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
             serialization_format="skops", skops_trusted_types=_trusted_types(pipeline),
             metadata={METADATA_KEY: spec.to_metadata()})
         run_id = run.info.run_id
+        clock.lap("log_s")
+        mlflow.log_metrics({f"seconds_{k[:-2]}": v for k, v in clock.laps.items()})
 
     result = TrainResult(run_id=run_id, model_uri=info.model_uri, spec=spec, metrics=metrics, pipeline=pipeline,
                          holdout=X_hold, holdout_label=y_hold, holdout_scores=scores, data_identity=identity)
@@ -410,6 +418,22 @@ def score_spark(df: "DataFrame", model_uri: str, settings: Settings | None = Non
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+class _Clock:
+    """Seconds spent per phase of training (logged as seconds_* metrics: where does the time go?)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def _split_types(frame: pd.DataFrame, features: list[str], categorical: list[str] | None) -> tuple[list[str], list[str]]:
     missing = [c for c in features if c not in frame.columns]
     if missing:
@@ -500,48 +524,59 @@ def _log_schema(frame: pd.DataFrame) -> None:
     mlflow.log_text(infer_schema(frame).to_json(), "schema.json")
 
 
-def _log_importance(pipeline) -> None:
-    import mlflow
-
+def feature_importance(pipeline) -> pd.DataFrame:
+    """Importance per input column the estimator sees: LightGBM gain, or |coefficient| on scaled inputs."""
     names = list(pipeline[:-1].get_feature_names_out())
     est = pipeline.named_steps["model"]
     if hasattr(est, "booster_"):
         values, kind = est.booster_.feature_importance(importance_type="gain"), "gain"
     elif hasattr(est, "coef_"):
-        values, kind = np.abs(np.atleast_2d(est.coef_)[0]), "abs_coefficient (scaled inputs)"
+        values, kind = np.abs(np.atleast_2d(est.coef_)[0]), "abs_coefficient"
     else:
-        return
-    table = pd.DataFrame({"feature": names, "importance": values}).sort_values("importance", ascending=False)
-    mlflow.log_text(table.to_csv(index=False), "feature_importance.csv")
+        return pd.DataFrame(columns=["feature", "importance", "kind"])
+    return (pd.DataFrame({"feature": names, "importance": values, "kind": kind})
+            .sort_values("importance", ascending=False).reset_index(drop=True))
+
+
+def _log_importance(pipeline) -> None:
+    import mlflow
     from matplotlib.figure import Figure
 
+    table = feature_importance(pipeline)
+    if table.empty:
+        return
+    mlflow.log_text(table.to_csv(index=False), "feature_importance.csv")
     top = table.head(20).iloc[::-1]
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
     ax.barh(top["feature"], top["importance"])
-    ax.set_title(f"Feature importance ({kind})")
+    ax.set_title(f"Feature importance ({table['kind'].iloc[0]})")
     fig.tight_layout()
     mlflow.log_figure(fig, "charts/feature_importance.png")
 
 
-def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) -> None:
-    import mlflow
+def charts(y, scores: np.ndarray, task: str, threshold: float = 0.5) -> dict[str, Any]:
+    """Standard holdout charts as matplotlib Figures: ROC, PR and confusion matrix, or residuals."""
     from matplotlib.figure import Figure
 
+    y = np.asarray(y)
+    out: dict[str, Any] = {}
     if len(y) == 0:
-        return
+        return out
     if task == "classification" and len(np.unique(y)) == 2:
         from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-        for name, draw in (("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax)),
-                           ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax)),
-                           ("confusion", lambda ax: ConfusionMatrixDisplay.from_predictions(y, (scores >= threshold).astype(int), ax=ax, colorbar=False))):
+        for name, draw, title in (
+                ("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax), "ROC (holdout)"),
+                ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax), "Precision-recall (holdout)"),
+                ("confusion", lambda ax: ConfusionMatrixDisplay.from_predictions(
+                    y, (scores >= threshold).astype(int), ax=ax, colorbar=False), f"Confusion matrix at {threshold:g}")):
             fig = Figure(figsize=(5, 4))
             ax = fig.subplots()
             draw(ax)
-            ax.set_title({"roc": "ROC (holdout)", "pr": "Precision-recall (holdout)", "confusion": f"Confusion at {threshold}"}[name])
+            ax.set_title(title)
             fig.tight_layout()
-            mlflow.log_figure(fig, f"charts/{name}.png")
+            out[name] = fig
     elif task == "regression":
         fig = Figure(figsize=(5, 4))
         ax = fig.subplots()
@@ -551,4 +586,12 @@ def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) 
         ax.set_ylabel("residual")
         ax.set_title("Residuals (holdout)")
         fig.tight_layout()
-        mlflow.log_figure(fig, "charts/residuals.png")
+        out["residuals"] = fig
+    return out
+
+
+def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) -> None:
+    import mlflow
+
+    for name, fig in charts(y, scores, task, threshold).items():
+        mlflow.log_figure(fig, f"charts/{name}.png")
