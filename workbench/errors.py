@@ -15,6 +15,7 @@
     │   └── NotebookExecutionError  a cell failed (carries the cell index and the error)
     ├── JobsFileError            jobs.yaml is invalid (lists every problem found)
     ├── ReportError              a published item or the reports site is invalid
+    ├── TrainingError            a model cannot be trained as asked (target, features, feature function, data)
     ├── RegistryError            a model, version or alias is missing in the registry
     ├── GateError                the evaluation gate cannot decide
     ├── DriftError               drift cannot be computed on the given windows
@@ -119,6 +120,10 @@ class JobsFileError(WorkbenchError):
 
 class ReportError(WorkbenchError):
     """A published item is invalid (unknown status, non-numeric metric) or the reports site cannot be built."""
+
+
+class TrainingError(WorkbenchError):
+    """A model cannot be trained as asked: unknown target or features, a bad feature function, no rows."""
 
 
 class RegistryError(WorkbenchError):
