@@ -100,7 +100,10 @@ def _stop_on_sigterm() -> None:
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (main() called from a thread): keep the default
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
