@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -97,6 +98,17 @@ def _step_runs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd, Airflow killing a task) stops the run like Ctrl-C: kernel shut down, run recorded."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (main() called from a thread): keep the default
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     from ..jobs.fastimport import skip_iri_grammar
 
@@ -121,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..jobs.runner import run_notebook
 
+    _stop_on_sigterm()
     logging.basicConfig(level=logging.INFO if args.log_output else logging.WARNING, format="%(message)s", stream=sys.stderr)
     progress = not (args.quiet or args.no_progress_bar) and sys.stderr.isatty()
     record = run_notebook(

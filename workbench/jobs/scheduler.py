@@ -265,21 +265,29 @@ def next_fire(schedule: str, now: datetime) -> datetime:
     return _utc(croniter(schedule, _utc(now)).get_next(datetime))
 
 
-def last_scheduled(settings: Settings, job: str) -> datetime | None:
-    times = [parse_iso(r.scheduled_for) for r in load_runs(settings, job=job) if r.scheduled_for]
-    return max((_utc(t) for t in times if t), default=None)
+def last_scheduled(settings: Settings) -> dict[str, datetime]:
+    """The latest `scheduled_for` of each job's runs, from the run history."""
+    latest: dict[str, datetime] = {}
+    for record in load_runs(settings):
+        moment = parse_iso(record.scheduled_for) if record.job and record.scheduled_for else None
+        if moment is not None:
+            moment = _utc(moment)
+            if record.job not in latest or moment > latest[record.job]:
+                latest[record.job] = moment
+    return latest
 
 
 def due_jobs(jobs: list[Job], settings: Settings, now: datetime | None = None,
              handled: dict[str, datetime] | None = None) -> list[tuple[Job, datetime]]:
     """(job, cron time it is due for) for every enabled job whose latest cron time has no run yet."""
     now = _utc(now or utcnow())
+    history = last_scheduled(settings)
     due = []
     for job in jobs:
         if not job.enabled:
             continue
         fire = previous_fire(job.schedule, now)
-        seen = [t for t in (last_scheduled(settings, job.name), (handled or {}).get(job.name)) if t is not None]
+        seen = [t for t in (history.get(job.name), (handled or {}).get(job.name)) if t is not None]
         if not seen or fire > max(seen):
             due.append((job, fire))
     return due
