@@ -154,9 +154,10 @@ def test_production_reads_published_views(base, spark):
     with pytest.raises(AccessDenied, match="needs unfiltered 'full' access"):
         publish(prod, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
     steward = as_(prod, "data-stewards")
+    views = publish(steward, spark, datasets=["weather"], permissions=False, progress=lambda m: None)
+    assert [(v.dataset, v.view) for v in views] == [("weather", "masked"), ("weather", "filtered-jfk-operations")]
     for _ in range(3):
-        views = publish(steward, spark, datasets=["planes", "weather"], permissions=False, progress=lambda m: None)
-    assert [(v.dataset, v.view) for v in views] == [("planes", "masked"), ("weather", "masked"), ("weather", "filtered-jfk-operations")]
+        publish(steward, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
     versions = sorted(p.name for p in (prod.path("governed_dir") / "planes" / "masked").iterdir())
     assert len(versions) == 2 and all(v.startswith("v") for v in versions)  # staged, renamed in, two kept
     masked = load("planes", settings=prod, spark=spark)
@@ -174,3 +175,18 @@ def test_browser_widget_shows_levels_and_masks(base):
     assert ("flights (masked)", "flights") in picker.options
     picker.value = "flights"
     assert "year_only" in details.value and "hash" in details.value and "masked" in details.value
+
+
+def test_catalog_command_lists_what_the_caller_may_read(monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_USER", "jo")
+    monkeypatch.setenv("WORKBENCH_GROUPS", "jfk-operations")
+    assert main(["data", "catalog"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.strip().startswith("flights"))
+    assert "masked" in line and "rows: origin = 'JFK'" in line and "tailnum=hash" in line
+    monkeypatch.setenv("WORKBENCH_GROUPS", "stakeholders")
+    assert main(["data", "catalog"]) == 0
+    assert "no datasets" in capsys.readouterr().out
