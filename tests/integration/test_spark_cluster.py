@@ -53,7 +53,7 @@ def wait_port(port: int, timeout: float = 60) -> None:
 
 def run_job(master: str) -> str:
     env = dict(os.environ, WORKBENCH_HOME=str(REPO), WORKBENCH_SPARK_MASTER=master, SPARK_LOCAL_IP="127.0.0.1")
-    out = subprocess.run([sys.executable, "-c", JOB], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", JOB], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
