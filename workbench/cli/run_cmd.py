@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--parameters_file", action="append", metavar="FILE", default=[], help="parameters from a YAML file")
     p.add_argument("-k", "--kernel", help="Jupyter kernel to run in (default: the kernel_name setting)")
     p.add_argument("--timeout", "--execution-timeout", dest="timeout", type=int, metavar="SECONDS",
-                   help="seconds one cell may run before the run fails (default: the cell_timeout setting)")
+                   help="seconds one cell may run before the run fails; 0 for no limit (default: the cell_timeout setting)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar; print only the run id on stdout (for scripts: RUN=$(workbench run nb -q))")
     p.add_argument("--no-progress-bar", action="store_true", help="no progress bar, keep the summary")
