@@ -95,14 +95,16 @@ def _step_runs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (systemd, Airflow killing a task) stops the run like Ctrl-C: kernel shut down, run recorded."""
+def _stop_on_signals() -> None:
+    """SIGINT (Ctrl-C, the scheduler stopping) and SIGTERM (systemd, Airflow killing a task) stop the run
+    cleanly: kernel shut down, run recorded `interrupted`. Also when started with SIGINT ignored (nohup, `&`)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (main() called from a thread): keep the default
+    except ValueError:  # not the main thread (main() called from a thread): keep the defaults
         pass
 
 
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..jobs.runner import run_notebook
 
-    _stop_on_sigterm()
+    _stop_on_signals()
     logging.basicConfig(level=logging.INFO if args.log_output else logging.WARNING, format="%(message)s", stream=sys.stderr)
     progress = not (args.quiet or args.no_progress_bar) and sys.stderr.isatty()
     record = run_notebook(
