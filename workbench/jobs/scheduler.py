@@ -26,6 +26,7 @@ running instance (`max_concurrent` slots); another scheduler or `run-due` skips 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -326,7 +327,7 @@ def _launch(step: Step, job: Job, settings: Settings, scheduled_for: datetime, a
                "--job", job.name, "--job-step", step.name, "--scheduled-for", iso(scheduled_for),
                "--attempt", str(attempt), "--run-id", run_id]
     if step.parameters:
-        command += ["-y", yaml.safe_dump(step.parameters, default_flow_style=True, width=10**6).strip()]
+        command += ["-y", json.dumps(step.parameters, default=str)]  # JSON is YAML
     for name, rid in step_runs.items():
         command += ["--step-run", f"{name}={rid}"]
     env = {**os.environ, **settings_env(settings), **SERVICE_ENV}
