@@ -67,6 +67,19 @@ def workbench(home: Path, *args: str, timeout: float = 300, **env: str) -> subpr
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli(home: Path, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The `workbench` command in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from workbench.cli import main
+
+    for key in [k for k in os.environ if k.startswith("WORKBENCH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def start_workbench(home: Path, *args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=home, env=cli_env(home, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

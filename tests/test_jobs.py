@@ -17,7 +17,7 @@ from workbench.errors import NotebookError, NotebookExecutionError, ParameterErr
 from workbench.jobs import check_parameters, find_run, inspect_parameters, load_runs, resolve_notebook, run_notebook
 from workbench.jobs.record import RunRecord
 
-from .notebook_factory import REPO, make_home, start_workbench, workbench
+from .notebook_factory import REPO, cli, make_home, start_workbench, workbench
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -244,7 +244,7 @@ def _fake_run(settings, notebook: str, run_id: str, status: str, **fields) -> Ru
     return record
 
 
-def test_runs_lists_newest_first_filters_and_shows_one(tmp_path):
+def test_runs_lists_newest_first_filters_and_shows_one(tmp_path, monkeypatch, capsys):
     settings = make_home(tmp_path)
     _fake_run(settings, "01_explore", "20250101T060000Z-aaaaa1", "succeeded", parameters={"dataset": "flights"})
     _fake_run(settings, "01_explore", "20250102T060000Z-bbbbb2", "failed",
@@ -254,16 +254,17 @@ def test_runs_lists_newest_first_filters_and_shows_one(tmp_path):
     assert [r.run_id[-6:] for r in load_runs(settings)] == ["ccccc3", "bbbbb2", "aaaaa1"]
     assert [r.run_id[-6:] for r in load_runs(settings, notebook="explore")] == ["bbbbb2", "aaaaa1"]
 
-    listing = workbench(tmp_path, "runs", "explore")
-    assert listing.returncode == 0
-    lines = listing.stdout.splitlines()
+    code, out, _ = cli(tmp_path, "runs", "explore", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0
+    lines = out.splitlines()
     assert "20250102T060000Z-bbbbb2" in lines[1] and "failed" in lines[1]
-    assert 'dataset="flights"' in lines[2] and "04_drift" not in listing.stdout
-    shown = workbench(tmp_path, "runs", "show", "20250103")
-    assert shown.returncode == 0 and "drift_share = 0.31" in shown.stdout and "alert" in shown.stdout
-    assert workbench(tmp_path, "runs", "show", "2025").returncode == 1  # ambiguous prefix
-    as_json = json.loads(workbench(tmp_path, "runs", "show", "20250102", "--json").stdout)
-    assert as_json["error"]["ename"] == "KeyError"
+    assert 'dataset="flights"' in lines[2] and "04_drift" not in out
+    code, out, _ = cli(tmp_path, "runs", "show", "20250103", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and "drift_share = 0.31" in out and "alert" in out
+    with pytest.raises(NotebookError, match="matches 3 runs"):
+        find_run(settings, "2025")
+    code, out, _ = cli(tmp_path, "runs", "show", "20250102", "--json", monkeypatch=monkeypatch, capsys=capsys)
+    assert json.loads(out)["error"]["ename"] == "KeyError"
 
 
 # ---- the API and the notebooks in the repository -------------------------------------------------

@@ -12,7 +12,7 @@ from workbench.jobs.airflow import export_airflow
 from workbench.jobs.record import RunRecord, iso
 from workbench.jobs.scheduler import due_jobs, job_slot, load_jobs, run_due, run_job
 
-from .notebook_factory import make_home, workbench
+from .notebook_factory import cli, make_home, workbench
 
 
 def write_jobs(home: Path, text: str) -> Path:
@@ -69,7 +69,7 @@ jobs:
     assert out.returncode == 78 and "7 problems" in out.stderr
 
 
-def test_a_valid_file_loads_with_defaults(home):
+def test_a_valid_file_loads_with_defaults(home, monkeypatch, capsys):
     write_jobs(home, """
 defaults: {retries: 2, retry_backoff: 5}
 jobs:
@@ -87,8 +87,8 @@ jobs:
     jobs = {j.name: j for j in load_jobs(settings_of(home))}
     assert jobs["explore"].retries == 2 and jobs["explore"].retry_backoff == 5 and jobs["explore"].max_concurrent == 1
     assert [s.name for s in jobs["chain"].steps] == ["check", "again"] and jobs["chain"].max_concurrent == 2
-    out = workbench(home, "jobs", "validate")
-    assert out.returncode == 0 and "2 jobs, OK" in out.stdout
+    code, out, _ = cli(home, "jobs", "validate", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and "2 jobs, OK" in out
 
 
 def _ran(settings, job: str, scheduled_for: datetime) -> None:
@@ -122,13 +122,16 @@ def test_a_job_that_is_already_running_is_skipped(home):
     assert not (home / "reports" / "runs").exists()
 
 
-def test_run_due_runs_due_jobs_as_the_service_and_retries_failures(home):
+def test_run_due_runs_chains_as_the_service_and_retries_failures(home):
     write_jobs(home, """
 jobs:
-  good:
-    notebook: check
+  chain:
     schedule: "0 * * * *"
-    parameters: {n: 2}
+    steps:
+      - {name: first, notebook: check, parameters: {n: 3, label: upstream}}
+      - name: second
+        notebook: check
+        parameters: {label: "from {{ steps.first.run_id }}", ratio: "{{ steps.first.metrics.n_squared }}", items: ["{{ steps.first.values.label }}"]}
   flaky:
     schedule: "0 * * * *"
     retries: 1
@@ -139,35 +142,20 @@ jobs:
 """)
     settings = settings_of(home)
     results = {r.job: r for r in run_due(settings, now=datetime(2025, 1, 6, 6, 20, tzinfo=timezone.utc))}
-    good, flaky = results["good"], results["flaky"]
-    assert good.status == "succeeded" and len(good.runs) == 1
-    record = good.runs[0]
-    assert record.identity == "service" and record.user == settings.service_user
-    assert record.published["values"]["kernel_identity"] == "service"  # the kernel ran as the service too
-    assert record.job == "good" and record.scheduled_for == "2025-01-06T06:00:00.000Z"
-    assert flaky.status == "failed" and [(r.step, r.attempt, r.status) for r in flaky.runs] == [("boom", 1, "failed"), ("boom", 2, "failed")]
+    chain, flaky = results["chain"], results["flaky"]
+    assert chain.status == "succeeded", chain.reason
+    first, second = chain.runs
+    # A step gets what the previous one produced: its run id, a metric, a published value.
+    assert second.parameters == {"label": f"from {first.run_id}", "ratio": 9.0, "items": ["upstream"]}
+    assert second.published["values"]["label"] == f"from {first.run_id}"
+    assert first.identity == "service" and first.user == settings.service_user
+    assert first.published["values"]["kernel_identity"] == "service"  # the kernel ran as the service too
+    assert (first.job, first.step, first.scheduled_for) == ("chain", "first", "2025-01-06T06:00:00.000Z")
+    assert flaky.status == "failed"
+    assert [(r.step, r.attempt, r.status) for r in flaky.runs] == [("boom", 1, "failed"), ("boom", 2, "failed")]
     assert "later steps not run: never" in flaky.reason
     # Both ran for 06:00; nothing is due again until 07:00.
     assert run_due(settings, now=datetime(2025, 1, 6, 6, 50, tzinfo=timezone.utc)) == []
-
-
-def test_a_chain_passes_run_ids_and_published_values_to_the_next_step(home):
-    write_jobs(home, """
-jobs:
-  chain:
-    schedule: "0 3 * * *"
-    steps:
-      - {name: first, notebook: check, parameters: {n: 3, label: upstream}}
-      - name: second
-        notebook: check
-        parameters: {label: "from {{ steps.first.run_id }}", ratio: "{{ steps.first.metrics.n_squared }}", items: ["{{ steps.first.values.label }}"]}
-""")
-    settings = settings_of(home)
-    result = run_job(load_jobs(settings)[0], settings)
-    assert result.status == "succeeded", result.reason
-    first, second = result.runs
-    assert second.parameters == {"label": f"from {first.run_id}", "ratio": 9.0, "items": ["upstream"]}
-    assert second.published["values"]["label"] == f"from {first.run_id}"
 
 
 def test_airflow_export_writes_a_dag_per_job(home, tmp_path_factory):

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--parameters_file", action="append", metavar="FILE", default=[], help="parameters from a YAML file")
     p.add_argument("-k", "--kernel", help="Jupyter kernel to run in (default: the kernel_name setting)")
     p.add_argument("--timeout", "--execution-timeout", dest="timeout", type=int, metavar="SECONDS",
-                   help="seconds one cell may run before the run fails (default: the cell_timeout setting)")
+                   help="seconds one cell may run before the run fails; 0 for no limit (default: the cell_timeout setting)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar; print only the run id on stdout (for scripts: RUN=$(workbench run nb -q))")
     p.add_argument("--no-progress-bar", action="store_true", help="no progress bar, keep the summary")
@@ -98,14 +98,16 @@ def _step_runs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (systemd, Airflow killing a task) stops the run like Ctrl-C: kernel shut down, run recorded."""
+def _stop_on_signals() -> None:
+    """SIGINT (Ctrl-C, the scheduler stopping) and SIGTERM (systemd, Airflow killing a task) stop the run
+    cleanly: kernel shut down, run recorded `interrupted`. Also when started with SIGINT ignored (nohup, `&`)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (main() called from a thread): keep the default
+    except ValueError:  # not the main thread (main() called from a thread): keep the defaults
         pass
 
 
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..jobs.runner import run_notebook
 
-    _stop_on_sigterm()
+    _stop_on_signals()
     logging.basicConfig(level=logging.INFO if args.log_output else logging.WARNING, format="%(message)s", stream=sys.stderr)
     progress = not (args.quiet or args.no_progress_bar) and sys.stderr.isatty()
     record = run_notebook(

@@ -81,8 +81,16 @@ def run_notebook(notebook: str | Path, parameters: Mapping[str, Any] | None = No
         scheduled_for=scheduled_for, attempt=attempt, workbench_version=__version__, folder=folder)
     record.save()
 
-    nb, interrupted = _execute(path, folder, values, kernel_name, record, settings, env, progress, log_output)
-    _finish(nb, record, declared, started)
+    try:
+        nb, interrupted = _execute(path, folder, values, kernel_name, record, settings, env, progress, log_output)
+        _finish(nb, record, declared, started)
+    except Exception as exc:  # a bug or a full disk: never leave a live process's record saying `running`
+        ended = utcnow()
+        record.status, record.ended, record.duration_s = FAILED, iso(ended), round((ended - started).total_seconds(), 3)
+        record.error = {"cell_index": None, "ename": type(exc).__name__, "evalue": str(exc)[:2000], "traceback": [],
+                        "message": f"The runner failed: {type(exc).__name__}: {str(exc)[:500]}"}
+        record.save()
+        raise
     if build_index:
         _build_index(settings)
     if record.published_status == "alert" and settings.webhook_url:

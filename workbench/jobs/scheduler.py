@@ -26,6 +26,7 @@ running instance (`max_concurrent` slots); another scheduler or `run-due` skips 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ __all__ = ["Job", "Step", "JobResult", "load_jobs", "due_jobs", "run_job", "run_
 log = logging.getLogger(__name__)
 SERVICE_ENV = {"WORKBENCH_JOB_IDENTITY": "service"}
 STATE_SUBDIR = ".scheduler"
+STOP_GRACE_S = 60  # seconds a stopping run gets to shut its kernel down and record itself
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _JOB_KEYS = {"notebook", "parameters", "steps", "schedule", "timeout", "retries", "retry_backoff", "max_concurrent",
              "enabled", "description"}
@@ -325,7 +327,7 @@ def _launch(step: Step, job: Job, settings: Settings, scheduled_for: datetime, a
                "--job", job.name, "--job-step", step.name, "--scheduled-for", iso(scheduled_for),
                "--attempt", str(attempt), "--run-id", run_id]
     if step.parameters:
-        command += ["-y", yaml.safe_dump(step.parameters, default_flow_style=True, width=10**6).strip()]
+        command += ["-y", json.dumps(step.parameters, default=str)]  # JSON is YAML
     for name, rid in step_runs.items():
         command += ["--step-run", f"{name}={rid}"]
     env = {**os.environ, **settings_env(settings), **SERVICE_ENV}
@@ -349,7 +351,11 @@ def _launch(step: Step, job: Job, settings: Settings, scheduled_for: datetime, a
         except subprocess.TimeoutExpired:
             if stop is not None and stop.is_set() and proc.poll() is None:
                 proc.send_signal(signal.SIGINT)  # the runner records `interrupted` and stops its kernel
-                code = proc.wait()
+                try:
+                    code = proc.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()  # history records it `interrupted` (its process is gone)
+                    code = proc.wait()
                 break
     reader.join(timeout=5)
     folder = runs_dir(settings) / notebook_key(step.path) / run_id
