@@ -99,13 +99,16 @@ def publish(settings: Settings | None = None, spark=None, datasets: Sequence[str
     if perms and not local:
         raise SetupError(f"Filesystem permissions can be set here only on a local or mounted lake; {settings.governed_uri} is not. "
                          "Apply the owner, group and ACL layout in the README with `hdfs dfs -setfacl`, or run without --permissions.")
+    if perms:
+        perms.audit_folder(audit.audit_folder(settings))
     spark = spark or get_spark("workbench-data-publish", settings)
     written: list[PublishedView] = []
     for ds in chosen:
         raw = _read_raw(spark, ds)
-        if perms:
+        if perms and storage.is_local(ds.uri):
             perms.zone(storage.local_path(ds.uri).parent)
             perms.restrict(storage.local_path(ds.uri), readers_of(catalog, ds, VIEW_RAW), f"{ds.name}/raw")
+        if perms:
             perms.zone(storage.local_path(settings.governed_uri))
             perms.zone(storage.local_path(f"{settings.governed_uri}/{ds.name}"))
         for grant in views_of(catalog, ds):
@@ -115,8 +118,6 @@ def publish(settings: Settings | None = None, spark=None, datasets: Sequence[str
                          level=grant.level, view=grant.view, row_filter=grant.row_filter, purpose="publish", outcome="allowed")
             written.append(PublishedView(ds.name, grant.view, uri, readers, bool(perms), perms.take_warnings() if perms else []))
             progress(f"  {ds.name:<10} {grant.view:<24} -> {uri}  (readers: {', '.join(readers) or 'service account only'})")
-    if perms:
-        perms.audit_folder(audit.audit_folder(settings))
     return written
 
 
