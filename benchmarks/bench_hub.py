@@ -171,7 +171,7 @@ def measure(name: str, url: str, token: str, hub_pid: int, n: int) -> dict:
     servers = servers_of(hub_pid)
     pss = [p.memory_full_info().pss / 2**20 for p in servers]
     rss = [p.memory_info().rss / 2**20 for p in servers]
-    row = {"hub": name, "n": n, "failed": failed, "ready_s": wall, "hub_cpu_s": cpu, "hub_cpu_pct": 100 * cpu / wall,
+    row = {"hub": name, "n": n, "failed": failed, "ready_s": wall, "hub_cpu_s": cpu, "hub_cpu_pct": 100 * cpu / max(wall, 1e-9),
            "hub_rss_mb": hub.memory_info().rss / 2**20, "servers_seen": len(servers),
            "server_pss_mb": sum(pss) / max(1, len(pss)), "server_rss_mb": sum(rss) / max(1, len(rss)),
            "load_before": load0, "load_after": os.getloadavg()[0]}
@@ -189,16 +189,18 @@ def main() -> int:
     proxy = str(REPO / ".npm/node_modules/.bin/configurable-http-proxy")
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start (shared machine)")
     rows = []
+    logs = Path(tempfile.mkdtemp(prefix="bench-hub-logs-"))
+    print(f"hub logs in {logs}")
     with tempfile.TemporaryDirectory(prefix="bench-hub-") as tmp:
         root = Path(tmp)
-        with open(root / "ours.log", "w") as log:
+        with open(logs / "workbench.log", "w") as log:
             hub, token = our_hub(root / "ours", max(sizes), log)
             try:
                 rows += [measure("workbench", hub.url, token, hub.proc.pid, n) for n in sizes]
             finally:
                 hub.stop()
         if not args.no_peer:
-            with open(root / "peer.log", "w") as log:
+            with open(logs / "stock.log", "w") as log:
                 peer = PeerHub(root / "peer", proxy, log).start()
                 try:
                     rows += [measure("stock", peer.url, peer.token, peer.proc.pid, n) for n in sizes]
