@@ -48,7 +48,7 @@ keep skops and trust exactly `TRUSTED_TYPES`; `_trusted_types` refuses to log a 
 anything else rather than silently widening the list.
 
 Leakage: `dep_delay`, `dep_time`, `arr_time`, `air_time` are known only after departure; they are not
-in the default features (and `train` refuses them for the default target unless `allow_leaky=True`).
+in the default features, and `train` refuses them unless `allow_leaky=True` (for a target they do not leak).
 Rows with a null target (cancelled flights have no `arr_delay`) are dropped and counted
 (`rows_dropped_null_target`). The holdout is time-ordered: the last `holdout_fraction` of rows by
 `time_column`, never a random split.
