@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from workbench import registry
 from workbench.gate import DO_NOT_SHIP, SHIP, compare, evaluate

@@ -229,11 +229,12 @@ def evaluate(name: str | None = None, dataset: str | None = None, eval_where: st
     if raw.empty:
         raise GateError(f"No rows of '{dataset}' with a '{new_spec.target}' under eval_where; choose another window.")
 
-    scores, latency, decorated = {}, {}, None
+    scores, latency, decorated, decorators = {}, {}, None, {}
     for role, version in models.items():
         spec = specs[role]
-        decorator = spec.decorator(settings, spark)
-        full = decorator.apply_pandas(raw)
+        if spec.feature_function not in decorators:      # load each function's lookups once
+            decorators[spec.feature_function] = spec.decorator(settings, spark)
+        full = decorators[spec.feature_function].apply_pandas(raw)
         if role == "challenger":
             decorated = full
         X = model_frame(full, list(spec.numeric), list(spec.categorical))

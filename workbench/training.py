@@ -38,7 +38,8 @@ THE MODEL CONTRACT (explain, serving, drift and the gate rely on it)
        pyfunc.predict(X)
 
    `raw_pdf` needs `spec.raw_columns` (the feature function's `requires` + raw features it does not add).
-   On Spark: `deco.apply_spark(df)` then `features.model_frame` per batch (`score_spark` does this).
+   On Spark: `score_spark(df, model_uri)` decorates and predicts per batch with `mapInPandas`
+   (`deco.apply_spark(df)` alone gives the decorated Spark DataFrame).
 
 Why skops, not cloudpickle: MLflow 3.17 saves sklearn models with skops by default, which only
 rebuilds types on an allow-list instead of executing arbitrary pickled code. Our pipeline holds only
@@ -47,7 +48,7 @@ keep skops and trust exactly `TRUSTED_TYPES`; `_trusted_types` refuses to log a 
 anything else rather than silently widening the list.
 
 Leakage: `dep_delay`, `dep_time`, `arr_time`, `air_time` are known only after departure; they are not
-in the default features (and `train` refuses them for the default target unless `allow_leaky=True`).
+in the default features, and `train` refuses them unless `allow_leaky=True` (for a target they do not leak).
 Rows with a null target (cancelled flights have no `arr_delay`) are dropped and counted
 (`rows_dropped_null_target`). The holdout is time-ordered: the last `holdout_fraction` of rows by
 `time_column`, never a random split.
@@ -313,16 +314,18 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     clock = _Clock()
     df = load(dataset, columns=wanted, where=train_where, purpose=f"training {settings.model_name}", settings=settings, spark=spark)
     files = sorted(df.inputFiles())
-    counts = df.selectExpr("count(*) AS loaded", f"count(`{target}`) AS kept").first()   # one pass
-    rows_loaded, rows_kept = int(counts["loaded"]), int(counts["kept"])
-    df = df.where(f"`{target}` IS NOT NULL")
+    # The training rows end up in pandas anyway (scikit-learn fits in memory), so read them in one Spark
+    # job and decorate on the driver with the same pandas function that mapInPandas runs for batch scoring.
+    raw = df.toPandas()
+    rows_loaded = len(raw)
+    raw = raw[raw[target].notna()].reset_index(drop=True)
+    rows_kept = len(raw)
     if rows_kept < 10:
         raise TrainingError(f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where.")
-
     clock.lap("read_s")
     decorator = function.prepare(settings, spark)
     clock.lap("lookups_s")
-    frame = decorator.apply_spark(df).toPandas()
+    frame = decorator.apply_pandas(raw)
     clock.lap("decorate_s")
     frame = frame.sort_values(time_column, kind="mergesort").reset_index(drop=True)
 
@@ -404,17 +407,17 @@ def score_spark(df: "DataFrame", model_uri: str, settings: Settings | None = Non
 
     spec = ModelSpec.load(model_uri, settings)
     decorator = spec.decorator(settings, df.sparkSession)
+    decorator.check_columns(df.columns)
     pipeline = mlflow.sklearn.load_model(model_uri)
-    decorated = decorator.apply_spark(df)
     schema = StructType([*df.schema.fields, StructField(output_column, DoubleType(), True)])
     keep = list(df.columns)
 
-    def run(batches):
+    def run(batches):   # decorate and predict in one Python stage per batch
         for batch in batches:
-            X = feature_functions.model_frame(batch, list(spec.numeric), list(spec.categorical))
+            X = feature_functions.model_frame(decorator.apply_pandas(batch), list(spec.numeric), list(spec.categorical))
             yield batch[keep].assign(**{output_column: _scores(pipeline, X, spec.task)})
 
-    return decorated.mapInPandas(run, schema)
+    return df.mapInPandas(run, schema)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
