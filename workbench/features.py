@@ -20,7 +20,7 @@ adds exactly the columns it declares, with the declared types; missing lookups g
 
 Registered functions:
 - `none`: the dataset as it is.
-- `flights_context`: flights + hourly weather at the origin (by `origin`, `time_hour`) + the plane
+- `flights_context`: flights + hourly weather at the origin (by `origin` and the local hour) + the plane
   (by `tailnum`), plus calendar features (`day_of_week`) and `plane_age`.
 """
 from __future__ import annotations
@@ -196,6 +196,7 @@ def _none(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
     return frame.copy()
 
 
+_HOUR_KEYS = ("year", "month", "day", "hour")
 _WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")
 _PLANE = {"year": "plane_year", "seats": "plane_seats", "engines": "plane_engines",
           "type": "plane_type", "manufacturer": "plane_manufacturer", "engine": "plane_engine"}
@@ -203,14 +204,17 @@ _PLANE = {"year": "plane_year", "seats": "plane_seats", "engines": "plane_engine
 
 def _flights_context(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
     out = frame.copy()
-    keys = pd.DataFrame({"origin": _cast(frame["origin"], "string"), "time_hour": _timestamps(frame["time_hour"]),
-                         "tailnum": _cast(frame["tailnum"], "string")})
+    # Weather joins on the local wall-clock hour, not time_hour: time_hour is a governed column
+    # (masked to its year for data scientists), and the hour parts are the same instant unmasked.
+    keys = pd.DataFrame({"origin": _cast(frame["origin"], "string"), "tailnum": _cast(frame["tailnum"], "string"),
+                         **{k: pd.to_numeric(frame[k], errors="coerce").astype("Int64") for k in _HOUR_KEYS}})
 
     weather = lookups["weather"].copy()
-    weather["time_hour"] = _timestamps(weather["time_hour"])
     weather["origin"] = _cast(weather["origin"], "string")
-    weather = weather.drop_duplicates(["origin", "time_hour"])[["origin", "time_hour", *_WEATHER]]
-    joined = keys.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    for k in _HOUR_KEYS:
+        weather[k] = pd.to_numeric(weather[k], errors="coerce").astype("Int64")
+    weather = weather.drop_duplicates(["origin", *_HOUR_KEYS])[["origin", *_HOUR_KEYS, *_WEATHER]]
+    joined = keys.merge(weather, on=["origin", *_HOUR_KEYS], how="left", validate="many_to_one")
     for c in _WEATHER:
         out[c] = joined[c].to_numpy(dtype="float64", na_value=np.nan)
 
@@ -234,14 +238,14 @@ register(FeatureFunction(
 
 register(FeatureFunction(
     name="flights_context",
-    description="Flights + hourly weather at the origin airport (by origin, time_hour) + plane data (by tailnum), "
+    description="Flights + hourly weather at the origin airport (by origin and local year/month/day/hour) + plane data (by tailnum), "
                 "plus day_of_week (0 = Monday) and plane_age (flight year - year built).",
-    requires=("origin", "time_hour", "tailnum", "year", "month", "day"),
+    requires=("origin", "tailnum", "year", "month", "day", "hour"),
     adds={**{c: "double" for c in _WEATHER},
           "plane_year": "double", "plane_seats": "double", "plane_engines": "double",
           "plane_type": "string", "plane_manufacturer": "string", "plane_engine": "string",
           "day_of_week": "double", "plane_age": "double"},
     transform=_flights_context,
-    lookups={"weather": ("weather", ("origin", "time_hour", *_WEATHER)),
+    lookups={"weather": ("weather", ("origin", *_HOUR_KEYS, *_WEATHER)),
              "planes": ("planes", ("tailnum", *_PLANE))},
 ))
