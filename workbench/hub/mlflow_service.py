@@ -41,6 +41,16 @@ DROP_REQUEST = {"host", "connection", "keep-alive", "transfer-encoding", "te", "
                 "cookie", "authorization", "origin", "referer", "content-length"}
 DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"}
 READY_TIMEOUT = 300.0  # seconds; a loaded machine takes 30+ s to start mlflow server
+STOP_GRACE = 5.0  # seconds mlflow server gets to exit after SIGTERM before SIGKILL
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if this service dies first (even by SIGKILL), so mlflow never outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class MLflowUpstream:
@@ -74,7 +84,7 @@ class MLflowUpstream:
         # MLflow's job runner (GenAI jobs) is a second process the UI does not need.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = await asyncio.create_subprocess_exec(*self.command(), cwd=self.settings.home, env=env,
-                                                         start_new_session=True)
+                                                         start_new_session=True, preexec_fn=_die_with_parent)
         asyncio.create_task(self._watch(stop))
         asyncio.create_task(self._wait_ready())
 
@@ -99,10 +109,11 @@ class MLflowUpstream:
             stop.set()
 
     async def stop(self) -> None:
+        # Quickly: the hub sends SIGINT, and SIGKILL 15 s later (LocalProcessSpawner's interrupt + term timeouts).
         if self.proc and self.proc.returncode is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                await asyncio.wait_for(self.proc.wait(), 15)
+                await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
             except (ProcessLookupError, asyncio.TimeoutError):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
