@@ -12,6 +12,7 @@
     │   ├── ParameterError       unknown parameter, bad value, or no `parameters` cell
     │   └── NotebookExecutionError  a cell failed (carries the cell index and the error)
     ├── JobsFileError            jobs.yaml is invalid
+    ├── TrainingError            a model cannot be trained as asked (target, features, feature function, data)
     ├── RegistryError            a model, version or alias is missing in the registry
     ├── GateError                the evaluation gate cannot decide
     ├── DriftError               drift cannot be computed on the given windows
@@ -25,7 +26,7 @@ from __future__ import annotations
 __all__ = [
     "WorkbenchError", "ConfigError", "SetupError", "LakeError", "CatalogError", "UnknownDataset",
     "AccessDenied", "ValidationError", "NotebookError", "ParameterError", "NotebookExecutionError",
-    "JobsFileError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
+    "JobsFileError", "TrainingError", "RegistryError", "GateError", "DriftError", "ExplainError", "ServingError",
 ]
 
 
@@ -101,6 +102,10 @@ class JobsFileError(WorkbenchError):
     """jobs.yaml is invalid."""
 
     exit_code = 78
+
+
+class TrainingError(WorkbenchError):
+    """A model cannot be trained as asked: unknown target or features, a bad feature function, no rows."""
 
 
 class RegistryError(WorkbenchError):

@@ -1,0 +1,247 @@
+"""Named feature functions: how a raw dataset is decorated before a model sees it.
+
+A feature function is written ONCE, in pandas, over small lookup tables read through
+`workbench.data.load` (dimension tables: weather, planes, ...). The same code then runs
+
+- in training and batch scoring on Spark, through `mapInPandas` (`Decorator.apply_spark`), and
+- in serving and notebooks on pandas (`Decorator.apply_pandas`),
+
+so a model is never fed features computed differently from the ones it was trained on. A trained
+model records the name of its feature function and the raw columns that function needs
+(`workbench.training.ModelSpec`); serving looks the function up here by that name.
+
+    from workbench import features
+    deco = features.get("flights_context").prepare(settings)   # loads the lookups once
+    decorated = deco.apply_pandas(raw_flights_pdf)               # or deco.apply_spark(spark_df)
+
+Rules every feature function keeps (tested): it never adds, drops or reorders rows (lookups are
+de-duplicated on their keys and joined left); it passes every input column through unchanged; it
+adds exactly the columns it declares, with the declared types; missing lookups give nulls.
+
+Registered functions:
+- `none`: the dataset as it is.
+- `flights_context`: flights + hourly weather at the origin (by `origin`, `time_hour`) + the plane
+  (by `tailnum`), plus calendar features (`day_of_week`) and `plane_age`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .config import Settings, load_settings
+from .errors import TrainingError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["FeatureFunction", "Decorator", "register", "get", "names", "decorate_pandas", "decorate_spark", "model_frame"]
+
+# The types a feature function may declare for an added column: Spark type -> pandas dtype.
+_PANDAS_TYPES = {"double": "float64", "string": "object"}
+
+Lookups = Mapping[str, pd.DataFrame]
+Transform = Callable[[pd.DataFrame, Lookups], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class FeatureFunction:
+    """A named decoration: `transform(frame, lookups)` adds `adds` to a frame holding `requires`.
+
+    `lookups` maps a key to (dataset name, columns): each is loaded once through
+    `workbench.data.load` and handed to `transform` as a pandas frame.
+    """
+
+    name: str
+    description: str
+    requires: tuple[str, ...]
+    adds: dict[str, str]                  # column -> Spark type ("double" or "string")
+    transform: Transform
+    lookups: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def prepare(self, settings: Settings | None = None, spark=None, lookups: Lookups | None = None) -> "Decorator":
+        """Load the lookup tables (small dimension tables) and return a ready decorator.
+
+        Pass `lookups` to use frames you already have (tests, serving caches)."""
+        if lookups is None:
+            from .data import load
+
+            settings = settings or load_settings()
+            lookups = {key: load(dataset, columns=list(cols), purpose=f"feature function {self.name}",
+                                 settings=settings, spark=spark).toPandas()
+                       for key, (dataset, cols) in self.lookups.items()}
+        return Decorator(self, dict(lookups))
+
+
+@dataclass
+class Decorator:
+    """A feature function with its lookups loaded: apply it to pandas or Spark frames."""
+
+    function: FeatureFunction
+    lookups: dict[str, pd.DataFrame]
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    def check_columns(self, columns) -> None:
+        missing = [c for c in self.function.requires if c not in columns]
+        if missing:
+            raise TrainingError(
+                f"Feature function '{self.name}' needs the column(s) {', '.join(missing)}, which the input lacks. "
+                f"Select them from the dataset, or choose another feature function (known: {', '.join(names())}).")
+
+    def apply_pandas(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The decorated copy of `frame`: same rows in the same order, declared columns added."""
+        self.check_columns(frame.columns)
+        out = self.function.transform(frame.reset_index(drop=True), self.lookups)
+        for column, spark_type in self.function.adds.items():
+            out[column] = _cast(out[column], spark_type)
+        out.index = frame.index
+        return out
+
+    def apply_spark(self, df: "DataFrame") -> "DataFrame":
+        """The same decoration on a Spark DataFrame, batch by batch with `mapInPandas`."""
+        from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+        self.check_columns(df.columns)
+        added = [StructField(c, _parse_datatype_string(t), True) for c, t in self.function.adds.items() if c not in df.columns]
+        kept = [f for f in df.schema.fields if f.name not in self.function.adds]
+        schema = StructType(kept + added)
+        order = [f.name for f in schema.fields]
+        decorator = Decorator(self.function, self.lookups)   # shipped to the workers with its lookups
+
+        def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                yield decorator.apply_pandas(batch)[order]
+
+        return df.mapInPandas(run, schema)
+
+
+def _cast(series: pd.Series, spark_type: str) -> pd.Series:
+    if spark_type == "double":
+        return pd.to_numeric(series, errors="coerce").astype("float64")
+    if spark_type == "string":
+        return series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+    raise TrainingError(f"A feature function declares type '{spark_type}'; expected one of {', '.join(_PANDAS_TYPES)}.")
+
+
+def _timestamps(series: pd.Series) -> pd.Series:
+    """Naive UTC timestamps from datetimes or ISO strings (serving receives strings)."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        ts = series if getattr(series.dt, "tz", None) is None else series.dt.tz_convert("UTC").dt.tz_localize(None)
+        return ts.astype("datetime64[ns]")
+    ts = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
+    return ts.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+# ---- the registry ------------------------------------------------------------------------------
+_REGISTRY: dict[str, FeatureFunction] = {}
+
+
+def register(function: FeatureFunction) -> FeatureFunction:
+    """Add a feature function under its name (a name can be registered once)."""
+    if function.name in _REGISTRY and _REGISTRY[function.name] is not function:
+        raise TrainingError(f"A feature function named '{function.name}' is already registered; choose another name.")
+    unknown = sorted(set(function.adds.values()) - set(_PANDAS_TYPES))
+    if unknown:
+        raise TrainingError(f"Feature function '{function.name}' declares type(s) {', '.join(unknown)}; expected {', '.join(_PANDAS_TYPES)}.")
+    _REGISTRY[function.name] = function
+    return function
+
+
+def get(name: str) -> FeatureFunction:
+    if name not in _REGISTRY:
+        raise TrainingError(f"No feature function named '{name}'. Known: {', '.join(names())}. "
+                            "Register one with workbench.features.register(...).")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def decorate_pandas(frame: pd.DataFrame, name: str, settings: Settings | None = None, spark=None) -> pd.DataFrame:
+    """One-off: load the lookups of feature function `name` and decorate a pandas frame."""
+    return get(name).prepare(settings, spark).apply_pandas(frame)
+
+
+def decorate_spark(df: "DataFrame", name: str, settings: Settings | None = None, spark=None) -> "DataFrame":
+    """One-off: load the lookups of feature function `name` and decorate a Spark DataFrame."""
+    return get(name).prepare(settings, spark or df.sparkSession).apply_spark(df)
+
+
+def model_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """The model's input: exactly `numeric + categorical`, numeric as float64, categorical as str/None.
+
+    Training and serving both call this between decoration and the pipeline, so the logged
+    signature (all numeric columns `double`, categorical `string`) always matches.
+    """
+    missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"The decorated frame lacks the model column(s) {', '.join(missing)}. "
+                            "Check the feature function and the features list.")
+    out = pd.DataFrame(index=frame.index)
+    for c in numeric:
+        out[c] = _cast(frame[c], "double")
+    for c in categorical:
+        out[c] = _cast(frame[c], "string")
+    return out
+
+
+# ---- built-in feature functions ------------------------------------------------------------------
+def _none(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
+    return frame.copy()
+
+
+_WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+_PLANE = {"year": "plane_year", "seats": "plane_seats", "engines": "plane_engines",
+          "type": "plane_type", "manufacturer": "plane_manufacturer", "engine": "plane_engine"}
+
+
+def _flights_context(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
+    out = frame.copy()
+    keys = pd.DataFrame({"origin": _cast(frame["origin"], "string"), "time_hour": _timestamps(frame["time_hour"]),
+                         "tailnum": _cast(frame["tailnum"], "string")})
+
+    weather = lookups["weather"].copy()
+    weather["time_hour"] = _timestamps(weather["time_hour"])
+    weather["origin"] = _cast(weather["origin"], "string")
+    weather = weather.drop_duplicates(["origin", "time_hour"])[["origin", "time_hour", *_WEATHER]]
+    joined = keys.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    for c in _WEATHER:
+        out[c] = joined[c].to_numpy(dtype="float64", na_value=np.nan)
+
+    planes = lookups["planes"].copy()
+    planes["tailnum"] = _cast(planes["tailnum"], "string")
+    planes = planes.drop_duplicates("tailnum")[["tailnum", *_PLANE]].rename(columns=_PLANE)
+    joined = keys[["tailnum"]].merge(planes, on="tailnum", how="left", validate="many_to_one")
+    for c in _PLANE.values():
+        out[c] = joined[c].to_numpy()
+
+    date = pd.to_datetime(dict(year=pd.to_numeric(frame["year"], errors="coerce"),
+                               month=pd.to_numeric(frame["month"], errors="coerce"),
+                               day=pd.to_numeric(frame["day"], errors="coerce")), errors="coerce")
+    out["day_of_week"] = date.dt.dayofweek.astype("float64")
+    out["plane_age"] = pd.to_numeric(frame["year"], errors="coerce").astype("float64") - pd.to_numeric(out["plane_year"], errors="coerce").astype("float64")
+    return out
+
+
+register(FeatureFunction(
+    name="none", description="The dataset as it is: no columns added.", requires=(), adds={}, transform=_none))
+
+register(FeatureFunction(
+    name="flights_context",
+    description="Flights + hourly weather at the origin airport (by origin, time_hour) + plane data (by tailnum), "
+                "plus day_of_week (0 = Monday) and plane_age (flight year - year built).",
+    requires=("origin", "time_hour", "tailnum", "year", "month", "day"),
+    adds={**{c: "double" for c in _WEATHER},
+          "plane_year": "double", "plane_seats": "double", "plane_engines": "double",
+          "plane_type": "string", "plane_manufacturer": "string", "plane_engine": "string",
+          "day_of_week": "double", "plane_age": "double"},
+    transform=_flights_context,
+    lookups={"weather": ("weather", ("origin", "time_hour", *_WEATHER)),
+             "planes": ("planes", ("tailnum", *_PLANE))},
+))

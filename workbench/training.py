@@ -1,0 +1,597 @@
+"""Training: one scikit-learn Pipeline (preprocessing + estimator) logged as ONE MLflow model.
+
+THE MODEL CONTRACT (explain, serving, drift and the gate rely on it)
+--------------------------------------------------------------------
+1. Train (e.g. in a test fixture, against a throw-away MLflow store in SQLite):
+
+       settings = repo_settings.with_overrides(
+           mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", mlflow_artifacts=str(tmp_path / "mlartifacts"))
+       result = workbench.training.train(
+           dataset="flights", train_where="month = 1", params={"n_estimators": 20},
+           register=True, alias="champion", settings=settings, spark=spark)
+       result.model_uri      # 'models:/m-...'   (the logged model)
+       result.version        # 1                 (registered under settings.model_name, here with @champion)
+
+2. Load it by alias: `models:/NAME@champion` (NAME = settings.model_name, default 'flights-late';
+   `workbench.registry.model_uri(name, "champion")` builds it). Call `workbench.registry.configure(settings)`
+   first so MLflow looks in the right store.
+
+       pyfunc  = mlflow.pyfunc.load_model("models:/flights-late@champion")   # enforces the signature
+       pipe    = mlflow.sklearn.load_model("models:/flights-late@champion")  # the sklearn Pipeline:
+       pipe.named_steps["preprocess"]   # ColumnTransformer (numeric: impute+scale; categorical: impute+one-hot)
+       pipe.named_steps["model"]        # LGBMClassifier / LogisticRegression / LGBMRegressor / Ridge
+       pipe[:-1].get_feature_names_out()   # names of the columns the estimator sees (pandas output)
+
+3. Columns: the pipeline (and the pyfunc signature) expects exactly the model's *decorated* feature
+   columns, `spec.numeric + spec.categorical`: numeric as double, categorical as string (nulls allowed).
+   For a classifier the pyfunc returns `predict_proba` (column 1 = probability of the positive class,
+   e.g. "arrives 15+ minutes late"); a regressor returns predictions.
+
+4. The feature function is recorded ON the model: `ModelSpec` (feature function name, the raw
+   columns it needs, numeric/categorical columns, target, task, label threshold) is stored in the
+   MLmodel `metadata` under "workbench" and copied into the run's params/tags and the version's tags
+   (`workbench.feature_function`). Serving (and batch scoring) does:
+
+       spec = ModelSpec.from_model(pyfunc)         # or ModelSpec.load(model_uri)
+       deco = spec.decorator(settings)             # workbench.features.get(spec.feature_function).prepare(...)
+       X = spec.prepare(raw_pdf, deco)             # decorate, then select + coerce (features.model_frame)
+       pyfunc.predict(X)
+
+   `raw_pdf` needs `spec.raw_columns` (the feature function's `requires` + raw features it does not add).
+   On Spark: `deco.apply_spark(df)` then `features.model_frame` per batch (`score_spark` does this).
+
+Why skops, not cloudpickle: MLflow 3.17 saves sklearn models with skops by default, which only
+rebuilds types on an allow-list instead of executing arbitrary pickled code. Our pipeline holds only
+sklearn, numpy and LightGBM types (the feature function lives outside the pipeline, by name), so we
+keep skops and trust exactly `TRUSTED_TYPES`; `_trusted_types` refuses to log a pipeline that needs
+anything else rather than silently widening the list.
+
+Leakage: `dep_delay`, `dep_time`, `arr_time`, `air_time` are known only after departure; they are not
+in the default features (and `train` refuses them for the default target unless `allow_leaky=True`).
+Rows with a null target (cancelled flights have no `arr_delay`) are dropped and counted
+(`rows_dropped_null_target`). The holdout is time-ordered: the last `holdout_fraction` of rows by
+`time_column`, never a random split.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import features as feature_functions
+from . import registry
+from .config import Settings, load_settings
+from .errors import TrainingError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["ModelSpec", "TrainResult", "train", "build_pipeline", "compute_metrics", "score_spark", "charts",
+           "feature_importance",
+           "DEFAULT_FEATURES", "LEAKY_COLUMNS", "ESTIMATORS", "TRUSTED_TYPES", "METADATA_KEY"]
+
+METADATA_KEY = "workbench"
+MODEL_ARTIFACT = "model"
+
+# The demo task: will a flight arrive 15+ minutes late, from what is known before departure.
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "carrier", "origin", "dest", "distance", "hour", "minute", "day_of_week",
+    "temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib",
+    "plane_age", "plane_seats", "plane_engines", "plane_type", "plane_engine",
+)
+LEAKY_COLUMNS: tuple[str, ...] = ("dep_delay", "dep_time", "arr_time", "air_time")
+
+# Types skops must rebuild beyond its defaults for our pipelines (see the module docstring).
+TRUSTED_TYPES: tuple[str, ...] = (
+    "collections.OrderedDict", "numpy.dtype",
+    "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRegressor",
+)
+
+
+# ---- estimators, by name (plug-ins by registry) ----------------------------------------------------
+def _lgbm_classifier(params: dict) -> Any:
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(**{"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "n_jobs": 2,
+                             "random_state": 42, "verbose": -1, **params})
+
+
+def _lgbm_regressor(params: dict) -> Any:
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(**{"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "n_jobs": 2,
+                            "random_state": 42, "verbose": -1, **params})
+
+
+def _logistic(params: dict) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(**{"max_iter": 1000, "C": 1.0, **params})
+
+
+def _ridge(params: dict) -> Any:
+    from sklearn.linear_model import Ridge
+
+    return Ridge(**{"alpha": 1.0, **params})
+
+
+# name -> {task: factory}
+ESTIMATORS: dict[str, dict[str, Callable[[dict], Any]]] = {
+    "lightgbm": {"classification": _lgbm_classifier, "regression": _lgbm_regressor},
+    "logistic": {"classification": _logistic},
+    "linear": {"regression": _ridge},
+}
+
+
+# ---- the spec recorded on every model ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs to be fed: recorded in its MLmodel metadata under "workbench"."""
+
+    feature_function: str
+    raw_columns: tuple[str, ...]          # what a caller must send (before decoration)
+    numeric: tuple[str, ...]              # model input, double
+    categorical: tuple[str, ...]          # model input, string
+    target: str
+    task: str                             # "classification" | "regression"
+    label_threshold: float | None = None  # classification: label = target > threshold
+    decision_threshold: float = 0.5       # classification: probability cut for precision/recall
+    dataset: str = ""
+    time_column: str = ""
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def to_metadata(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, Any]) -> "ModelSpec":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+    @classmethod
+    def from_model(cls, pyfunc_model) -> "ModelSpec":
+        """The spec of a loaded pyfunc model (`mlflow.pyfunc.load_model(...)`)."""
+        meta = (pyfunc_model.metadata.metadata or {}).get(METADATA_KEY)
+        if not meta:
+            raise TrainingError("This MLflow model has no workbench spec in its metadata: it was not logged by "
+                                "workbench.training. Retrain it with workbench.training.train.")
+        return cls.from_metadata(meta)
+
+    @classmethod
+    def load(cls, model_uri: str, settings: Settings | None = None) -> "ModelSpec":
+        """The spec of a logged or registered model, without loading the estimator."""
+        from mlflow.models import get_model_info
+
+        registry.configure(settings)
+        meta = (get_model_info(model_uri).metadata or {}).get(METADATA_KEY)
+        if not meta:
+            raise TrainingError(f"The model {model_uri} has no workbench spec in its metadata; retrain it with workbench.training.train.")
+        return cls.from_metadata(meta)
+
+    def label(self, target_values: pd.Series) -> pd.Series:
+        values = pd.to_numeric(target_values, errors="coerce").astype("float64")
+        if self.task == "classification":
+            return (values > float(self.label_threshold)).astype("int64")
+        return values
+
+    def decorator(self, settings: Settings | None = None, spark=None) -> feature_functions.Decorator:
+        return feature_functions.get(self.feature_function).prepare(settings, spark)
+
+    def prepare(self, raw: pd.DataFrame, decorator: feature_functions.Decorator | None = None,
+                settings: Settings | None = None) -> pd.DataFrame:
+        """Raw rows -> the model's input frame (decorate with the recorded function, select, coerce)."""
+        decorator = decorator or self.decorator(settings)
+        return feature_functions.model_frame(decorator.apply_pandas(raw), list(self.numeric), list(self.categorical))
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str                        # models:/m-... (the logged model)
+    spec: ModelSpec
+    metrics: dict[str, float]
+    pipeline: Any
+    holdout: pd.DataFrame                 # the holdout's model input (decorated, coerced)
+    holdout_label: pd.Series
+    holdout_scores: np.ndarray            # P(positive) for classification, predictions for regression
+    data_identity: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None            # registered version, when register=True
+    name: str | None = None
+
+    @property
+    def registered_uri(self) -> str | None:
+        return registry.model_uri(self.name, self.version) if self.version else None
+
+
+# ---- the pipeline ----------------------------------------------------------------------------------------
+def build_pipeline(numeric: list[str], categorical: list[str], estimator: Any):
+    """ColumnTransformer(numeric: median impute + scale; categorical: impute + one-hot) -> estimator.
+
+    Categories rarer than 1% of training rows, and categories never seen in training, share one
+    'infrequent' column, so serving never fails on a new carrier or airport.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    transformers = []
+    if numeric:
+        transformers.append(("num", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                                              ("scale", StandardScaler())]), list(numeric)))
+    if categorical:
+        transformers.append(("cat", Pipeline([
+            ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=0.01, sparse_output=False))]),
+            list(categorical)))
+    if not transformers:
+        raise TrainingError("No features to train on: pass at least one column in `features`.")
+    preprocess = ColumnTransformer(transformers, verbose_feature_names_out=False, sparse_threshold=0.0)
+    preprocess.set_output(transform="pandas")
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def _scores(pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
+    return pipeline.predict_proba(X)[:, 1] if task == "classification" else pipeline.predict(X)
+
+
+def compute_metrics(y: pd.Series | np.ndarray, scores: np.ndarray, task: str, decision_threshold: float = 0.5) -> dict[str, float]:
+    """Holdout metrics: AUC, log loss, Brier, precision/recall/F1 at the threshold; or RMSE, MAE, R2."""
+    from sklearn import metrics as m
+
+    y = np.asarray(y)
+    if len(y) == 0:
+        return {}
+    if task == "classification":
+        predicted = (scores >= decision_threshold).astype(int)
+        out = {"rows": float(len(y)), "positive_rate": float(y.mean()), "predicted_positive_rate": float(predicted.mean()),
+               "log_loss": float(m.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
+               "brier": float(m.brier_score_loss(y, scores)),
+               "precision": float(m.precision_score(y, predicted, zero_division=0)),
+               "recall": float(m.recall_score(y, predicted, zero_division=0)),
+               "f1": float(m.f1_score(y, predicted, zero_division=0)),
+               "accuracy": float(m.accuracy_score(y, predicted))}
+        if len(np.unique(y)) == 2:
+            out["roc_auc"] = float(m.roc_auc_score(y, scores))
+            out["average_precision"] = float(m.average_precision_score(y, scores))
+        return out
+    return {"rows": float(len(y)), "rmse": float(np.sqrt(m.mean_squared_error(y, scores))),
+            "mae": float(m.mean_absolute_error(y, scores)), "r2": float(m.r2_score(y, scores)) if len(y) > 1 else float("nan")}
+
+
+# ---- training ----------------------------------------------------------------------------------------------
+def train(dataset: str = "flights", target: str = "arr_delay", features: list[str] | tuple[str, ...] = DEFAULT_FEATURES,
+          feature_function: str = "flights_context", train_where: str | None = None, model: str = "lightgbm",
+          params: dict[str, Any] | None = None, label_threshold: float | None = 15.0, decision_threshold: float = 0.5,
+          time_column: str = "scheduled_departure", holdout_fraction: float = 0.2,
+          categorical: list[str] | None = None, allow_leaky: bool = False,
+          register: bool = False, name: str | None = None, alias: str | None = None, run_name: str | None = None,
+          settings: Settings | None = None, spark=None) -> TrainResult:
+    """Train and log one model; optionally register it (and point `alias` at the new version).
+
+    dataset/train_where: what to read (through workbench.data.load; `train_where` is a Spark SQL predicate).
+    target/label_threshold: classification of `target > label_threshold`, or regression on `target` when None.
+    features: model input columns after decoration by `feature_function`; numeric unless `categorical`
+    names them (default: string columns are categorical). model: a key of ESTIMATORS; params: its hyperparameters.
+    """
+    import mlflow
+
+    settings = settings or load_settings()
+    params = dict(params or {})
+    task = "classification" if label_threshold is not None else "regression"
+    if model not in ESTIMATORS or task not in ESTIMATORS[model]:
+        fits = [n for n, tasks in ESTIMATORS.items() if task in tasks]
+        raise TrainingError(f"Parameter 'model' is '{model}', which has no {task} estimator. Choose one of: {', '.join(fits)}.")
+    if not 0 < holdout_fraction < 1:
+        raise TrainingError(f"Parameter 'holdout_fraction' must be between 0 and 1 (exclusive); found {holdout_fraction}.")
+    features = list(dict.fromkeys(features))
+    leaky = [c for c in features if c in LEAKY_COLUMNS]
+    if leaky and not allow_leaky:
+        raise TrainingError(f"Feature(s) {', '.join(leaky)} are only known after departure and leak the answer. "
+                            "Remove them from `features`, or pass allow_leaky=True if your target is not about arrival.")
+    if target in features:
+        raise TrainingError(f"The target '{target}' is also listed in `features`; remove it from `features`.")
+
+    from .data import load
+    from .spark import get_spark
+
+    spark = spark or get_spark(settings=settings)
+    function = feature_functions.get(feature_function)
+    raw_features = [c for c in features if c not in function.adds]
+    raw_columns = list(dict.fromkeys([*function.requires, *raw_features]))
+    wanted = list(dict.fromkeys([*raw_columns, target, time_column]))
+
+    clock = _Clock()
+    df = load(dataset, columns=wanted, where=train_where, purpose=f"training {settings.model_name}", settings=settings, spark=spark)
+    files = sorted(df.inputFiles())
+    counts = df.selectExpr("count(*) AS loaded", f"count(`{target}`) AS kept").first()   # one pass
+    rows_loaded, rows_kept = int(counts["loaded"]), int(counts["kept"])
+    df = df.where(f"`{target}` IS NOT NULL")
+    if rows_kept < 10:
+        raise TrainingError(f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where.")
+
+    clock.lap("read_s")
+    decorator = function.prepare(settings, spark)
+    clock.lap("lookups_s")
+    frame = decorator.apply_spark(df).toPandas()
+    clock.lap("decorate_s")
+    frame = frame.sort_values(time_column, kind="mergesort").reset_index(drop=True)
+
+    numeric, categories = _split_types(frame, features, categorical)
+    spec = ModelSpec(feature_function=feature_function, raw_columns=tuple(raw_columns), numeric=tuple(numeric),
+                     categorical=tuple(categories), target=target, task=task, label_threshold=label_threshold,
+                     decision_threshold=decision_threshold, dataset=dataset, time_column=time_column)
+
+    cut = int(len(frame) * (1 - holdout_fraction))
+    train_part, holdout_part = frame.iloc[:cut], frame.iloc[cut:]
+    X_train = feature_functions.model_frame(train_part, numeric, categories)
+    X_hold = feature_functions.model_frame(holdout_part, numeric, categories)
+    y_train, y_hold = spec.label(train_part[target]), spec.label(holdout_part[target])
+    if task == "classification" and y_train.nunique() < 2:
+        raise TrainingError(f"The training rows have a single class of '{target} > {label_threshold}'; widen train_where or change label_threshold.")
+
+    estimator = ESTIMATORS[model][task](params)
+    pipeline = build_pipeline(numeric, categories, estimator)
+    pipeline.fit(X_train, y_train)
+    clock.lap("fit_s")
+    scores = _scores(pipeline, X_hold, task)
+    metrics = compute_metrics(y_hold, scores, task, decision_threshold)
+
+    identity = {
+        "dataset": dataset, "filter": train_where or "", "feature_function": feature_function,
+        "lookups": {key: {"dataset": ds, "rows": int(len(decorator.lookups[key]))} for key, (ds, _) in function.lookups.items()},
+        "rows_loaded": int(rows_loaded), "rows_dropped_null_target": int(rows_loaded - rows_kept),
+        "rows_train": int(len(train_part)), "rows_holdout": int(len(holdout_part)),
+        "train_time_range": _range(train_part[time_column]), "holdout_time_range": _range(holdout_part[time_column]),
+        "parquet_files": files, "parquet_files_sha256": _sha256("\n".join(files)),
+        "content_sha256": _frame_hash(frame[wanted]),
+    }
+
+    registry.configure(settings)
+    experiment_id = _experiment(settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{model}-{dataset}") as run:
+        mlflow.log_params({
+            "dataset": dataset, "target": target, "task": task, "label_threshold": label_threshold,
+            "decision_threshold": decision_threshold, "train_where": train_where or "", "model": model,
+            "feature_function": feature_function, "features": ",".join(features), "time_column": time_column,
+            "holdout_fraction": holdout_fraction, **{f"hp_{k}": v for k, v in _estimator_params(estimator).items()}})
+        mlflow.log_metrics({**metrics, "rows_train": float(len(train_part)), "rows_dropped_null_target": float(rows_loaded - rows_kept)})
+        commit, dirty = _git(settings)
+        mlflow.set_tags({"mlflow.source.git.commit": commit, "workbench.git_dirty": str(dirty).lower(),
+                         "workbench.feature_function": feature_function, "workbench.dataset": dataset,
+                         "workbench.content_sha256": identity["content_sha256"]})
+        mlflow.log_dict(identity, "data_identity.json")
+        mlflow.log_dict(spec.to_metadata(), "model_spec.json")
+        _log_schema(X_train.assign(**{target: train_part[target].to_numpy()}))
+        _log_importance(pipeline)
+        _log_charts(y_hold.to_numpy(), scores, task, decision_threshold)
+
+        example = X_train.head(5)
+        signature = _signature(spec, _pyfunc_output(pipeline, example, task))
+        info = mlflow.sklearn.log_model(
+            pipeline, name=MODEL_ARTIFACT, signature=signature, input_example=example,
+            pyfunc_predict_fn="predict_proba" if task == "classification" else "predict",
+            serialization_format="skops", skops_trusted_types=_trusted_types(pipeline),
+            metadata={METADATA_KEY: spec.to_metadata()})
+        run_id = run.info.run_id
+        clock.lap("log_s")
+        mlflow.log_metrics({f"seconds_{k[:-2]}": v for k, v in clock.laps.items()})
+
+    result = TrainResult(run_id=run_id, model_uri=info.model_uri, spec=spec, metrics=metrics, pipeline=pipeline,
+                         holdout=X_hold, holdout_label=y_hold, holdout_scores=scores, data_identity=identity)
+    if register:
+        version = registry.register(info.model_uri, name or settings.model_name, alias=alias, settings=settings,
+                                    tags={"workbench.feature_function": feature_function, "workbench.dataset": dataset,
+                                          "workbench.train_where": train_where or "", "workbench.task": task,
+                                          "workbench.content_sha256": identity["content_sha256"]})
+        result.version, result.name = version.version, version.name
+    return result
+
+
+def score_spark(df: "DataFrame", model_uri: str, settings: Settings | None = None, output_column: str = "prediction") -> "DataFrame":
+    """Batch scoring on Spark: decorate with the model's recorded feature function, then predict per batch."""
+    import mlflow
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    spec = ModelSpec.load(model_uri, settings)
+    decorator = spec.decorator(settings, df.sparkSession)
+    pipeline = mlflow.sklearn.load_model(model_uri)
+    decorated = decorator.apply_spark(df)
+    schema = StructType([*df.schema.fields, StructField(output_column, DoubleType(), True)])
+    keep = list(df.columns)
+
+    def run(batches):
+        for batch in batches:
+            X = feature_functions.model_frame(batch, list(spec.numeric), list(spec.categorical))
+            yield batch[keep].assign(**{output_column: _scores(pipeline, X, spec.task)})
+
+    return decorated.mapInPandas(run, schema)
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+class _Clock:
+    """Seconds spent per phase of training (logged as seconds_* metrics: where does the time go?)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+def _split_types(frame: pd.DataFrame, features: list[str], categorical: list[str] | None) -> tuple[list[str], list[str]]:
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"Feature(s) {', '.join(missing)} are neither in the dataset nor added by the feature function. "
+                            "Check `features` against the dataset's columns and workbench.features.")
+    if categorical is not None:
+        cats = [c for c in features if c in set(categorical)]
+    else:
+        cats = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+    bad = [c for c in cats if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if bad:
+        raise TrainingError(f"Feature(s) {', '.join(bad)} are timestamps; derive numbers from them in a feature function instead.")
+    return [c for c in features if c not in cats], cats
+
+
+def _signature(spec: ModelSpec, output: np.ndarray):
+    """Every model column required (a frame without it is rejected), nulls allowed in any of them.
+
+    Built from the spec, not inferred from the example: inference would mark a column optional just
+    because the example rows happen to hold a null in it."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("double", c) for c in spec.numeric] + [ColSpec("string", c) for c in spec.categorical])
+    return ModelSignature(inputs=inputs, outputs=infer_signature(model_output=output).outputs)
+
+
+def _pyfunc_output(pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
+    return pipeline.predict_proba(X) if task == "classification" else pipeline.predict(X)
+
+
+def _trusted_types(pipeline) -> list[str]:
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    extra = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if extra:
+        raise TrainingError(f"The pipeline holds type(s) {', '.join(extra)} that skops would have to trust. "
+                            "Add them to workbench.training.TRUSTED_TYPES after checking they are safe to load.")
+    return sorted(untrusted)
+
+
+def _estimator_params(estimator) -> dict[str, Any]:
+    return {k: v for k, v in estimator.get_params().items() if v is None or isinstance(v, (int, float, str, bool))}
+
+
+def _experiment(settings: Settings) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    existing = client.get_experiment_by_name(settings.mlflow_experiment)
+    if existing:
+        return existing.experiment_id
+    return client.create_experiment(settings.mlflow_experiment, artifact_location=f"{settings.artifacts_uri}/{settings.mlflow_experiment}")
+
+
+def _git(settings: Settings) -> tuple[str, bool]:
+    try:
+        commit = subprocess.run(["git", "-C", settings.home, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", settings.home, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return commit or "unknown", dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _frame_hash(frame: pd.DataFrame) -> str:
+    """A content hash of the rows and columns used (order-independent across row order)."""
+    row_hashes = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    return hashlib.sha256(row_hashes.tobytes() + ",".join(frame.columns).encode()).hexdigest()
+
+
+def _range(series: pd.Series) -> list[str]:
+    return [str(series.min()), str(series.max())] if len(series) else []
+
+
+def _log_schema(frame: pd.DataFrame) -> None:
+    import mlflow
+
+    try:
+        from .validation import infer_schema
+    except ImportError:   # validation arrives in a later commit
+        return
+    mlflow.log_text(infer_schema(frame).to_json(), "schema.json")
+
+
+def feature_importance(pipeline) -> pd.DataFrame:
+    """Importance per input column the estimator sees: LightGBM gain, or |coefficient| on scaled inputs."""
+    names = list(pipeline[:-1].get_feature_names_out())
+    est = pipeline.named_steps["model"]
+    if hasattr(est, "booster_"):
+        values, kind = est.booster_.feature_importance(importance_type="gain"), "gain"
+    elif hasattr(est, "coef_"):
+        values, kind = np.abs(np.atleast_2d(est.coef_)[0]), "abs_coefficient"
+    else:
+        return pd.DataFrame(columns=["feature", "importance", "kind"])
+    return (pd.DataFrame({"feature": names, "importance": values, "kind": kind})
+            .sort_values("importance", ascending=False).reset_index(drop=True))
+
+
+def _log_importance(pipeline) -> None:
+    import mlflow
+    from matplotlib.figure import Figure
+
+    table = feature_importance(pipeline)
+    if table.empty:
+        return
+    mlflow.log_text(table.to_csv(index=False), "feature_importance.csv")
+    top = table.head(20).iloc[::-1]
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    ax.barh(top["feature"], top["importance"])
+    ax.set_title(f"Feature importance ({table['kind'].iloc[0]})")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "charts/feature_importance.png")
+
+
+def charts(y, scores: np.ndarray, task: str, threshold: float = 0.5) -> dict[str, Any]:
+    """Standard holdout charts as matplotlib Figures: ROC, PR and confusion matrix, or residuals."""
+    from matplotlib.figure import Figure
+
+    y = np.asarray(y)
+    out: dict[str, Any] = {}
+    if len(y) == 0:
+        return out
+    if task == "classification" and len(np.unique(y)) == 2:
+        from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+        for name, draw, title in (
+                ("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax), "ROC (holdout)"),
+                ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax), "Precision-recall (holdout)"),
+                ("confusion", lambda ax: ConfusionMatrixDisplay.from_predictions(
+                    y, (scores >= threshold).astype(int), ax=ax, colorbar=False), f"Confusion matrix at {threshold:g}")):
+            fig = Figure(figsize=(5, 4))
+            ax = fig.subplots()
+            draw(ax)
+            ax.set_title(title)
+            fig.tight_layout()
+            out[name] = fig
+    elif task == "regression":
+        fig = Figure(figsize=(5, 4))
+        ax = fig.subplots()
+        ax.scatter(scores, y - scores, s=3, alpha=0.3)
+        ax.axhline(0, color="grey")
+        ax.set_xlabel("prediction")
+        ax.set_ylabel("residual")
+        ax.set_title("Residuals (holdout)")
+        fig.tight_layout()
+        out["residuals"] = fig
+    return out
+
+
+def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) -> None:
+    import mlflow
+
+    for name, fig in charts(y, scores, task, threshold).items():
+        mlflow.log_figure(fig, f"charts/{name}.png")
