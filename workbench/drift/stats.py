@@ -1,4 +1,4 @@
-"""Drift between a reference and a current window: Spark-scale statistics and the Evidently adapter.
+"""Drift statistics at Spark scale: a current window against a reference window.
 
 The Spark path reads the windows a fixed number of times, whatever the row or feature count:
 
@@ -19,22 +19,17 @@ chi-square test for categorical features.
 `binning="sturges"` bins numerical features like Evidently does for PSI and Jensen-Shannon
 (equal-width bins over the range of both windows, Sturges' count; value counts when the reference
 has at most 20 distinct values), so the two agree to float precision on the same data.
-
-The Evidently adapter (`evidently_report`) runs Evidently's `DataDriftPreset` on a bounded pandas
-sample for its rich HTML. This module is the only one that imports evidently.
 """
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DriftError
-from .storage import atomic_write_text
+from ..errors import DriftError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,8 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS", "STATUSES", "OTHER", "Thresholds", "FeatureDrift", "DriftReport", "compute_drift",
-    "split_features", "worst_status", "sample_windows", "EvidentlyReport", "evidently_report",
-    "Performance", "binary_performance", "performance_status", "explanation_drift",
+    "split_features", "worst_status", "sample_windows", "bin_index",
 ]
 
 STATUSES = ("ok", "warn", "alert")
@@ -504,12 +498,14 @@ def _histogram_pass(both: "DataFrame", numerical: list[str], categorical: list[s
 
 
 def _window_arrays(present: "pd.DataFrame", key: str, keys: list) -> dict[int, dict[str, np.ndarray]]:
+    import pandas as pd
+
     out = {}
     for w in (0, 1):
         part = present[present["__w"] == w].set_index(key)
-        out[w] = {col: part[col].reindex(keys).fillna(0).to_numpy(dtype=float) for col in ("n", "s")}
-        out[w]["lo"] = part["lo"].reindex(keys).to_numpy(dtype=float)
-        out[w]["hi"] = part["hi"].reindex(keys).to_numpy(dtype=float)
+        numbers = {col: pd.to_numeric(part[col], errors="coerce").astype(float).reindex(keys) for col in ("n", "s", "lo", "hi")}
+        out[w] = {"n": numbers["n"].fillna(0.0).to_numpy(), "s": numbers["s"].fillna(0.0).to_numpy(),
+                  "lo": numbers["lo"].to_numpy(), "hi": numbers["hi"].to_numpy()}
     return out
 
 
@@ -597,134 +593,3 @@ def sample_windows(reference: "DataFrame", current: "DataFrame", n: int, columns
         return df.limit(n).toPandas()
 
     return take(reference, reference_rows), take(current, current_rows)
-
-
-# ---- the Evidently adapter -------------------------------------------------------------------------
-@dataclass
-class EvidentlyReport:
-    """Evidently's DataDriftPreset on in-memory windows: per-column scores, its share, and the HTML."""
-
-    snapshot: Any = field(repr=False)
-    scores: dict[str, float]
-    methods: dict[str, str]
-    drifted_count: int
-    drifted_share: float
-    reference_rows: int
-    current_rows: int
-
-    def dict(self) -> dict:
-        return self.snapshot.dict()
-
-    def save_html(self, path: str | Path) -> Path:
-        """Write the standalone HTML report (about 5 MB for 20 columns) atomically."""
-        path = Path(path)
-        atomic_write_text(path, self.snapshot.get_html_str(as_iframe=False))
-        return path
-
-
-def evidently_report(reference: "pd.DataFrame", current: "pd.DataFrame", numerical: Sequence[str] = (),
-                     categorical: Sequence[str] = (), thresholds: Thresholds | Mapping[str, Any] | None = None,
-                     methods: bool = True) -> EvidentlyReport:
-    """Evidently's DataDriftPreset on two pandas frames, with our methods and thresholds (`methods=False`
-    lets Evidently pick its own, which depend on the sample size)."""
-    try:
-        from evidently import DataDefinition, Dataset, Report
-        from evidently.presets import DataDriftPreset
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise DriftError(f"evidently is not importable ({exc}). Install it: pip install 'evidently>=0.7.20,<0.8'.") from exc
-
-    thresholds = Thresholds.from_dict(thresholds) if not isinstance(thresholds, Thresholds) else thresholds
-    numerical, categorical = list(numerical), list(categorical)
-    columns = numerical + categorical
-    missing = [c for c in columns if c not in reference.columns or c not in current.columns]
-    if missing:
-        raise DriftError(f"feature(s) {', '.join(missing)} missing from the sampled windows.")
-    if reference.empty or current.empty:
-        raise DriftError("a sampled window is empty: Evidently needs rows in both windows.")
-    ref, cur = reference[columns].copy(), current[columns].copy()
-    for c in categorical:  # Evidently compares categories as values; keep missing as missing
-        ref[c] = ref[c].astype("object").where(ref[c].notna(), None)
-        cur[c] = cur[c].astype("object").where(cur[c].notna(), None)
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    options: dict[str, Any] = {"columns": columns, "drift_share": thresholds.share_alert}
-    if methods:
-        options.update(num_method=thresholds.numerical_method, cat_method=thresholds.categorical_method,
-                       num_threshold=thresholds.feature[thresholds.numerical_method],
-                       cat_threshold=thresholds.feature[thresholds.categorical_method])
-    snapshot = Report([DataDriftPreset(**options)]).run(
-        current_data=Dataset.from_pandas(cur, data_definition=definition),
-        reference_data=Dataset.from_pandas(ref, data_definition=definition))
-    scores, used, count, share = {}, {}, 0, 0.0
-    for metric in snapshot.dict()["metrics"]:
-        config = metric.get("config", {})
-        kind = config.get("type", "")
-        if kind.endswith("ValueDrift"):
-            scores[config["column"]] = float(metric["value"])
-            used[config["column"]] = str(config.get("method") or "")
-        elif kind.endswith("DriftedColumnsCount"):
-            count, share = int(metric["value"]["count"]), float(metric["value"]["share"])
-    return EvidentlyReport(snapshot, scores, used, count, share, len(ref), len(cur))
-
-
-# ---- model monitoring --------------------------------------------------------------------------------
-@dataclass
-class Performance:
-    """Binary-classification quality of scores against labels, from a Spark aggregation."""
-
-    rows: int
-    auc: float | None
-    positive_rate: float
-    mean_score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def binary_performance(df: "DataFrame", score: str, label: str, decimals: int = 4) -> Performance:
-    """AUC from a histogram of scores per class (scores rounded to `decimals`; ties count half),
-    so it runs in one aggregation at any size. Rows without a label or a score are left out."""
-    from pyspark.sql import functions as F
-
-    for c in (score, label):
-        if c not in df.columns:
-            raise DriftError(f"column '{c}' not in the data. Its columns: {', '.join(df.columns)}.")
-    y = F.col(label).cast("double")
-    s = F.col(score).cast("double")
-    data = df.where(y.isNotNull() & s.isNotNull() & ~F.isnan(s))
-    hist = data.groupBy(F.round(s, decimals).alias("s")).agg(
-        F.sum(F.when(y > 0, 1).otherwise(0)).alias("pos"), F.sum(F.when(y > 0, 0).otherwise(1)).alias("neg"),
-        F.sum(s).alias("sum")).orderBy("s").toPandas()
-    if hist.empty:
-        raise DriftError(f"no rows with both '{score}' and '{label}' to measure performance on.")
-    pos, neg = hist["pos"].to_numpy(float), hist["neg"].to_numpy(float)
-    n_pos, n_neg = pos.sum(), neg.sum()
-    auc = None
-    if n_pos and n_neg:
-        neg_below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-        auc = float(np.sum(pos * (neg_below + 0.5 * neg)) / (n_pos * n_neg))
-    rows = int(n_pos + n_neg)
-    return Performance(rows, auc, float(n_pos / rows), float(hist["sum"].sum() / rows))
-
-
-def performance_status(reference_auc: float | None, current_auc: float | None, thresholds: Thresholds) -> str:
-    """`warn`/`alert` when AUC dropped by at least the thresholds; `ok` when unknown or fine."""
-    if reference_auc is None or current_auc is None:
-        return "ok"
-    drop = reference_auc - current_auc
-    return "alert" if drop >= thresholds.auc_drop_alert else "warn" if drop >= thresholds.auc_drop_warn else "ok"
-
-
-def explanation_drift(reference: Mapping[str, float], current: Mapping[str, float]) -> "pd.DataFrame":
-    """Mean |attribution| per feature in both windows, the change, and each feature's share of total
-    influence, sorted by the largest absolute change of share. Inputs: feature -> mean |SHAP|."""
-    import pandas as pd
-
-    names = sorted(set(reference) | set(current))
-    df = pd.DataFrame({"feature": names, "reference": [float(reference.get(n, 0.0)) for n in names],
-                       "current": [float(current.get(n, 0.0)) for n in names]})
-    rt, ct = df["reference"].sum(), df["current"].sum()
-    df["reference_share"] = df["reference"] / rt if rt else 0.0
-    df["current_share"] = df["current"] / ct if ct else 0.0
-    df["change"] = df["current"] - df["reference"]
-    df["share_change"] = df["current_share"] - df["reference_share"]
-    return df.reindex(df["share_change"].abs().sort_values(ascending=False).index).reset_index(drop=True)
