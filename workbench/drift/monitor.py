@@ -1,0 +1,429 @@
+"""Monitoring a model in production: the two windows, with the model's view of them.
+
+`load_windows` reads the reference and current windows of a dataset (through `workbench.data.load`),
+and, when a registered model is given, decorates them with the model's recorded feature function,
+adds the label (`spec.target > spec.label_threshold`) and scores them on Spark
+(`workbench.training.score_spark`). With `predictions=True` the current window is the serving
+wrapper's prediction log instead, joined to labels that arrived later.
+
+The prediction log (written by the serving wrapper under the `predictions_dir` setting, parquet) has
+the columns PREDICTION_LOG_COLUMNS, plus the model's input columns:
+
+    request_id     string     one per request
+    entity_id      string     what was scored; equals `entity_key` evaluated on the dataset's rows
+    prediction     double     the score (P(positive) for a classifier)
+    model_version  string     registered version that answered
+    variant        string     champion / challenger (A/B)
+    timestamp      timestamp  when it answered (UTC)
+    <features>                the model's input columns, as sent to the model
+
+Labels are joined on entity_id: one label per entity (the largest target if the dataset has several
+rows for one entity); a prediction whose label has not arrived yet counts for drift, not performance.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..config import Settings, load_settings
+from ..errors import DriftError
+from .stats import Thresholds, split_features
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame
+
+__all__ = [
+    "PREDICTION_LOG_COLUMNS", "LABEL", "PREDICTION", "RUN_DIR_ENV", "Windows", "load_windows", "load_prediction_log",
+    "join_labels", "data_quality", "Performance", "binary_performance", "performance_status",
+    "explanation_drift", "mean_abs_attributions", "artifact_dir", "PerformanceDrift", "prediction_drift",
+    "performance_drift", "window_explanation_drift", "show_html",
+]
+
+PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_version", "variant", "timestamp")
+LABEL = "label"
+PREDICTION = "prediction"
+# The job runner may name the run's folder in this variable; artifacts (Evidently's HTML) go there.
+RUN_DIR_ENV = "WORKBENCH_RUN_DIR"
+PURPOSE = "drift monitoring"
+
+
+# ---- the windows -----------------------------------------------------------------------------------
+@dataclass
+class Windows:
+    """Reference and current window, with the columns to compare and, for a model, its view of them."""
+
+    reference: "DataFrame"
+    current: "DataFrame"
+    numerical: list[str]
+    categorical: list[str]
+    source: str = "dataset"             # "dataset" | "prediction log"
+    model_uri: str | None = None
+    spec: Any = None                    # workbench.training.ModelSpec
+    version: Any = None                 # workbench.registry.ModelVersionInfo, for a registered model
+    label: str | None = None            # column with the label (1/0, or the target for regression)
+    prediction: str | None = None       # column with the model's score
+    persisted: list = field(default_factory=list, repr=False)
+
+    @property
+    def features(self) -> list[str]:
+        return self.numerical + self.categorical
+
+    @property
+    def training_metrics(self) -> dict[str, float]:
+        return dict(self.version.metrics) if self.version is not None else {}
+
+    def release(self) -> None:
+        """Drop the cached scored windows."""
+        for df in self.persisted:
+            df.unpersist()
+        self.persisted.clear()
+
+
+def load_windows(dataset: str, reference_where: str | None, current_where: str | None,
+                 features: Sequence[str] | None = None, model: str | None = None, predictions: bool = False,
+                 entity_key: str | None = None, categorical: Sequence[str] | None = None,
+                 settings: Settings | None = None, spark=None) -> Windows:
+    """The two windows to compare.
+
+    features: columns to compare (default: the model's input columns). model: a model URI
+    (`models:/NAME@ALIAS`, `models:/NAME/VERSION` or a logged `models:/m-...`) whose predictions and
+    performance are monitored too. predictions: take the current window from the prediction log
+    (`current_where` then filters the log); `entity_key` is the Spark SQL expression on `dataset`
+    whose value is the log's entity_id. categorical: numeric columns to treat as categories.
+    """
+    from ..data import load
+    from ..spark import get_spark
+
+    settings = settings or load_settings()
+    spark = spark or get_spark(settings=settings)
+    spec = version = None
+    if model:
+        spec, version = _model(model, settings)
+    wanted = list(features or (spec.features if spec else []))
+    if not wanted:
+        raise DriftError("no features to compare: pass `features` (column names), or a `model` whose input columns are used.")
+
+    reference = load(dataset, where=reference_where or None, purpose=PURPOSE, settings=settings, spark=spark)
+    if predictions:
+        current = load_prediction_log(settings, where=current_where, spark=spark)
+    else:
+        current = load(dataset, where=current_where or None, purpose=PURPOSE, settings=settings, spark=spark)
+
+    windows = Windows(reference, current, [], [], source="prediction log" if predictions else "dataset",
+                      model_uri=model or None, spec=spec, version=version)
+    if spec is not None:
+        windows.reference = _score(_labelled(_decorate(reference, spec, settings, spark), spec), model, settings)
+        windows.label, windows.prediction = LABEL, PREDICTION
+        if predictions:
+            if not entity_key:
+                raise DriftError("predictions = True needs `entity_key`: the Spark SQL expression on the dataset that equals the log's entity_id.")
+            labels = load(dataset, purpose=PURPOSE, settings=settings, spark=spark)
+            windows.current = join_labels(current, labels, entity_key, spec.target, spec.label_threshold)
+        else:
+            windows.current = _score(_labelled(_decorate(current, spec, settings, spark), spec), model, settings)
+        for df in (windows.reference, windows.current):
+            df.persist()
+            windows.persisted.append(df)
+    elif predictions:
+        windows.prediction = PREDICTION if PREDICTION in current.columns else None
+
+    missing = [c for c in wanted if c not in windows.current.columns]
+    if missing:
+        where = "the prediction log" if predictions else "the current window"
+        raise DriftError(f"feature(s) {', '.join(missing)} not in {where}. Its columns: {', '.join(windows.current.columns)}.")
+    windows.numerical, windows.categorical = split_features(windows.reference, wanted, categorical=[c for c in (categorical or []) if c in wanted])
+    return windows
+
+
+def load_prediction_log(settings: Settings | None = None, where: str | None = None, spark=None) -> "DataFrame":
+    """The serving wrapper's prediction log (parquet under the `predictions_dir` setting), optionally filtered."""
+    from .. import storage
+    from ..spark import get_spark
+
+    settings = settings or load_settings()
+    spark = spark or get_spark(settings=settings)
+    uri = settings.predictions_uri
+    if not storage.exists(uri, spark):
+        raise DriftError("There is no prediction log yet at the location of the predictions_dir setting. The serving wrapper "
+                         "writes it while it answers requests; until then monitor the dataset (predictions = False).")
+    df = spark.read.parquet(uri)
+    missing = [c for c in PREDICTION_LOG_COLUMNS if c not in df.columns]
+    if missing:
+        raise DriftError(f"The prediction log has no column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_LOG_COLUMNS)} "
+                         "plus the model's input columns.")
+    return df.where(where) if where else df
+
+
+def join_labels(log: "DataFrame", labels: "DataFrame", entity_key: str, target: str,
+                label_threshold: float | None) -> "DataFrame":
+    """The log with a LABEL column: `target > label_threshold` (or the target itself when None) of the
+    dataset row whose `entity_key` equals the log's entity_id; null while the label has not arrived."""
+    from pyspark.sql import functions as F
+
+    if target not in labels.columns:
+        raise DriftError(f"the dataset has no column '{target}' (the model's target) to take labels from.")
+    try:
+        keyed = labels.select(F.expr(entity_key).cast("string").alias("entity_id"), F.col(target).cast("double").alias("__target"))
+    except Exception as exc:
+        raise DriftError(f"entity_key is not a valid Spark SQL expression on the dataset ({exc.__class__.__name__}). "
+                         "Use column names of the dataset, e.g. concat_ws('-', carrier, flight, time_hour).") from exc
+    truth = keyed.where(F.col("entity_id").isNotNull() & F.col("__target").isNotNull()).groupBy("entity_id").agg(F.max("__target").alias("__target"))
+    label = (F.col("__target") > F.lit(float(label_threshold))).cast("int") if label_threshold is not None else F.col("__target")
+    return (log.withColumn("entity_id", F.col("entity_id").cast("string")).join(truth, "entity_id", "left")
+            .withColumn(LABEL, F.when(F.col("__target").isNotNull(), label)).drop("__target"))
+
+
+def _model(model: str, settings: Settings):
+    from .. import registry
+    from ..training import ModelSpec
+
+    spec = ModelSpec.load(model, settings)
+    version = None
+    path = urlparse(model).netloc + urlparse(model).path if model.startswith("models:/") else ""
+    path = path.lstrip("/")
+    if path and not path.startswith("m-"):
+        name, _, ref = path.partition("@") if "@" in path else path.partition("/")
+        if name and ref:
+            version = registry.get_version(name, int(ref) if ref.isdigit() else ref, settings)
+    return spec, version
+
+
+def _decorate(df: "DataFrame", spec, settings: Settings, spark) -> "DataFrame":
+    return spec.decorator(settings, spark).apply_spark(df)
+
+
+def _labelled(df: "DataFrame", spec) -> "DataFrame":
+    from pyspark.sql import functions as F
+
+    if spec.target not in df.columns:
+        return df
+    y = F.col(spec.target).cast("double")
+    label = (y > F.lit(float(spec.label_threshold))).cast("int") if spec.task == "classification" else y
+    return df.withColumn(LABEL, F.when(y.isNotNull(), label))
+
+
+def _score(df: "DataFrame", model: str, settings: Settings) -> "DataFrame":
+    from ..training import score_spark
+
+    return score_spark(df, model, settings, output_column=PREDICTION)
+
+
+# ---- data quality ------------------------------------------------------------------------------------
+def data_quality(windows: Windows, schema_path: str | None = None, settings: Settings | None = None) -> tuple[str, "pd.DataFrame"]:
+    """(where the schema came from, anomalies of the current window's features as a table).
+
+    The schema is, in order: the JSON file `schema_path`; the model's training schema (`schema.json`
+    logged with its run); else one inferred from the reference window.
+    """
+    import pandas as pd
+
+    from .. import validation
+
+    schema, source = None, ""
+    if schema_path:
+        schema, source = validation.Schema.load(schema_path), f"file {Path(schema_path).name}"
+    elif windows.version is not None and windows.version.run_id:
+        schema = _training_schema(windows.version.run_id, settings)
+        source = f"training schema of {windows.version.name} v{windows.version.version}" if schema else ""
+    if schema is None:
+        schema = validation.infer_schema(windows.reference.select(*windows.features), name="reference window")
+        source = "inferred from the reference window"
+    checked = validation.Schema({k: v for k, v in schema.columns.items() if k in windows.features}, name=schema.name)
+    anomalies = validation.validate(windows.current.select(*windows.features), checked, allow_extra_columns=True)
+    table = pd.DataFrame([asdict(a) for a in anomalies], columns=["column", "kind", "description", "count", "fraction"])
+    return source, table
+
+
+def _training_schema(run_id: str, settings: Settings | None):
+    from .. import registry, validation
+
+    registry.configure(settings)
+    import mlflow
+
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/schema.json")
+    except Exception:  # an older run without a logged schema
+        return None
+    return validation.Schema.from_json(text)
+
+
+# ---- performance -------------------------------------------------------------------------------------
+@dataclass
+class Performance:
+    """Binary-classification quality of scores against labels, from one Spark aggregation."""
+
+    rows: int
+    auc: float | None
+    positive_rate: float
+    mean_score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def binary_performance(df: "DataFrame", score: str, label: str, decimals: int = 4) -> Performance:
+    """AUC from a histogram of scores per class (scores rounded to `decimals`; ties count half),
+    so it runs in one aggregation at any size. Rows without a label or a score are left out."""
+    from pyspark.sql import functions as F
+
+    for c in (score, label):
+        if c not in df.columns:
+            raise DriftError(f"column '{c}' not in the data. Its columns: {', '.join(df.columns)}.")
+    y = F.col(label).cast("double")
+    s = F.col(score).cast("double")
+    data = df.where(y.isNotNull() & s.isNotNull() & ~F.isnan(s))
+    hist = (data.groupBy(F.round(s, decimals).alias("s"))
+            .agg(F.sum(F.when(y > 0, 1).otherwise(0)).alias("pos"), F.sum(F.when(y > 0, 0).otherwise(1)).alias("neg"),
+                 F.sum(s).alias("sum"))
+            .orderBy("s").toPandas())
+    if hist.empty:
+        raise DriftError(f"no rows with both '{score}' and '{label}' to measure performance on.")
+    pos, neg = hist["pos"].to_numpy(float), hist["neg"].to_numpy(float)
+    n_pos, n_neg = pos.sum(), neg.sum()
+    auc = None
+    if n_pos and n_neg:
+        neg_below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
+        auc = float(np.sum(pos * (neg_below + 0.5 * neg)) / (n_pos * n_neg))
+    rows = int(n_pos + n_neg)
+    return Performance(rows, auc, float(n_pos / rows), float(hist["sum"].sum() / rows))
+
+
+def performance_status(baseline_auc: float | None, current_auc: float | None, thresholds: Thresholds) -> str:
+    """`warn`/`alert` when AUC dropped from the baseline by at least the thresholds; `ok` when fine or unknown."""
+    if baseline_auc is None or current_auc is None or math.isnan(baseline_auc) or math.isnan(current_auc):
+        return "ok"
+    drop = baseline_auc - current_auc
+    return "alert" if drop >= thresholds.auc_drop_alert else "warn" if drop >= thresholds.auc_drop_warn else "ok"
+
+
+@dataclass
+class PerformanceDrift:
+    """AUC at training (from the registry), on the reference and on the current window, and the status."""
+
+    table: "pd.DataFrame"
+    status: str
+    baseline: str                       # which AUC the current one is compared with
+    metrics: dict[str, float]
+
+
+def prediction_drift(windows: Windows, thresholds: Thresholds | Mapping[str, Any] | None = None):
+    """Drift of the model's score between the windows (a DriftReport on one column), or None without one."""
+    from .stats import compute_drift
+
+    if not windows.prediction or windows.prediction not in windows.reference.columns:
+        return None
+    return compute_drift(windows.reference, windows.current, [windows.prediction], numerical=[windows.prediction],
+                         thresholds=thresholds)
+
+
+def performance_drift(windows: Windows, thresholds: Thresholds | Mapping[str, Any] | None = None) -> PerformanceDrift | None:
+    """AUC now vs at training (or vs the reference window when the registry has no training AUC);
+    None without a classifier or labels."""
+    import pandas as pd
+
+    thresholds = thresholds if isinstance(thresholds, Thresholds) else Thresholds.from_dict(thresholds)
+    if not windows.label or not windows.prediction or windows.spec is None or windows.spec.task != "classification":
+        return None
+    rows, metrics = [], {}
+    training_auc = windows.training_metrics.get("roc_auc")
+    if training_auc is not None:
+        rows.append({"window": "training holdout", "rows": None, "auc": training_auc, "positive_rate": windows.training_metrics.get("positive_rate"), "mean_score": None})
+        metrics["model.auc_training"] = float(training_auc)
+    for name, df in (("reference", windows.reference), ("current", windows.current)):
+        if windows.prediction in df.columns and windows.label in df.columns:
+            perf = binary_performance(df, windows.prediction, windows.label)
+            rows.append({"window": name, **perf.to_dict()})
+            if perf.auc is not None:
+                metrics[f"model.auc_{name}"] = perf.auc
+            metrics[f"model.positive_rate_{name}"] = perf.positive_rate
+    baseline = "training holdout" if training_auc is not None else "reference"
+    base_auc = metrics.get("model.auc_training", metrics.get("model.auc_reference"))
+    status = performance_status(base_auc, metrics.get("model.auc_current"), thresholds)
+    if base_auc is not None and "model.auc_current" in metrics:
+        metrics["model.auc_drop"] = base_auc - metrics["model.auc_current"]
+    return PerformanceDrift(pd.DataFrame(rows, columns=["window", "rows", "auc", "positive_rate", "mean_score"]), status, baseline, metrics)
+
+
+# ---- explanation drift -------------------------------------------------------------------------------
+def mean_abs_attributions(model_uri: str, rows: "pd.DataFrame", settings: Settings | None = None) -> dict[str, float] | None:
+    """Mean |SHAP| per model input feature on `rows` (raw rows with the model's raw columns), from
+    `workbench.explain.mean_abs_shap(model_uri, rows, settings=...)`; None while that is not installed.
+
+    This is the hook for the explainability helpers: drift only compares what they compute.
+    """
+    try:
+        from .. import explain  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    compute = getattr(explain, "mean_abs_shap", None)
+    if compute is None:
+        return None
+    return {str(k): float(v) for k, v in dict(compute(model_uri, rows, settings=settings)).items()}
+
+
+def window_explanation_drift(windows: Windows, rows: int = 2000, settings: Settings | None = None) -> "pd.DataFrame | None":
+    """Explanation drift of the model between the windows on bounded samples, or None when there is
+    no model or no explainability helper (`workbench.explain.mean_abs_shap`) yet."""
+    from .stats import sample_windows
+
+    if windows.model_uri is None or windows.spec is None:
+        return None
+    columns = [c for c in windows.spec.raw_columns if c in windows.reference.columns and c in windows.current.columns]
+    if len(columns) < len(windows.spec.raw_columns):
+        return None  # the prediction log carries model inputs, not the raw columns the explainer decorates
+    ref, cur = sample_windows(windows.reference, windows.current, rows, columns=columns)
+    before = mean_abs_attributions(windows.model_uri, ref, settings)
+    if before is None:
+        return None
+    return explanation_drift(before, mean_abs_attributions(windows.model_uri, cur, settings) or {})
+
+
+def explanation_drift(reference: Mapping[str, float], current: Mapping[str, float]) -> "pd.DataFrame":
+    """Mean |attribution| per feature in both windows, the change, and each feature's share of the
+    total influence; sorted by the largest move of share. Inputs: feature -> mean |SHAP|."""
+    import pandas as pd
+
+    names = sorted(set(reference) | set(current))
+    df = pd.DataFrame({"feature": names, "reference": [float(reference.get(n, 0.0)) for n in names],
+                       "current": [float(current.get(n, 0.0)) for n in names]})
+    rt, ct = df["reference"].sum(), df["current"].sum()
+    df["reference_share"] = df["reference"] / rt if rt else 0.0
+    df["current_share"] = df["current"] / ct if ct else 0.0
+    df["change"] = df["current"] - df["reference"]
+    df["share_change"] = df["current_share"] - df["reference_share"]
+    order = df["share_change"].abs().sort_values(ascending=False, kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def show_html(path: str | Path, title: str, height: int = 900):
+    """An iframe (and a link) for an HTML artifact, addressed relative to the run's folder when it
+    lives there, so the rendered run report shows it without inlining its megabytes."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    path = Path(path)
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    src = str(path.relative_to(run_dir)) if run_dir and path.is_relative_to(run_dir) else path.resolve().as_uri()
+    src = escape(src, quote=True)
+    return HTML(f'<p><a href="{src}" target="_blank">{escape(title)}</a> (opens the standalone report)</p>'
+                f'<iframe src="{src}" title="{escape(title, quote=True)}" style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')
+
+
+# ---- artifacts ---------------------------------------------------------------------------------------
+def artifact_dir(settings: Settings | None = None, name: str = "drift") -> Path:
+    """Where a run's large artifacts go: the run's folder when the job runner names it in
+    $WORKBENCH_RUN_DIR, else `<reports_dir>/<name>/<UTC time>` for an interactive session."""
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    settings = settings or load_settings()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return settings.path("reports_dir") / name / stamp
