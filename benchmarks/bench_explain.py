@@ -1,0 +1,83 @@
+"""SHAP for N rows: single-process in-memory (`ModelExplainer.explain`) vs `explain_spark` on local[C].
+
+    .venv/bin/python benchmarks/bench_explain.py            # 200k rows, 100 trees, local[2]
+    .venv/bin/python benchmarks/bench_explain.py --quick    # 20k rows, 30 trees
+
+Both paths run the same work per row: decorate with the model's feature function, transform through
+the pipeline, Tree SHAP, map one-hot columns back to raw features, predict. The in-memory path starts
+from a pandas frame already in memory; the Spark path reads the same rows from parquet and writes the
+explanations as parquet (what a batch job does). Prints rows/s for both, the speed-up, and the load
+average of the machine before and after (the machine may be shared).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="rows to explain")
+    parser.add_argument("--trees", type=int, default=100, help="LightGBM trees of the benchmark model")
+    parser.add_argument("--cores", type=int, default=2, help="Spark local[N]")
+    parser.add_argument("--files", type=int, default=0, help="parquet files of the input (default: 4 per core)")
+    parser.add_argument("--quick", action="store_true", help="20k rows, 30 trees")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.trees = 20_000, 30
+    files = args.files or 4 * args.cores
+
+    from pyspark.sql import functions as F
+
+    from workbench import explain
+    from workbench.config import load_settings
+    from workbench.data import load
+    from workbench.spark import get_spark
+    from workbench.training import train
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-explain-"))
+    settings = load_settings().with_overrides(
+        mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db", mlflow_artifacts=str(tmp / "mlartifacts"),
+        spark_master=f"local[{args.cores}]", spark_shuffle_partitions=files)
+    load_before = os.getloadavg()
+    spark = get_spark("bench-explain", settings)
+
+    print(f"training a LightGBM model ({args.trees} trees) on flights month 1 ...", flush=True)
+    train(dataset="flights", train_where="month = 1", params={"n_estimators": args.trees}, register=True, alias="champion",
+          settings=settings, spark=spark)
+    uri = f"models:/{settings.model_name}@champion"
+
+    source = tmp / "rows"
+    (load("flights", settings=settings, spark=spark).orderBy(F.rand(7)).limit(args.rows)
+     .repartition(files).write.parquet(str(source)))
+    pdf = spark.read.parquet(str(source)).toPandas()
+    print(f"{len(pdf):,} rows in {files} parquet files; Spark local[{args.cores}]", flush=True)
+
+    explainer = explain.load_explainer(uri, settings, spark, n_background=0)
+    explainer.explain(pdf.head(500))                       # build the tree explainer once (both paths pay it once)
+
+    start = time.perf_counter()
+    in_memory = explainer.explain(pdf)
+    t_memory = time.perf_counter() - start
+
+    start = time.perf_counter()
+    written = explain.explain_spark(uri, spark.read.parquet(str(source)), output=str(tmp / "shap"), explainer=explainer,
+                                    mode="overwrite")
+    t_spark = time.perf_counter() - start
+    n_out = spark.read.parquet(written).count()
+    load_after = os.getloadavg()
+
+    rows = len(in_memory)
+    print(f"in-memory, single process : {t_memory:8.1f} s  {rows / t_memory:10,.0f} rows/s")
+    print(f"explain_spark, local[{args.cores}]   : {t_spark:8.1f} s  {n_out / t_spark:10,.0f} rows/s  (read + explain + write parquet)")
+    print(f"speed-up                  : {t_memory / t_spark:8.2f}x on {args.cores} cores")
+    print(f"load average (1, 5, 15 min) before: {', '.join(f'{v:.1f}' for v in load_before)}; "
+          f"after: {', '.join(f'{v:.1f}' for v in load_after)}; cpus: {os.cpu_count()}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
