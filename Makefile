@@ -52,7 +52,7 @@ demo: setup lake  ## set up, build the sample lake, run the main job on embedded
 	$(WB) run 02_train -p train_where "month < 3" || [ $$? -eq 2 ]
 	$(WB) run 05_evaluate -p eval_where "month IN (3)" -p promote True || [ $$? -eq 2 ]
 	$(WB) run 03_explain -p model "models:/flights-late@champion" || [ $$? -eq 2 ]
-	$(WB) run 04_drift_monitor -p reference_where "month = 1" -p current_where "month = 7" -p model "models:/flights-late@champion" || [ $$? -eq 2 ]
+	$(WB) run 04_drift_monitor -p reference_where "month IN (1)" -p current_where "month IN (7)" -p model "models:/flights-late@champion" || [ $$? -eq 2 ]
 	@echo
 	@echo "Next: '$(WB) --help' lists what you can do; 'make test' runs the tests."
 	@echo "Reports index (open it in a browser, or '$(WB) reports serve'):"
