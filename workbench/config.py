@@ -78,7 +78,7 @@ class Settings:
     jobs_file: str = _setting("jobs.yaml", "Scheduled jobs declaration.")
     kernel_name: str = _setting("python3", "Jupyter kernel used for headless runs.")
     cell_timeout: int = _setting(1800, "Seconds one notebook cell may run in a headless job before it is stopped.")
-    webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert'.")
+    webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert' (often carries a token: shown as ***).", secret=True)
 
     # Serving
     serving_host: str = _setting("127.0.0.1", "Address the serving wrapper binds.")
