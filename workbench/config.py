@@ -79,7 +79,7 @@ class Settings:
     jobs_file: str = _setting("jobs.yaml", "Scheduled jobs declaration.")
     kernel_name: str = _setting("python3", "Jupyter kernel used for headless runs.")
     cell_timeout: int = _setting(1800, "Seconds one notebook cell may run in a headless job before it is stopped.")
-    webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert'.")
+    webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert' (often carries a token: shown as ***).", secret=True)
     airflow_dags_dir: str = _setting("airflow/dags", "Where `workbench jobs export-airflow` writes one Airflow DAG file per job.")
 
     # Serving

@@ -120,7 +120,9 @@ def load_windows(dataset: str, reference_where: str | None, current_where: str |
     windows = Windows(reference, current, [], [], source="prediction log" if predictions else "dataset",
                       model_uri=model or None, spec=spec, version=version)
     if spec is not None:
-        windows.reference = _score(_labelled(_decorate(reference, spec, settings, spark), spec), model, settings)
+        # score the raw rows, then decorate: Decorator.apply_spark on an already decorated frame drops
+        # the columns it adds, so the two cannot be chained the other way round
+        windows.reference = _decorate(_score(_labelled(reference, spec), model, settings), spec, settings, spark)
         windows.label, windows.prediction = LABEL, PREDICTION
         if predictions:
             if not entity_key:
@@ -128,7 +130,7 @@ def load_windows(dataset: str, reference_where: str | None, current_where: str |
             labels = load(dataset, purpose=PURPOSE, settings=settings, spark=spark)
             windows.current = join_labels(current, labels, entity_key, spec.target, spec.label_threshold)
         else:
-            windows.current = _score(_labelled(_decorate(current, spec, settings, spark), spec), model, settings)
+            windows.current = _decorate(_score(_labelled(current, spec), model, settings), spec, settings, spark)
         for df in (windows.reference, windows.current):
             df.persist()
             windows.persisted.append(df)

@@ -577,10 +577,12 @@ def _fmt(x: float) -> str:
 def sample_windows(reference: "DataFrame", current: "DataFrame", n: int, columns: Sequence[str] | None = None,
                    reference_rows: int | None = None, current_rows: int | None = None,
                    seed: int = 42) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """At most `n` rows of each window as pandas (a Bernoulli sample, then a limit), for Evidently.
-
-    Pass the row counts when known (a DriftReport has them) to save a count per window.
+    """At most `n` rows of each window as pandas, uniformly at random, for Evidently: a Bernoulli
+    sample of slightly more than `n` rows, shuffled, then cut at `n` (a plain limit would favour the
+    first files). Pass the row counts when known (a DriftReport has them) to save a count per window.
     """
+    from pyspark.sql import functions as F
+
     if n < 1:
         raise DriftError("sample_rows: expected a positive number of rows.")
 
@@ -589,7 +591,7 @@ def sample_windows(reference: "DataFrame", current: "DataFrame", n: int, columns
             df = df.select(*columns)
         total = df.count() if total is None else total
         if total > n:
-            df = df.sample(fraction=min(1.0, 1.1 * n / total + 1e-3), seed=seed)
-        return df.limit(n).toPandas()
+            df = df.sample(fraction=min(1.0, 1.1 * n / total + 1e-3), seed=seed).orderBy(F.rand(seed)).limit(n)
+        return df.toPandas()
 
     return take(reference, reference_rows), take(current, current_rows)
