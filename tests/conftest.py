@@ -47,3 +47,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- models (workbench.training / registry / gate): one small model trained once per session ----
+@pytest.fixture(scope="session")
+def mlflow_settings(repo_settings, tmp_path_factory) -> Settings:
+    """The sample lake, but a throw-away MLflow store (SQLite + artifacts in a temp dir)."""
+    store = tmp_path_factory.mktemp("mlflow")
+    return repo_settings.with_overrides(
+        mlflow_tracking_uri=f"sqlite:///{store}/mlflow.db", mlflow_artifacts=str(store / "mlartifacts"),
+        model_name="flights-late-test")
+
+
+@pytest.fixture(scope="session")
+def trained_model(spark, mlflow_settings):
+    """A LightGBM 'arrives 15+ min late' model on January, registered as version 1 with @champion."""
+    from workbench.training import train
+
+    return train(train_where="month = 1", params={"n_estimators": 20, "num_leaves": 15}, register=True,
+                 alias="champion", settings=mlflow_settings, spark=spark)

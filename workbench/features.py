@@ -130,7 +130,10 @@ def _cast(series: pd.Series, spark_type: str) -> pd.Series:
 
 def _timestamps(series: pd.Series) -> pd.Series:
     """Naive UTC timestamps from datetimes or ISO strings (serving receives strings)."""
-    ts = pd.to_datetime(series, errors="coerce", utc=True)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        ts = series if getattr(series.dt, "tz", None) is None else series.dt.tz_convert("UTC").dt.tz_localize(None)
+        return ts.astype("datetime64[ns]")
+    ts = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
     return ts.dt.tz_localize(None).astype("datetime64[ns]")
 
 
