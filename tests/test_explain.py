@@ -221,3 +221,11 @@ def test_notebook_runs_headless_against_a_registered_model(store, tmp_path, monk
     assert len(images) >= 3                                  # summary, dependence, local figure
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
     assert "SHAP and LIME" in text and "carrier" in text
+
+
+def test_public_api_is_exported():
+    import workbench.explain as package
+
+    assert sorted(package.__all__) == sorted(set(package.__all__))
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
