@@ -25,11 +25,12 @@ WASSERSTEIN_REL, WASSERSTEIN_ABS = 0.03, 0.002
 
 @pytest.fixture(scope="module")
 def months(spark, repo_settings):
-    """January (reference) and July (current) of the sample flights, cached: July really drifted."""
+    """The first halves of January (reference) and July (current) of the sample flights, cached:
+    July really drifted. (About 14k rows each: enough for stable statistics, small for Evidently.)"""
     from workbench.data import load
 
-    ref = load("flights", columns=FEATURES, where="month = 1", settings=repo_settings, spark=spark).cache()
-    cur = load("flights", columns=FEATURES, where="month = 7", settings=repo_settings, spark=spark).cache()
+    ref = load("flights", columns=FEATURES, where="month = 1 AND day <= 15", settings=repo_settings, spark=spark).cache()
+    cur = load("flights", columns=FEATURES, where="month = 7 AND day <= 15", settings=repo_settings, spark=spark).cache()
     yield ref, cur
     ref.unpersist()
     cur.unpersist()
@@ -62,7 +63,7 @@ def test_injected_shift_is_flagged_and_a_random_split_is_not(months):
     a, b = january.randomSplit([0.5, 0.5], seed=7)
     same = drift.compute_drift(a, b, FEATURES)
     assert same.drifted == [] and same.status == "ok"
-    assert max(f.psi for f in same.features) < 0.01
+    assert max(f.psi for f in same.features) < 0.02
 
     shifted = drift.compute_drift(a, b.withColumn("dep_delay", F.col("dep_delay") + 60), FEATURES)
     assert shifted.drifted == ["dep_delay"]
@@ -141,11 +142,12 @@ def test_explanation_drift_ranks_the_feature_whose_influence_moved():
 
 
 def test_model_windows_give_prediction_performance_and_quality(spark, trained_model, mlflow_settings):
-    """The registered model scored on January (its training month) and February, on Spark."""
+    """The registered model scored on January (its training month) and February (ten days each), on Spark."""
     from workbench import registry
 
     uri = registry.model_uri(mlflow_settings.model_name, "champion")
-    windows = drift.load_windows("flights", "month = 1", "month = 2", model=uri, settings=mlflow_settings, spark=spark)
+    windows = drift.load_windows("flights", "month = 1 AND day <= 10", "month = 2 AND day <= 10", model=uri,
+                                 settings=mlflow_settings, spark=spark)
     try:
         assert windows.features == list(trained_model.spec.numeric) + list(trained_model.spec.categorical)
         assert windows.prediction == drift.PREDICTION and windows.label == drift.LABEL
