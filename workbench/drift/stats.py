@@ -64,7 +64,7 @@ class Thresholds:
 
     A feature drifts when its score under its kind's method reaches `feature[method]` (for
     `chisquare`, a p-value, when it falls below). The run's status comes from the share of drifted
-    features and, when a model is monitored, the drop of AUC from the reference window.
+    features and, when a model is monitored, the drop of AUC from training (see `monitor`).
     """
 
     numerical_method: str = "wasserstein"   # Evidently's default for large numerical columns
@@ -72,7 +72,7 @@ class Thresholds:
     feature: Mapping[str, float] = field(default_factory=lambda: {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1, "chisquare": 0.05})
     share_warn: float = 0.2    # share of drifted features that makes the run `warn`
     share_alert: float = 0.5   # ... and `alert`
-    auc_drop_warn: float = 0.02   # AUC(reference) - AUC(current) that makes the run `warn`
+    auc_drop_warn: float = 0.02   # AUC at training (else on the reference window) minus AUC now: `warn`
     auc_drop_alert: float = 0.05  # ... and `alert`
 
     @classmethod
@@ -190,7 +190,7 @@ class DriftReport:
         raise DriftError(f"No drift result for feature '{name}'. Features: {', '.join(f.feature for f in self.features)}.")
 
     def table(self) -> "pd.DataFrame":
-        """One row per feature, most drifted first (by the deciding method's score)."""
+        """One row per feature: drifted ones first, then by PSI (comparable across kinds)."""
         import pandas as pd
 
         df = pd.DataFrame([asdict(f) for f in self.features])
@@ -257,7 +257,7 @@ def split_features(df: "DataFrame", features: Sequence[str] | None = None, numer
     return numerical, categorical
 
 
-# ---- binning helpers (shared by the Spark expressions and the driver) ------------------------------
+# ---- binning helpers -------------------------------------------------------------------------------
 def bin_index(edges: Sequence[float], x: float) -> int:
     """Bin of x for sorted distinct edges e0..em (m >= 1): 0 below e0, i in 1..m for
     e(i-1) <= x < e(i) (the last inner bin closed at em), m+1 above em."""
