@@ -125,6 +125,7 @@ def child_evidently(path: str) -> dict:
 
     start = time.perf_counter()
     frame = pd.read_parquet(path, columns=FEATURES + ["month"])
+    frame["month"] = frame["month"].astype("int64")  # a partition column comes back as a categorical
     ref, cur = frame[frame["month"] <= 6], frame[frame["month"] > 6]
     loaded = time.perf_counter()
     report = drift.evidently_report(ref, cur, NUMERICAL, CATEGORICAL)  # same methods and thresholds as ours

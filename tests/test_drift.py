@@ -2,6 +2,7 @@
 not noise; categorical chi-square; thresholds -> status; model monitoring; the alert webhook."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,11 +26,12 @@ WASSERSTEIN_REL, WASSERSTEIN_ABS = 0.03, 0.002
 
 @pytest.fixture(scope="module")
 def months(spark, repo_settings):
-    """January (reference) and July (current) of the sample flights, cached: July really drifted."""
+    """The first halves of January (reference) and July (current) of the sample flights, cached:
+    July really drifted. (About 14k rows each: enough for stable statistics, small for Evidently.)"""
     from workbench.data import load
 
-    ref = load("flights", columns=FEATURES, where="month = 1", settings=repo_settings, spark=spark).cache()
-    cur = load("flights", columns=FEATURES, where="month = 7", settings=repo_settings, spark=spark).cache()
+    ref = load("flights", columns=FEATURES, where="month = 1 AND day <= 15", settings=repo_settings, spark=spark).cache()
+    cur = load("flights", columns=FEATURES, where="month = 7 AND day <= 15", settings=repo_settings, spark=spark).cache()
     yield ref, cur
     ref.unpersist()
     cur.unpersist()
@@ -62,7 +64,7 @@ def test_injected_shift_is_flagged_and_a_random_split_is_not(months):
     a, b = january.randomSplit([0.5, 0.5], seed=7)
     same = drift.compute_drift(a, b, FEATURES)
     assert same.drifted == [] and same.status == "ok"
-    assert max(f.psi for f in same.features) < 0.01
+    assert max(f.psi for f in same.features) < 0.02
 
     shifted = drift.compute_drift(a, b.withColumn("dep_delay", F.col("dep_delay") + 60), FEATURES)
     assert shifted.drifted == ["dep_delay"]
@@ -135,17 +137,13 @@ def test_binary_performance_matches_sklearn(spark):
     assert perf.auc == pytest.approx(roc_auc_score(y, score), abs=1e-3)
 
 
-def test_explanation_drift_ranks_the_feature_whose_influence_moved():
-    table = drift.explanation_drift({"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.2, "b": 0.3, "c": 0.5})
-    assert list(table["feature"][:2]) == ["a", "c"] and table["share_change"].abs().iloc[-1] == 0
-
-
 def test_model_windows_give_prediction_performance_and_quality(spark, trained_model, mlflow_settings):
-    """The registered model scored on January (its training month) and February, on Spark."""
+    """The registered model scored on January (its training month) and February (ten days each), on Spark."""
     from workbench import registry
 
     uri = registry.model_uri(mlflow_settings.model_name, "champion")
-    windows = drift.load_windows("flights", "month = 1", "month = 2", model=uri, settings=mlflow_settings, spark=spark)
+    windows = drift.load_windows("flights", "month = 1 AND day <= 10", "month = 2 AND day <= 10", model=uri,
+                                 settings=mlflow_settings, spark=spark)
     try:
         assert windows.features == list(trained_model.spec.numeric) + list(trained_model.spec.categorical)
         assert windows.prediction == drift.PREDICTION and windows.label == drift.LABEL
@@ -156,6 +154,11 @@ def test_model_windows_give_prediction_performance_and_quality(spark, trained_mo
         assert 0.5 < perf.auc < 1 and 0 < perf.positive_rate < 1
         source, anomalies = drift.data_quality(windows, settings=mlflow_settings)
         assert source.startswith("training schema of") and list(anomalies.columns)[:2] == ["column", "kind"]
+        moved = drift.window_explanation_drift(windows, rows=200, settings=mlflow_settings)
+        if importlib.util.find_spec("workbench.explain") is None:
+            assert moved is None  # the hook waits for the explainability helpers
+        else:
+            assert len(moved) > 0 and {"feature", "reference", "current", "share_change"} <= set(moved.columns)
     finally:
         windows.release()
 

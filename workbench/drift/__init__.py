@@ -12,9 +12,8 @@
 """
 from .evidently_adapter import EvidentlyReport, evidently_report
 from .monitor import (LABEL, PREDICTION, PREDICTION_LOG_COLUMNS, RUN_DIR_ENV, Performance, PerformanceDrift, Windows,
-                      artifact_dir, binary_performance, data_quality, explanation_drift, join_labels,
-                      load_prediction_log, load_windows, mean_abs_attributions, performance_drift,
-                      performance_status, prediction_drift, show_html, window_explanation_drift)
+                      artifact_dir, binary_performance, data_quality, join_labels, load_prediction_log, load_windows,
+                      performance_drift, performance_status, prediction_drift, show_html, window_explanation_drift)
 from .stats import (METHODS, OTHER, STATUSES, DriftReport, FeatureDrift, Thresholds, bin_index, compute_drift,
                     sample_windows, split_features, worst_status)
 
@@ -23,7 +22,6 @@ __all__ = [
     "worst_status", "sample_windows", "bin_index",
     "EvidentlyReport", "evidently_report",
     "PREDICTION_LOG_COLUMNS", "LABEL", "PREDICTION", "RUN_DIR_ENV", "Windows", "load_windows", "load_prediction_log",
-    "join_labels", "data_quality", "Performance", "binary_performance", "performance_status", "explanation_drift",
-    "mean_abs_attributions", "artifact_dir", "PerformanceDrift", "prediction_drift", "performance_drift",
-    "window_explanation_drift", "show_html",
+    "join_labels", "data_quality", "Performance", "binary_performance", "performance_status", "artifact_dir",
+    "PerformanceDrift", "prediction_drift", "performance_drift", "window_explanation_drift", "show_html",
 ]

@@ -42,9 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PREDICTION_LOG_COLUMNS", "LABEL", "PREDICTION", "RUN_DIR_ENV", "Windows", "load_windows", "load_prediction_log",
-    "join_labels", "data_quality", "Performance", "binary_performance", "performance_status",
-    "explanation_drift", "mean_abs_attributions", "artifact_dir", "PerformanceDrift", "prediction_drift",
-    "performance_drift", "window_explanation_drift", "show_html",
+    "join_labels", "data_quality", "Performance", "binary_performance", "performance_status", "artifact_dir",
+    "PerformanceDrift", "prediction_drift", "performance_drift", "window_explanation_drift", "show_html",
 ]
 
 PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_version", "variant", "timestamp")
@@ -355,54 +354,27 @@ def performance_drift(windows: Windows, thresholds: Thresholds | Mapping[str, An
 
 
 # ---- explanation drift -------------------------------------------------------------------------------
-def mean_abs_attributions(model_uri: str, rows: "pd.DataFrame", settings: Settings | None = None) -> dict[str, float] | None:
-    """Mean |SHAP| per model input feature on `rows` (raw rows with the model's raw columns), from
-    `workbench.explain.mean_abs_shap(model_uri, rows, settings=...)`; None while that is not installed.
+def window_explanation_drift(windows: Windows, rows: int = 1000, settings: Settings | None = None) -> "pd.DataFrame | None":
+    """Explanation drift of the model between the windows: mean |SHAP| per feature on bounded samples
+    of raw rows, features whose influence moved most first (`workbench.explain.attribution_drift`).
 
-    This is the hook for the explainability helpers: drift only compares what they compute.
+    None when there is no model, when the current window lacks the raw columns the explainer decorates
+    (a prediction log carries model inputs), or while `workbench.explain` is not installed: this is
+    the hook for the explainability helpers, which compute the attributions; drift only asks.
     """
-    try:
-        from .. import explain  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    compute = getattr(explain, "mean_abs_shap", None)
-    if compute is None:
-        return None
-    return {str(k): float(v) for k, v in dict(compute(model_uri, rows, settings=settings)).items()}
-
-
-def window_explanation_drift(windows: Windows, rows: int = 2000, settings: Settings | None = None) -> "pd.DataFrame | None":
-    """Explanation drift of the model between the windows on bounded samples, or None when there is
-    no model or no explainability helper (`workbench.explain.mean_abs_shap`) yet."""
     from .stats import sample_windows
 
     if windows.model_uri is None or windows.spec is None:
         return None
-    columns = [c for c in windows.spec.raw_columns if c in windows.reference.columns and c in windows.current.columns]
-    if len(columns) < len(windows.spec.raw_columns):
-        return None  # the prediction log carries model inputs, not the raw columns the explainer decorates
-    ref, cur = sample_windows(windows.reference, windows.current, rows, columns=columns)
-    before = mean_abs_attributions(windows.model_uri, ref, settings)
-    if before is None:
+    try:
+        from ..explain import attribution_drift  # type: ignore[attr-defined]
+    except ImportError:
         return None
-    return explanation_drift(before, mean_abs_attributions(windows.model_uri, cur, settings) or {})
-
-
-def explanation_drift(reference: Mapping[str, float], current: Mapping[str, float]) -> "pd.DataFrame":
-    """Mean |attribution| per feature in both windows, the change, and each feature's share of the
-    total influence; sorted by the largest move of share. Inputs: feature -> mean |SHAP|."""
-    import pandas as pd
-
-    names = sorted(set(reference) | set(current))
-    df = pd.DataFrame({"feature": names, "reference": [float(reference.get(n, 0.0)) for n in names],
-                       "current": [float(current.get(n, 0.0)) for n in names]})
-    rt, ct = df["reference"].sum(), df["current"].sum()
-    df["reference_share"] = df["reference"] / rt if rt else 0.0
-    df["current_share"] = df["current"] / ct if ct else 0.0
-    df["change"] = df["current"] - df["reference"]
-    df["share_change"] = df["current_share"] - df["reference_share"]
-    order = df["share_change"].abs().sort_values(ascending=False, kind="stable").index
-    return df.loc[order].reset_index(drop=True)
+    columns = list(windows.spec.raw_columns)
+    if any(c not in windows.reference.columns or c not in windows.current.columns for c in columns):
+        return None
+    ref, cur = sample_windows(windows.reference, windows.current, rows, columns=columns)
+    return attribution_drift(windows.model_uri, ref, cur, settings=settings)
 
 
 def show_html(path: str | Path, title: str, height: int = 900):

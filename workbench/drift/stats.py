@@ -3,12 +3,14 @@
 The Spark path reads the windows a fixed number of times, whatever the row or feature count:
 
 0. a count of the reference window;
-1. one aggregation over a bounded sample of the reference (about `edge_sample` rows): quantile edges
-   per numerical feature (`percentile_approx`) and its standard deviation. Edges from a sample are
-   still valid bins: every count below is exact;
+1. a uniform sample of at most about `edge_sample` reference rows, whose quantiles (numpy, on the
+   driver) are the bin edges of each numerical feature. Edges from a sample are still valid bins:
+   every count below is exact. (Spark's `percentile_approx` at a useful accuracy cost more than the
+   whole of pass 2 in `benchmarks/bench_drift.py`; a bounded sample costs a fraction of a scan.)
 2. one aggregation over both windows: for every (window, feature, bin or category) a count, a sum,
-   a minimum and a maximum; categories beyond the `top_k` most frequent are folded into `__other__`
-   inside Spark.
+   a sum of squares, a minimum and a maximum; categories beyond the `top_k` most frequent are folded
+   into `__other__` inside Spark. (Binned and categorical features are two aggregations over
+   disjoint columns, so each column is still read once.)
 
 Only those aggregates reach the driver (at most 2 x features x (resolution + 3) rows plus
 2 x (top_k + 1) per categorical feature), so driver memory does not grow with the row count. From them:
@@ -62,7 +64,7 @@ class Thresholds:
 
     A feature drifts when its score under its kind's method reaches `feature[method]` (for
     `chisquare`, a p-value, when it falls below). The run's status comes from the share of drifted
-    features and, when a model is monitored, the drop of AUC from the reference window.
+    features and, when a model is monitored, the drop of AUC from training (see `monitor`).
     """
 
     numerical_method: str = "wasserstein"   # Evidently's default for large numerical columns
@@ -70,7 +72,7 @@ class Thresholds:
     feature: Mapping[str, float] = field(default_factory=lambda: {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1, "chisquare": 0.05})
     share_warn: float = 0.2    # share of drifted features that makes the run `warn`
     share_alert: float = 0.5   # ... and `alert`
-    auc_drop_warn: float = 0.02   # AUC(reference) - AUC(current) that makes the run `warn`
+    auc_drop_warn: float = 0.02   # AUC at training (else on the reference window) minus AUC now: `warn`
     auc_drop_alert: float = 0.05  # ... and `alert`
 
     @classmethod
@@ -188,7 +190,7 @@ class DriftReport:
         raise DriftError(f"No drift result for feature '{name}'. Features: {', '.join(f.feature for f in self.features)}.")
 
     def table(self) -> "pd.DataFrame":
-        """One row per feature, most drifted first (by the deciding method's score)."""
+        """One row per feature: drifted ones first, then by PSI (comparable across kinds)."""
         import pandas as pd
 
         df = pd.DataFrame([asdict(f) for f in self.features])
@@ -255,7 +257,7 @@ def split_features(df: "DataFrame", features: Sequence[str] | None = None, numer
     return numerical, categorical
 
 
-# ---- binning helpers (shared by the Spark expressions and the driver) ------------------------------
+# ---- binning helpers -------------------------------------------------------------------------------
 def bin_index(edges: Sequence[float], x: float) -> int:
     """Bin of x for sorted distinct edges e0..em (m >= 1): 0 below e0, i in 1..m for
     e(i-1) <= x < e(i) (the last inner bin closed at em), m+1 above em."""
@@ -342,14 +344,14 @@ def _wasserstein(lo: np.ndarray, hi: np.ndarray, ref_n: np.ndarray, ref_s: np.nd
 def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequence[str] | None = None, *,
                   numerical: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
                   thresholds: Thresholds | Mapping[str, Any] | None = None, binning: str = "quantile",
-                  bins: int = 20, resolution: int = 100, top_k: int = 50, accuracy: int = 10000,
-                  edge_sample: int = 200_000, seed: int = 42) -> DriftReport:
+                  bins: int = 20, resolution: int = 100, top_k: int = 50, edge_sample: int = 200_000,
+                  seed: int = 42) -> DriftReport:
     """Drift of every feature of `current` against `reference` (two Spark DataFrames), in two passes.
 
     `bins` reference-quantile bins for PSI and Jensen-Shannon; `resolution` finer bins (a multiple of
     `bins`) for the Wasserstein distance; `top_k` most frequent categories per categorical feature,
-    the rest counted as `__other__`; `accuracy` of `percentile_approx` (rank error about 1/accuracy)
-    on a sample of about `edge_sample` reference rows (the whole reference when smaller).
+    the rest counted as `__other__`; quantile edges from a uniform sample of about `edge_sample`
+    reference rows (the whole reference when smaller).
     """
     from pyspark.sql import functions as F
 
@@ -369,11 +371,17 @@ def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequen
 
     ref = reference.select(*[F.col(c) for c in names]).withColumn("__w", F.lit(0))
     cur = current.select(*[F.col(c) for c in names]).withColumn("__w", F.lit(1))
-    edges = (_reference_pass(ref, cur, numerical, binning, bins, resolution, accuracy, edge_sample, seed)
+    edges = (_reference_pass(ref, cur, numerical, binning, bins, resolution, edge_sample, seed)
              if numerical else _Edges({}, {}, {}))
-    table = _histogram_pass(ref.unionByName(cur), numerical, categorical, edges.fine, top_k)
+    table = _histogram_pass(ref.unionByName(cur), numerical, categorical, edges.fine, top_k, edges.center)
     fine, coarse, ref_std = edges.fine, edges.coarse, edges.std
     index = {c: i for i, c in enumerate(names)}
+    for c in fine:
+        if c not in ref_std:  # exact population std of the reference from its per-bin sums
+            part = table[(table["f"] == index[c]) & (table["__w"] == 0) & (table["b"] != MISSING_BIN)]
+            n = float(part["n"].sum())
+            mean_dev = float(part["s"].sum()) / n - edges.center[c] if n else 0.0
+            ref_std[c] = math.sqrt(max(float(part["q"].sum()) / n - mean_dev ** 2, 0.0)) if n else 0.0
     rows_per_window = table[table["f"] == 0].groupby("__w")["n"].sum()
     ref_rows, cur_rows = int(rows_per_window.get(0, 0)), int(rows_per_window.get(1, 0))
     if not ref_rows:
@@ -405,96 +413,131 @@ class _Edges:
     fine: dict[str, list[float]]    # numerical features binned by edges (the others by value)
     coarse: dict[str, list[float]]
     std: dict[str, float]           # reference population standard deviation per numerical feature
+    center: dict[str, float] = field(default_factory=dict)  # a typical value (sample median): shift for sums of squares
 
 
 def _reference_pass(ref: "DataFrame", cur: "DataFrame", numerical: list[str], binning: str, bins: int,
-                    resolution: int, accuracy: int, edge_sample: int, seed: int) -> _Edges:
-    """Pass 1, one aggregation. Quantile binning: quantiles and std of the reference, from a Bernoulli
-    sample of about `edge_sample` rows when it is larger (after a count of it): any edges define valid
-    bins, and the counts in those bins (pass 2) are exact. Sturges binning: the range and size of both
-    windows and the reference's distinct count and std, like Evidently."""
+                    resolution: int, edge_sample: int, seed: int) -> _Edges:
+    """Pass 1. Quantile binning: a count of the reference, then its quantiles from a uniform sample of
+    at most about `edge_sample` rows (numpy on the driver: memory bounded by the sample, not the data).
+    Edges from a sample are valid bins, and the counts in them (pass 2) are exact; the standard
+    deviation comes exactly from pass 2's sums. Sturges binning: one aggregation over both windows for
+    their range and size and the reference's distinct count and standard deviation, like Evidently."""
     from pyspark.sql import functions as F
 
-    is_ref = F.col("__w") == 0
-    aggs = [F.sum(is_ref.cast("long")).alias("__ref_rows")]
-    probs = [i / resolution for i in range(resolution + 1)]
-    for i, c in enumerate(numerical):
-        x = F.col(c).cast("double")
-        x = F.when(~F.isnan(x), x)
-        rx = F.when(is_ref, x)
-        aggs += [F.stddev_pop(rx).alias(f"s{i}"), F.count(rx).alias(f"n{i}")]
-        if binning == "quantile":
-            aggs.append(F.percentile_approx(rx, probs, accuracy).alias(f"q{i}"))
-        else:
-            aggs += [F.min(x).alias(f"lo{i}"), F.max(x).alias(f"hi{i}"), F.count(x).alias(f"nb{i}"),
-                     F.approx_count_distinct(rx, 0.01).alias(f"d{i}")]
+    edges = _Edges({}, {}, {})
     if binning == "quantile":
         rows = ref.count()
         if not rows:
             raise DriftError("the reference window has no rows: check its filter (reference_where).")
-        source = ref.sample(fraction=min(1.0, 1.2 * edge_sample / rows), seed=seed) if rows > edge_sample else ref
-    else:
-        source = ref.unionByName(cur)
-    first = source.agg(*aggs).first()
+        source = ref.select(*[F.col(c).cast("double").alias(c) for c in numerical])
+        if rows > edge_sample:
+            source = source.sample(fraction=min(1.0, 1.1 * edge_sample / rows), seed=seed)
+        sample = source.toPandas()
+        probs = np.linspace(0.0, 1.0, resolution + 1)
+        for c in numerical:
+            x = sample[c].to_numpy(dtype=float)
+            x = x[np.isfinite(x)]
+            if not len(x):
+                raise DriftError(f"feature '{c}' has no values in the reference window.")
+            q = [float(v) for v in np.quantile(x, probs, method="inverted_cdf")]
+            edges.fine[c] = _distinct_edges(q)
+            edges.coarse[c] = _distinct_edges(q[:: resolution // bins])
+            edges.center[c] = float(np.median(x))
+        return edges
+
+    is_ref = F.col("__w") == 0
+    aggs = [F.sum(is_ref.cast("long")).alias("__ref_rows")]
+    for i, c in enumerate(numerical):
+        x = F.col(c).cast("double")
+        x = F.when(~F.isnan(x), x)
+        rx = F.when(is_ref, x)
+        aggs += [F.stddev_pop(rx).alias(f"s{i}"), F.count(rx).alias(f"n{i}"), F.min(x).alias(f"lo{i}"),
+                 F.max(x).alias(f"hi{i}"), F.count(x).alias(f"nb{i}"), F.approx_count_distinct(rx, 0.01).alias(f"d{i}")]
+    first = ref.unionByName(cur).agg(*aggs).first()
     if not first["__ref_rows"]:
         raise DriftError("the reference window has no rows: check its filter (reference_where).")
-    edges = _Edges({}, {}, {})
     for i, c in enumerate(numerical):
         edges.std[c] = float(first[f"s{i}"] or 0.0)
         if not first[f"n{i}"]:
             raise DriftError(f"feature '{c}' has no values in the reference window.")
-        if binning == "quantile":
-            q = [float(v) for v in first[f"q{i}"]]
-            edges.fine[c] = _distinct_edges(q)
-            edges.coarse[c] = _distinct_edges(q[:: resolution // bins])
-        elif first[f"d{i}"] > EVIDENTLY_DISCRETE_MAX:
+        if first[f"d{i}"] > EVIDENTLY_DISCRETE_MAX:
             edges.fine[c] = edges.coarse[c] = _sturges_edges(float(first[f"lo{i}"]), float(first[f"hi{i}"]), int(first[f"nb{i}"]))
+            edges.center[c] = 0.5 * (float(first[f"lo{i}"]) + float(first[f"hi{i}"]))
     return edges
 
 
-def _histogram_pass(both: "DataFrame", numerical: list[str], categorical: list[str], fine: dict[str, list[float]],
-                    top_k: int) -> "pd.DataFrame":
-    """Pass 2, one aggregation over both windows: per (window `__w`, feature index `f`, bin `b` or
-    category `v`) the count `n`, sum `s`, min `lo` and max `hi`; categories beyond the top_k of a
-    feature (by count over both windows) folded into OTHER before anything reaches the driver.
+COLUMNS = ["__w", "f", "b", "v", "n", "s", "q", "lo", "hi"]
 
-    Bins come from Spark ML's Bucketizer (a binary search per value in the JVM); the rows are then
-    unpivoted into (feature, key) pairs and aggregated in one hash aggregation."""
+
+def _histogram_pass(both: "DataFrame", numerical: list[str], categorical: list[str], fine: dict[str, list[float]],
+                    top_k: int, center: Mapping[str, float] | None = None) -> "pd.DataFrame":
+    """Pass 2 over both windows: per (window `__w`, feature index `f`, bin `b` or category `v`) the
+    count `n`, sum `s`, sum of squares around the feature's center `q`, min `lo` and max `hi`.
+
+    Binned features and features counted by value are two aggregations over disjoint columns, so
+    together they still read each column once: binned ones group on fixed-width keys (Spark's fast
+    hash map), the others on the value, with categories beyond the top_k of a feature (by count over
+    both windows) folded into OTHER inside Spark before anything reaches the driver."""
     import pandas as pd
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
     names = numerical + categorical
     binned = [c for c in numerical if c in fine]
-    data = both.select("__w", *[(F.col(c).cast("double") if c in numerical else F.col(c)).alias(f"__c{i}")
-                                for i, c in enumerate(names)])
+    by_value = [c for c in names if c not in fine]
+    parts = []
     if binned:
-        from pyspark.ml.feature import Bucketizer
+        parts += _binned_counts(both, [(names.index(c), c) for c in binned], fine, center or {})
+    if by_value:
+        parts += _value_counts(both, [(names.index(c), c) for c in by_value], set(numerical), top_k)
+    return pd.DataFrame([r.asDict() for r in parts], columns=COLUMNS)
 
-        cols = [f"__c{names.index(c)}" for c in binned]
-        data = Bucketizer(splitsArray=[_splits(fine[c]) for c in binned], inputCols=cols,
-                          outputCols=[f"{col}b" for col in cols], handleInvalid="keep").transform(data)
+
+def _binned_counts(both: "DataFrame", features: list[tuple[int, str]], fine: dict[str, list[float]],
+                   center: Mapping[str, float]) -> list:
+    """Bins from Spark ML's Bucketizer (a binary search per value in the JVM), unpivoted into
+    (feature, bin) pairs and aggregated in one hash aggregation."""
+    from pyspark.ml.feature import Bucketizer
+    from pyspark.sql import functions as F
+
+    data = both.select("__w", *[F.col(c).cast("double").alias(f"__c{i}") for i, c in features])
+    cols = [f"__c{i}" for i, _ in features]
+    data = Bucketizer(splitsArray=[_splits(fine[c]) for _, c in features], inputCols=cols,
+                      outputCols=[f"{col}b" for col in cols], handleInvalid="keep").transform(data)
     rows = []
-    for i, c in enumerate(names):
-        col = F.col(f"__c{i}")
-        x = col if c in numerical else F.lit(None).cast("double")
-        missing = (col.isNull() | F.isnan(col)) if c in numerical else col.isNull()
-        if c in fine:
-            b, v = F.when(missing, F.lit(MISSING_BIN)).otherwise(F.col(f"__c{i}b")), F.lit(None).cast("string")
-        else:
-            b, v = F.when(missing, F.lit(MISSING_BIN)), F.when(~missing, col.cast("string"))
-        rows.append(F.struct(F.lit(i).alias("f"), b.cast("int").alias("b"), v.alias("v"), x.alias("x")))
+    for i, c in features:
+        x = F.col(f"__c{i}")
+        dev = x - F.lit(float(center.get(c, 0.0)))
+        b = F.when(x.isNull() | F.isnan(x), F.lit(MISSING_BIN)).otherwise(F.col(f"__c{i}b").cast("int"))
+        rows.append(F.struct(F.lit(i).alias("f"), b.alias("b"), x.alias("x"), (dev * dev).alias("x2")))
     agg = (data.select("__w", F.inline(F.array(*rows)))
+           .groupBy("__w", "f", "b").agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("s"), F.sum("x2").alias("q"),
+                                        F.min("x").alias("lo"), F.max("x").alias("hi"))
+           .select("__w", "f", "b", F.lit(None).cast("string").alias("v"), "n", "s", "q", "lo", "hi"))
+    return agg.collect()
+
+
+def _value_counts(both: "DataFrame", features: list[tuple[int, str]], numerical: set[str], top_k: int) -> list:
+    """Counts per value, unpivoted into (feature, value) pairs; the top_k values of each feature kept."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = []
+    for i, c in features:
+        col = F.col(c)
+        x = col.cast("double") if c in numerical else F.lit(None).cast("double")
+        missing = (x.isNull() | F.isnan(x)) if c in numerical else col.isNull()
+        rows.append(F.struct(F.lit(i).alias("f"), F.when(missing, F.lit(MISSING_BIN)).cast("int").alias("b"),
+                             F.when(~missing, col.cast("string")).alias("v"), x.alias("x")))
+    agg = (both.select("__w", F.inline(F.array(*rows)))
            .groupBy("__w", "f", "b", "v").agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("s"),
                                              F.min("x").alias("lo"), F.max("x").alias("hi")))
-    if len(binned) < len(names):  # some features are counted by value: keep their top_k in Spark
-        rank = F.dense_rank().over(Window.partitionBy("f").orderBy(F.desc("tot"), F.asc_nulls_first("b"), F.asc("v")))
-        agg = (agg.withColumn("tot", F.sum("n").over(Window.partitionBy("f", "b", "v"))).withColumn("rk", rank)
-               .withColumn("v", F.when(F.col("v").isNotNull() & (F.col("rk") > top_k), F.lit(OTHER)).otherwise(F.col("v")))
-               .groupBy("__w", "f", "b", "v").agg(F.sum("n").alias("n"), F.sum("s").alias("s"),
-                                                  F.min("lo").alias("lo"), F.max("hi").alias("hi")))
-    collected = agg.collect()
-    return pd.DataFrame([r.asDict() for r in collected], columns=["__w", "f", "b", "v", "n", "s", "lo", "hi"])
+    rank = F.dense_rank().over(Window.partitionBy("f").orderBy(F.desc("tot"), F.asc_nulls_first("b"), F.asc("v")))
+    agg = (agg.withColumn("tot", F.sum("n").over(Window.partitionBy("f", "b", "v"))).withColumn("rk", rank)
+           .withColumn("v", F.when(F.col("v").isNotNull() & (F.col("rk") > top_k), F.lit(OTHER)).otherwise(F.col("v")))
+           .groupBy("__w", "f", "b", "v").agg(F.sum("n").alias("n"), F.sum("s").alias("s"), F.min("lo").alias("lo"),
+                                              F.max("hi").alias("hi"))
+           .select("__w", "f", "b", "v", "n", "s", F.lit(None).cast("double").alias("q"), "lo", "hi"))
+    return agg.collect()
 
 
 def _window_arrays(present: "pd.DataFrame", key: str, keys: list) -> dict[int, dict[str, np.ndarray]]:
