@@ -1,8 +1,8 @@
 """workbench.explain: SHAP through the sealed pipeline, LIME, the explorer widget, Spark batches, MLflow summary.
 
-One tiny LightGBM pipeline (15 trees, ten days of January) is trained once for the module into a
-throw-away MLflow store (SQLite) and registered as @champion. The model-agnostic fallback is checked on a
-logistic-regression pipeline fitted in memory on that model's holdout (the fallback needs no registry).
+The model is the session's shared `trained_model` (conftest: LightGBM, 20 trees, January, @champion in a
+throw-away SQLite MLflow store). The model-agnostic fallback is checked on a logistic-regression pipeline
+fitted in memory on that model's holdout (the fallback needs no registry).
 """
 from __future__ import annotations
 
@@ -17,29 +17,24 @@ import pytest
 
 from workbench import explain
 from workbench.errors import ExplainError
-from workbench.training import ModelSpec, build_pipeline, train
+from workbench.training import ModelSpec, build_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "03_explain.ipynb"
-TREE_URI = "models:/flights-late@champion"
 
-# Fixture setup trains a model on Spark: allow for a machine shared with other test suites.
+# The first test may pay for training the session's model on Spark: allow for a machine shared with other suites.
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, repo_settings, spark):
-    root = tmp_path_factory.mktemp("explain")
-    settings = repo_settings.with_overrides(mlflow_tracking_uri=f"sqlite:///{root}/mlflow.db",
-                                            mlflow_artifacts=str(root / "mlartifacts"), spark_master="local[2]")
-    tree = train(dataset="flights", train_where="month = 1 AND day <= 10", params={"n_estimators": 15, "num_leaves": 15},
-                 register=True, alias="champion", settings=settings, spark=spark)
-    return {"settings": settings, "root": root, "tree": tree}
+def store(trained_model, mlflow_settings, tmp_path_factory):
+    return {"settings": mlflow_settings, "root": tmp_path_factory.mktemp("explain"), "tree": trained_model,
+            "uri": f"models:/{mlflow_settings.model_name}@champion"}
 
 
 @pytest.fixture(scope="module")
 def tree_explainer(store, spark):
-    return explain.load_explainer(TREE_URI, store["settings"], spark, n_background=60, lime_samples=1000)
+    return explain.load_explainer(store["uri"], store["settings"], spark, n_background=60, lime_samples=1000)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +70,7 @@ def test_attributions_are_one_value_per_raw_feature_with_raw_names(tree_explanat
 def test_background_comes_from_the_training_window_in_the_lineage(tree_explainer, store):
     window = tree_explainer.window
     assert window.dataset == "flights" and window.run_id == store["tree"].run_id
-    assert "month = 1 AND day <= 10" in window.where and "scheduled_departure" in window.where
+    assert "(month = 1)" in window.where and "scheduled_departure" in window.where
     background = tree_explainer.background
     assert len(background) == 60 and list(background.columns) == store["tree"].spec.features
 
@@ -86,10 +81,10 @@ def test_permutation_fallback_for_a_non_tree_model_adds_up(store, tree_explainer
     spec: ModelSpec = store["tree"].spec
     pipeline = build_pipeline(list(spec.numeric), list(spec.categorical), LogisticRegression(max_iter=500))
     pipeline.fit(store["tree"].holdout, store["tree"].holdout_label)
-    background = tree_explainer.background.head(20)
+    background = tree_explainer.background.head(10)
     ex = explain.ModelExplainer("in-memory:logistic", spec, tree_explainer.decorator, pipeline, background=background)
     assert ex.method == "permutation"
-    e = ex.explain(rows.head(4))
+    e = ex.explain(rows.head(3))
     assert list(e.values.columns) == spec.features
     np.testing.assert_allclose(e.output, pipeline.decision_function(e.data), atol=1e-4, rtol=0)   # log-odds
     with pytest.raises(ExplainError, match="method='tree' is not possible"):
@@ -140,10 +135,12 @@ def test_explain_spark_matches_the_in_memory_values(store, spark, tree_explainer
     (load("flights", where="month = 2 AND day <= 2", settings=store["settings"], spark=spark)
      .withColumn("row_id", F.monotonically_increasing_id()).write.partitionBy("month").parquet(str(source)))
     df = spark.read.parquet(str(source))
-    written = explain.explain_spark(TREE_URI, df, settings=store["settings"], explainer=tree_explainer)
-    assert written == f"{source.as_uri()}_shap/flights-late-v1"                     # next to the input
+    uri = store["uri"]
+    written = explain.explain_spark(uri, df, settings=store["settings"], explainer=tree_explainer)
+    version = f"{tree_explainer.name}-v{tree_explainer.version}"
+    assert written == f"{source.as_uri()}_shap/{version}"                            # next to the input
     with pytest.raises(ExplainError, match="already exists"):
-        explain.explain_spark(TREE_URI, df, settings=store["settings"], explainer=tree_explainer)
+        explain.explain_spark(uri, df, settings=store["settings"], explainer=tree_explainer)
 
     out = spark.read.parquet(written).toPandas().set_index("row_id").sort_index()
     raw = df.toPandas().set_index("row_id").sort_index()
@@ -161,25 +158,26 @@ def test_explain_spark_matches_the_in_memory_values(store, spark, tree_explainer
 
 def test_attribution_drift_ranks_the_features_whose_influence_moved(tree_explainer, store, spark, rows):
     january = explain.sample_rows("flights", where="month = 1", n=100, seed=2, settings=store["settings"], spark=spark)
-    drift = explain.attribution_drift(TREE_URI, january, rows, explainer=tree_explainer)
+    drift = explain.attribution_drift(store["uri"], january, rows, explainer=tree_explainer)
     assert set(drift["feature"]) == set(tree_explainer.features)
     assert drift["change"].abs().is_monotonic_decreasing
     assert {"reference", "current", "share_change", "reference_rank", "current_rank"} <= set(drift.columns)
-    same = explain.attribution_drift(TREE_URI, rows, rows, explainer=tree_explainer)
+    same = explain.attribution_drift(store["uri"], rows, rows, explainer=tree_explainer)
     assert np.allclose(same["change"], 0)
 
 
 def test_global_summary_is_logged_on_the_versions_run(tree_explainer, rows, store):
     from mlflow import MlflowClient
 
-    result = explain.log_explanation_summary(TREE_URI, rows=rows, settings=store["settings"], explainer=tree_explainer)
+    result = explain.log_explanation_summary(store["uri"], rows=rows, settings=store["settings"], explainer=tree_explainer)
     run_id = store["tree"].run_id
     assert result["run_id"] == run_id
     client = MlflowClient(tracking_uri=store["settings"].tracking_uri)
     names = {a.path for a in client.list_artifacts(run_id, "explain")}
     assert names == {"explain/global_ranking.json", "explain/summary.png", "explain/ranking.png"}
     ranking = json.loads(Path(client.download_artifacts(run_id, "explain/global_ranking.json", str(store["root"]))).read_text())
-    assert {r["feature"] for r in ranking["ranking"]} == set(tree_explainer.features) and ranking["version"] == 1
+    assert {r["feature"] for r in ranking["ranking"]} == set(tree_explainer.features)
+    assert ranking["version"] == tree_explainer.version and ranking["rows"] == len(rows)
     assert client.get_run(run_id).data.tags["workbench.explain.top_features"] == ",".join(result["top_features"])
 
 
@@ -209,12 +207,12 @@ def test_notebook_runs_headless_against_a_registered_model(store, tmp_path, monk
     """Run with papermill directly (`workbench run` comes with the jobs branch)."""
     settings = store["settings"]
     for key, value in {"HOME": str(REPO), "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-                       "MLFLOW_ARTIFACTS": settings.mlflow_artifacts, "SPARK_MASTER": "local[2]",
+                       "MLFLOW_ARTIFACTS": settings.mlflow_artifacts, "MODEL_NAME": settings.model_name, "SPARK_MASTER": "local[2]",
                        "SPARK_SHUFFLE_PARTITIONS": "4"}.items():
         monkeypatch.setenv(f"WORKBENCH_{key}", value)
     out = tmp_path / "03_explain.ipynb"
     papermill.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3", progress_bar=False,
-                               parameters={"model": TREE_URI, "where": "month = 2 AND day = 1", "n_background": 40,
+                               parameters={"model": store["uri"], "where": "month = 2 AND day = 1", "n_background": 40,
                                            "n_explain": 60, "row_ids": [0, 4]})
     nb = nbformat.read(out, as_version=4)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
