@@ -66,3 +66,11 @@ def trained_model(spark, mlflow_settings):
 
     return train(train_where="month = 1", params={"n_estimators": 20, "num_leaves": 15}, register=True,
                  alias="champion", settings=mlflow_settings, spark=spark)
+
+
+@pytest.fixture(scope="session")
+def serving_models(trained_model, mlflow_settings) -> dict[str, int]:
+    """Versions of the model 'flights-late-serving' for the serving tests (tests/serving_support.py says which)."""
+    from .serving_support import SERVING_MODEL, register_models
+
+    return register_models(trained_model, mlflow_settings, SERVING_MODEL)

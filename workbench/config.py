@@ -86,6 +86,24 @@ class Settings:
     serving_host: str = _setting("127.0.0.1", "Address the serving wrapper binds.")
     serving_port: int = _setting(5050, "Port the serving wrapper listens on.")
     predictions_dir: str = _setting("", "Where the serving wrapper logs predictions. Default: <lake_root>/predictions.")
+    serving_cache_dir: str = _setting(".serving-cache", "Local snapshot of the feature functions' lookup tables, so serving workers start without Spark (owner-only).")
+    serving_lookup_max_age: int = _setting(3600, "Seconds a lookup snapshot is reused before `workbench serve` reads the lookups again through workbench.data.load.")
+    serving_timeout_ms: int = _setting(500, "Per-request time budget in milliseconds; past it the request is answered by the fallback.")
+    serving_fallback: str = _setting("previous", "What answers when a model fails, is too slow or its circuit is open: 'previous' (the previous champion), 'constant:VALUE', 'none' (503), or a comma-separated chain such as 'previous,constant:0.2'.")
+    serving_breaker_failures: int = _setting(5, "Consecutive failures or timeouts of a model that open its circuit breaker.")
+    serving_breaker_cooldown_ms: int = _setting(30000, "Milliseconds an open circuit stays open before one trial request is let through.")
+    serving_batch_max_rows: int = _setting(64, "Micro-batching: most rows predicted in one model call.")
+    serving_batch_wait_ms: int = _setting(2, "Micro-batching: longest wait, in milliseconds, for more rows before a batch is predicted.")
+    serving_max_pending_rows: int = _setting(4096, "Rows waiting for the model beyond which new requests get 503 OVERLOADED.")
+    serving_max_body_bytes: int = _setting(1048576, "Largest accepted request body in bytes (413 beyond).")
+    serving_max_rows: int = _setting(1000, "Most rows in one request.")
+    serving_max_string_chars: int = _setting(256, "Longest accepted string value, in characters.")
+    serving_reload_interval_ms: int = _setting(10000, "How often, in milliseconds, the registry aliases are polled for hot reload (0: never).")
+    serving_shadow_disagreement: str = _setting("0.1", "Shadow vs primary: a regression disagrees beyond this relative difference; a classifier when the labels differ.")
+    predlog_roll_seconds: int = _setting(60, "The prediction log starts a new parquet file after this many seconds (rows are held in memory until then).")
+    predlog_roll_rows: int = _setting(100000, "... or after this many rows.")
+    predlog_queue_rows: int = _setting(100000, "Rows the prediction log's queue holds before its full-queue behaviour applies.")
+    predlog_on_full: str = _setting("block", "When the prediction log's queue is full: 'block' (the request waits; never loses a row) or 'drop' (count the dropped rows in /metrics).", choices=("block", "drop"))
 
     # Hub
     hub_ip: str = _setting("127.0.0.1", "Address the hub's proxy binds.")
@@ -314,6 +332,18 @@ def _validate(s: Settings) -> None:
     for name in ("serving_port", "hub_port", "reports_port", "mlflow_ui_port", "reports_serve_port", "hub_api_port", "proxy_api_port"):
         if not 0 < getattr(s, name) < 65536:
             fail(name, "a TCP port between 1 and 65535")
+    for name in ("serving_timeout_ms", "serving_breaker_failures", "serving_batch_max_rows", "serving_max_pending_rows",
+                 "serving_max_body_bytes", "serving_max_rows", "serving_max_string_chars", "predlog_roll_seconds",
+                 "predlog_roll_rows", "predlog_queue_rows"):
+        if getattr(s, name) <= 0:
+            fail(name, "a positive integer")
+    for name in ("serving_batch_wait_ms", "serving_breaker_cooldown_ms", "serving_reload_interval_ms", "serving_lookup_max_age"):
+        if getattr(s, name) < 0:
+            fail(name, "0 or a positive integer")
+    try:
+        float(s.serving_shadow_disagreement)
+    except ValueError:
+        fail("serving_shadow_disagreement", "a number such as 0.1")
     if s.spark_shuffle_partitions < 0:
         fail("spark_shuffle_partitions", "0 (automatic) or a positive integer")
     if s.cell_timeout <= 0:

@@ -20,7 +20,9 @@
     ├── GateError                the evaluation gate cannot decide
     ├── DriftError               drift cannot be computed on the given windows
     ├── ExplainError             an explanation cannot be computed for the given model or rows
-    └── ServingError             the serving wrapper cannot start or load its model
+    ├── ServingError             the serving wrapper cannot start or load its model
+    │   └── RequestRejected      a request to the serving wrapper is invalid (error code, HTTP status, problems)
+    └── ExperimentError          an A/B analysis cannot be done on the given rows (variant missing, no outcomes)
 
 Messages say what is wrong and what to do; they never include data values.
 """
@@ -144,6 +146,23 @@ class ExplainError(WorkbenchError):
 
 class ServingError(WorkbenchError):
     """The serving wrapper cannot start or load its model."""
+
+
+
+
+class RequestRejected(ServingError):
+    """A request to the serving wrapper is invalid: `code` (e.g. SCHEMA_MISMATCH), `status` (HTTP) and
+    `problems` (one dict per problem: code, field, expected, found, rows; never the values sent)."""
+
+    def __init__(self, code: str, message: str, problems: list[dict] | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.problems = list(problems or [])
+        self.status = status
+
+
+class ExperimentError(WorkbenchError):
+    """An A/B analysis cannot be done on the given rows (a variant missing, no outcomes joined)."""
 
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, WorkbenchError)]

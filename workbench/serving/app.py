@@ -1,0 +1,176 @@
+"""The HTTP adapter: Starlette on uvicorn around `core.Service`.
+
+Why Starlette and not FastAPI: FastAPI's value is pydantic models declared in code. Our request schema is
+not known in code - it is the served model's (it changes on hot reload) - and it is enforced in one
+place, `core.RequestContract`, which names problems without echoing values (FastAPI's default 422
+bodies include the offending `input`). We also need the raw body (size limit while reading, our own
+415/400/413 codes). What remains of FastAPI would be a layer of dependency injection and validation
+per request that we would not use but would pay for on every call; Starlette is the part we use
+(routing, lifespan, requests/responses), and the OpenAPI document is generated from the live model
+contract instead (`openapi.py`). uvicorn runs it with uvloop and httptools when installed.
+
+Routes: POST /predict, POST /invocations (MLflow-compatible), GET /healthz, /readyz, /metrics,
+/openapi.json, /docs (Swagger UI; its assets come from a CDN), and /ping, /health for MLflow clients.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..config import Settings, load_settings
+from ..errors import ServingError
+from .core import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, ServeOptions, Service, error_body
+from .model import Lookups, snapshot_lookups
+from .openapi import SWAGGER_HTML
+
+__all__ = ["create_app", "app_from_environment", "serve", "OPTIONS_ENV"]
+
+log = logging.getLogger("workbench.serving")
+
+OPTIONS_ENV = "WORKBENCH_SERVE_OPTIONS"        # ServeOptions as JSON, for uvicorn worker processes
+DRAIN_LIMIT = 64 << 20                         # an oversized body is read (and discarded) up to this, then the connection closes
+
+
+async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
+    """(body, too_large). Reads at most `limit` bytes into memory; beyond it, discards the rest."""
+    declared = request.headers.get("content-length", "")
+    too_large = declared.isdigit() and int(declared) > limit
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            too_large = True
+        if not too_large:
+            chunks.append(chunk)
+        if size > DRAIN_LIMIT:
+            break
+    return (b"" if too_large else b"".join(chunks)), too_large
+
+
+def create_app(settings: Settings, options: ServeOptions, service: Service | None = None, **service_kwargs) -> Starlette:
+    """The ASGI app. `service_kwargs` go to `Service` (e.g. `lookups=`, `predlog=`) when no service is given."""
+    service = service or Service(settings, options, **service_kwargs)
+
+    async def predict(request: Request, endpoint: str) -> Response:
+        body, too_large = await _read_body(request, service.options.max_body_bytes)
+        result = await service.invoke(endpoint, body, request.headers.get("content-type"), request.headers.get("x-request-id"),
+                                      oversized=too_large)
+        headers = {"connection": "close"} if too_large else None
+        return Response(result.body, result.status, media_type=result.content_type, headers=headers)
+
+    async def predict_route(request: Request) -> Response:
+        return await predict(request, ENDPOINT_PREDICT)
+
+    async def invocations_route(request: Request) -> Response:
+        return await predict(request, ENDPOINT_INVOCATIONS)
+
+    def _plain(result) -> Response:
+        return Response(result.body, result.status, media_type=result.content_type)
+
+    async def healthz(request: Request) -> Response:
+        return _plain(service.health())
+
+    async def readyz(request: Request) -> Response:
+        return _plain(service.readiness())
+
+    async def metrics(request: Request) -> Response:
+        return _plain(service.metrics_response())
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(service.openapi())
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(SWAGGER_HTML.format(title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json"))
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status_code, "BAD_REQUEST")
+        message = {404: f"No route {request.url.path}; see /openapi.json.",
+                   405: f"Method {request.method} is not allowed on {request.url.path}; see /openapi.json."}.get(exc.status_code, "Bad request.")
+        service.metrics.errors.labels(code).inc()
+        return Response(error_body(code, message), exc.status_code, media_type="application/json",
+                        headers=getattr(exc, "headers", None))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    routes = [
+        Route("/predict", predict_route, methods=["POST"]),
+        Route("/invocations", invocations_route, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/health", readyz, methods=["GET"]),
+        Route("/ping", readyz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.service = service
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn factory for worker processes: settings from the environment, options from OPTIONS_ENV."""
+    text = os.environ.get(OPTIONS_ENV)
+    if not text:
+        raise ServingError(f"{OPTIONS_ENV} is not set: start worker processes with `workbench serve`.")
+    return create_app(load_settings(), ServeOptions.from_json(text))
+
+
+def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
+    """The feature functions of every alias served (checks that each alias exists)."""
+    from .. import registry
+    from ..training import ModelSpec
+
+    names = []
+    for alias in [options.alias, *options.split, *([options.shadow] if options.shadow else [])]:
+        version = registry.get_version(options.model_name, alias, settings)
+        names.append(ModelSpec.load(registry.model_uri(options.model_name, version.version), settings).feature_function)
+    return names
+
+
+def serve(settings: Settings, options: ServeOptions, host: str | None = None, port: int | None = None,
+          workers: int = 1, log_level: str = "info") -> None:
+    """Run the service until SIGINT/SIGTERM (graceful: pending requests answered, the log flushed)."""
+    import uvicorn
+
+    functions = feature_functions_of(settings, options)
+    written = snapshot_lookups(settings, functions)
+    if written:
+        log.info("Lookup snapshot written for %s under %s", ", ".join(written), settings.path("serving_cache_dir"))
+        from ..spark import stop_spark
+
+        stop_spark()                 # the workers read the snapshot; no JVM stays behind for serving
+    host = host or settings.serving_host
+    port = port or settings.serving_port
+    common = dict(host=host, port=port, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    if workers <= 1:
+        uvicorn.run(create_app(settings, options), **common)
+        return
+    metrics_dir = tempfile.mkdtemp(prefix="workbench-metrics-")
+    os.environ[OPTIONS_ENV] = options.to_json()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("workbench.serving.app:app_from_environment", factory=True, workers=workers, **common)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def options_summary(options: ServeOptions) -> str:
+    return json.dumps({"model": options.model_name, "alias": options.alias, "split": options.split,
+                       "shadow": options.shadow, "fallback": options.fallback})
