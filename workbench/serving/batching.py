@@ -3,10 +3,11 @@
 One-row predictions cost almost as much as 64-row ones (the ColumnTransformer, the feature function and
 LightGBM all have a large fixed cost per call), so throughput comes from predicting many concurrent
 requests together. A `MicroBatcher` owns one worker thread; requests `submit` a `Job` and await its
-future. The batcher takes what is pending as soon as it holds `max_rows` rows, or when the oldest pending
-job has waited `max_wait` seconds, and runs `run_batch(jobs)` in its thread. While a batch runs, the next
-one gathers (continuous batching): under load batches grow by themselves, idle requests wait at most
-`max_wait`.
+future. The batcher takes what is pending as soon as it holds `max_rows` rows, or `max_wait` seconds after
+the oldest pending job arrived or the previous batch ended (whichever is later, so the clients that batch
+just answered can join the next one), and runs `run_batch(jobs)` in its thread. While a batch runs, the
+next one gathers (continuous batching): under load batches grow by themselves; a request on an idle
+service waits at most `max_wait`.
 
 A job can be claimed once: by the batch that answers it, or by whoever gives up on it first (the
 request's time budget running out). `Job.claim()` decides, so a request is answered - and logged -
@@ -81,7 +82,7 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        self._running = 0
+        self._last_done = 0.0
 
     @property
     def pending_rows(self) -> int:
@@ -149,7 +150,9 @@ class MicroBatcher:
                 await self._wakeup.wait()
                 continue
             if self._pending_rows < self.max_rows and self.max_wait > 0 and not self._closed:
-                left = self._pending[0].enqueued + self.max_wait - loop.time()
+                # the window opens when the oldest job arrived or the last batch ended, whichever is later:
+                # clients answered by that batch get a chance to join the next one
+                left = max(self._pending[0].enqueued, self._last_done) + self.max_wait - loop.time()
                 if left > 0:
                     try:
                         await asyncio.wait_for(self._full.wait(), left)
@@ -167,6 +170,7 @@ class MicroBatcher:
             except Exception as exc:      # run_batch must handle model errors; this is a bug guard
                 log.exception("The %s batch failed", self.name)
                 results, error = [None] * len(batch), exc
+            self._last_done = loop.time()
             for job, result in zip(batch, results):
                 if job.future is None or job.future.done():
                     continue
