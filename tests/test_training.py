@@ -88,3 +88,22 @@ def test_leaky_features_and_unknown_models_are_refused(mlflow_settings):
         train(model="xgboost", settings=mlflow_settings)
     with pytest.raises(TrainingError, match="linear"):
         train(model="logistic", label_threshold=None, settings=mlflow_settings)
+
+
+@pytest.mark.parametrize("notebook, required", [("02_train", {"dataset", "target", "features", "train_where", "model", "params"}),
+                                                 ("05_evaluate", {"eval_where", "slices", "tolerance", "floor", "promote"})])
+def test_notebook_parameters_parse_without_a_kernel(notebook, required):
+    """papermill must see every parameter (it skips lines with a second '=', e.g. in a SQL predicate)."""
+    import ast
+    from pathlib import Path
+
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.read(Path(__file__).resolve().parent.parent / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body for t in node.targets}
+    assert {p.name for p in PythonTranslator.inspect(cell)} == assigned
+    assert required <= assigned
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert "def " not in "".join(c.source for c in nb.cells if c.cell_type == "code")

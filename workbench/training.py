@@ -38,7 +38,8 @@ THE MODEL CONTRACT (explain, serving, drift and the gate rely on it)
        pyfunc.predict(X)
 
    `raw_pdf` needs `spec.raw_columns` (the feature function's `requires` + raw features it does not add).
-   On Spark: `deco.apply_spark(df)` then `features.model_frame` per batch (`score_spark` does this).
+   On Spark: `score_spark(df, model_uri)` decorates and predicts per batch with `mapInPandas`
+   (`deco.apply_spark(df)` alone gives the decorated Spark DataFrame).
 
 Why skops, not cloudpickle: MLflow 3.17 saves sklearn models with skops by default, which only
 rebuilds types on an allow-list instead of executing arbitrary pickled code. Our pipeline holds only
@@ -47,7 +48,7 @@ keep skops and trust exactly `TRUSTED_TYPES`; `_trusted_types` refuses to log a 
 anything else rather than silently widening the list.
 
 Leakage: `dep_delay`, `dep_time`, `arr_time`, `air_time` are known only after departure; they are not
-in the default features (and `train` refuses them for the default target unless `allow_leaky=True`).
+in the default features, and `train` refuses them unless `allow_leaky=True` (for a target they do not leak).
 Rows with a null target (cancelled flights have no `arr_delay`) are dropped and counted
 (`rows_dropped_null_target`). The holdout is time-ordered: the last `holdout_fraction` of rows by
 `time_column`, never a random split.
@@ -70,7 +71,8 @@ from .errors import TrainingError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["ModelSpec", "TrainResult", "train", "build_pipeline", "compute_metrics", "score_spark",
+__all__ = ["ModelSpec", "TrainResult", "train", "build_pipeline", "compute_metrics", "score_spark", "charts",
+           "feature_importance",
            "DEFAULT_FEATURES", "LEAKY_COLUMNS", "ESTIMATORS", "TRUSTED_TYPES", "METADATA_KEY"]
 
 METADATA_KEY = "workbench"
@@ -309,16 +311,22 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     raw_columns = list(dict.fromkeys([*function.requires, *raw_features]))
     wanted = list(dict.fromkeys([*raw_columns, target, time_column]))
 
+    clock = _Clock()
     df = load(dataset, columns=wanted, where=train_where, purpose=f"training {settings.model_name}", settings=settings, spark=spark)
     files = sorted(df.inputFiles())
-    rows_loaded = df.count()
-    df = df.where(f"`{target}` IS NOT NULL")
-    rows_kept = df.count()
+    # The training rows end up in pandas anyway (scikit-learn fits in memory), so read them in one Spark
+    # job and decorate on the driver with the same pandas function that mapInPandas runs for batch scoring.
+    raw = df.toPandas()
+    rows_loaded = len(raw)
+    raw = raw[raw[target].notna()].reset_index(drop=True)
+    rows_kept = len(raw)
     if rows_kept < 10:
         raise TrainingError(f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where.")
-
+    clock.lap("read_s")
     decorator = function.prepare(settings, spark)
-    frame = decorator.apply_spark(df).toPandas()
+    clock.lap("lookups_s")
+    frame = decorator.apply_pandas(raw)
+    clock.lap("decorate_s")
     frame = frame.sort_values(time_column, kind="mergesort").reset_index(drop=True)
 
     numeric, categories = _split_types(frame, features, categorical)
@@ -337,6 +345,7 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     estimator = ESTIMATORS[model][task](params)
     pipeline = build_pipeline(numeric, categories, estimator)
     pipeline.fit(X_train, y_train)
+    clock.lap("fit_s")
     scores = _scores(pipeline, X_hold, task)
     metrics = compute_metrics(y_hold, scores, task, decision_threshold)
 
@@ -377,6 +386,8 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
             serialization_format="skops", skops_trusted_types=_trusted_types(pipeline),
             metadata={METADATA_KEY: spec.to_metadata()})
         run_id = run.info.run_id
+        clock.lap("log_s")
+        mlflow.log_metrics({f"seconds_{k[:-2]}": v for k, v in clock.laps.items()})
 
     result = TrainResult(run_id=run_id, model_uri=info.model_uri, spec=spec, metrics=metrics, pipeline=pipeline,
                          holdout=X_hold, holdout_label=y_hold, holdout_scores=scores, data_identity=identity)
@@ -396,20 +407,36 @@ def score_spark(df: "DataFrame", model_uri: str, settings: Settings | None = Non
 
     spec = ModelSpec.load(model_uri, settings)
     decorator = spec.decorator(settings, df.sparkSession)
+    decorator.check_columns(df.columns)
     pipeline = mlflow.sklearn.load_model(model_uri)
-    decorated = decorator.apply_spark(df)
     schema = StructType([*df.schema.fields, StructField(output_column, DoubleType(), True)])
     keep = list(df.columns)
 
-    def run(batches):
+    def run(batches):   # decorate and predict in one Python stage per batch
         for batch in batches:
-            X = feature_functions.model_frame(batch, list(spec.numeric), list(spec.categorical))
+            X = feature_functions.model_frame(decorator.apply_pandas(batch), list(spec.numeric), list(spec.categorical))
             yield batch[keep].assign(**{output_column: _scores(pipeline, X, spec.task)})
 
-    return decorated.mapInPandas(run, schema)
+    return df.mapInPandas(run, schema)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+class _Clock:
+    """Seconds spent per phase of training (logged as seconds_* metrics: where does the time go?)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def _split_types(frame: pd.DataFrame, features: list[str], categorical: list[str] | None) -> tuple[list[str], list[str]]:
     missing = [c for c in features if c not in frame.columns]
     if missing:
@@ -500,48 +527,59 @@ def _log_schema(frame: pd.DataFrame) -> None:
     mlflow.log_text(infer_schema(frame).to_json(), "schema.json")
 
 
-def _log_importance(pipeline) -> None:
-    import mlflow
-
+def feature_importance(pipeline) -> pd.DataFrame:
+    """Importance per input column the estimator sees: LightGBM gain, or |coefficient| on scaled inputs."""
     names = list(pipeline[:-1].get_feature_names_out())
     est = pipeline.named_steps["model"]
     if hasattr(est, "booster_"):
         values, kind = est.booster_.feature_importance(importance_type="gain"), "gain"
     elif hasattr(est, "coef_"):
-        values, kind = np.abs(np.atleast_2d(est.coef_)[0]), "abs_coefficient (scaled inputs)"
+        values, kind = np.abs(np.atleast_2d(est.coef_)[0]), "abs_coefficient"
     else:
-        return
-    table = pd.DataFrame({"feature": names, "importance": values}).sort_values("importance", ascending=False)
-    mlflow.log_text(table.to_csv(index=False), "feature_importance.csv")
+        return pd.DataFrame(columns=["feature", "importance", "kind"])
+    return (pd.DataFrame({"feature": names, "importance": values, "kind": kind})
+            .sort_values("importance", ascending=False).reset_index(drop=True))
+
+
+def _log_importance(pipeline) -> None:
+    import mlflow
     from matplotlib.figure import Figure
 
+    table = feature_importance(pipeline)
+    if table.empty:
+        return
+    mlflow.log_text(table.to_csv(index=False), "feature_importance.csv")
     top = table.head(20).iloc[::-1]
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
     ax.barh(top["feature"], top["importance"])
-    ax.set_title(f"Feature importance ({kind})")
+    ax.set_title(f"Feature importance ({table['kind'].iloc[0]})")
     fig.tight_layout()
     mlflow.log_figure(fig, "charts/feature_importance.png")
 
 
-def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) -> None:
-    import mlflow
+def charts(y, scores: np.ndarray, task: str, threshold: float = 0.5) -> dict[str, Any]:
+    """Standard holdout charts as matplotlib Figures: ROC, PR and confusion matrix, or residuals."""
     from matplotlib.figure import Figure
 
+    y = np.asarray(y)
+    out: dict[str, Any] = {}
     if len(y) == 0:
-        return
+        return out
     if task == "classification" and len(np.unique(y)) == 2:
         from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-        for name, draw in (("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax)),
-                           ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax)),
-                           ("confusion", lambda ax: ConfusionMatrixDisplay.from_predictions(y, (scores >= threshold).astype(int), ax=ax, colorbar=False))):
+        for name, draw, title in (
+                ("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax), "ROC (holdout)"),
+                ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax), "Precision-recall (holdout)"),
+                ("confusion", lambda ax: ConfusionMatrixDisplay.from_predictions(
+                    y, (scores >= threshold).astype(int), ax=ax, colorbar=False), f"Confusion matrix at {threshold:g}")):
             fig = Figure(figsize=(5, 4))
             ax = fig.subplots()
             draw(ax)
-            ax.set_title({"roc": "ROC (holdout)", "pr": "Precision-recall (holdout)", "confusion": f"Confusion at {threshold}"}[name])
+            ax.set_title(title)
             fig.tight_layout()
-            mlflow.log_figure(fig, f"charts/{name}.png")
+            out[name] = fig
     elif task == "regression":
         fig = Figure(figsize=(5, 4))
         ax = fig.subplots()
@@ -551,4 +589,12 @@ def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) 
         ax.set_ylabel("residual")
         ax.set_title("Residuals (holdout)")
         fig.tight_layout()
-        mlflow.log_figure(fig, "charts/residuals.png")
+        out["residuals"] = fig
+    return out
+
+
+def _log_charts(y: np.ndarray, scores: np.ndarray, task: str, threshold: float) -> None:
+    import mlflow
+
+    for name, fig in charts(y, scores, task, threshold).items():
+        mlflow.log_figure(fig, f"charts/{name}.png")

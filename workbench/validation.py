@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +115,7 @@ class Schema:
             checks = []
             if c.type in ("integer", "float") and c.min is not None and c.max is not None:
                 checks.append(pa.Check.in_range(c.min, c.max))
-            if c.type == "string" and c.domain is not None and c.max_unseen_fraction == 0:
+            if c.type == "string" and c.domain is not None:
                 checks.append(pa.Check.isin(c.domain))
             dtype = {"integer": None, "float": float, "string": None, "boolean": None, "timestamp": "datetime64[ns]"}[c.type]
             cols[c.name] = pa.Column(dtype, checks=checks, nullable=c.nullable, required=True)
@@ -340,20 +340,27 @@ def _pandas_batch_stats(frame: pd.DataFrame, specs: list[ColumnSchema]) -> dict[
             finite = arr[~np.isnan(arr)]
             info["fractional"] = int((finite != np.floor(finite)).sum())
         if spec.type in ("integer", "float") and kind in ("integer", "float") and spec.min is not None:
-            arr = values.to_numpy(dtype="float64", na_value=np.nan)
-            info["below"] = int((arr < float(spec.min)).sum())
-            info["above"] = int((arr > float(spec.max)).sum())
+            arr = _numbers(values)
+            info["below"] = int(np.count_nonzero(arr < float(spec.min)))
+            info["above"] = int(np.count_nonzero(arr > float(spec.max)))
         elif spec.type == "timestamp" and kind == "timestamp" and spec.min is not None:
             info["below"] = int((s < pd.Timestamp(spec.min)).sum())
             info["above"] = int((s > pd.Timestamp(spec.max)).sum())
         elif spec.type == "string" and spec.domain is not None:
-            present = s[~isna].astype(str)
-            mask = ~present.isin(spec.domain)
-            info["non_null"] = int(len(present))
-            info["unseen"] = int(mask.sum())
-            info["unseen_distinct"] = int(present[mask].nunique())
+            unseen = ~s.isin(spec.domain).to_numpy() & ~isna      # values, not text forms: no copy
+            info["non_null"] = int(len(s) - info["nulls"])
+            info["unseen"] = int(np.count_nonzero(unseen))
+            info["unseen_distinct"] = int(s[unseen].nunique()) if info["unseen"] else 0
         out[spec.name] = info
     return out
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """The values as a numpy array without copying plain numpy columns (NaN for missing otherwise)."""
+    arr = values.to_numpy()
+    if arr.dtype.kind in "iuf":
+        return arr
+    return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _spark_batch_stats(df: "DataFrame", specs: list[ColumnSchema]) -> dict[str, Any]:

