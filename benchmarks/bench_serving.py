@@ -91,7 +91,8 @@ def bench_env(store: Path) -> dict[str, str]:
             "WORKBENCH_SERVING_CACHE_DIR": str(store / "cache"), "WORKBENCH_SERVING_LOOKUP_MAX_AGE": str(10 ** 9),
             "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "10000", "WORKBENCH_MODEL_NAME": MODEL,
             # a budget above MLflow's p99, so every answer counted is the model's (fallbacks are reported anyway)
-            "WORKBENCH_SERVING_TIMEOUT_MS": os.environ.get("BENCH_TIMEOUT_MS", "10000")}
+            "WORKBENCH_SERVING_TIMEOUT_MS": os.environ.get("BENCH_TIMEOUT_MS", "10000"),
+            **({"WORKBENCH_SERVING_BATCH_WAIT_MS": os.environ["BENCH_BATCH_WAIT_MS"]} if "BENCH_BATCH_WAIT_MS" in os.environ else {})}
 
 
 # ---- servers ---------------------------------------------------------------------------------------------------

@@ -174,8 +174,8 @@ class MicroBatcher:
             for job, result in zip(batch, results):
                 if job.future is None or job.future.done():
                     continue
-                if error is not None:
-                    if job.claim():
-                        job.future.set_exception(error)
+                if error is not None:        # even a job run_batch claimed: its request must not hang
+                    job.claim()
+                    job.future.set_exception(error)
                 elif result is not None:
                     job.future.set_result(result)

@@ -785,6 +785,9 @@ class Service:
         except RequestRejected as exc:
             self.metrics.errors.labels(exc.code).inc()
             response = error_response(exc)
+        except LogFull as exc:                    # predlog_on_full=block and the writer cannot keep up
+            self.metrics.errors.labels("OVERLOADED").inc()
+            response = Response(error_body("OVERLOADED", f"{exc} The request was not answered; retry later."), 503)
         except Exception:
             log.exception("Unexpected error while answering a request")
             self.metrics.errors.labels("INTERNAL_ERROR").inc()
