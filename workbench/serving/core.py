@@ -538,7 +538,7 @@ class ServeOptions:
     fallback: str = "previous"
     timeout: float = 0.5                 # seconds per request
     batch_max_rows: int = 64
-    batch_wait: float = 0.002            # seconds
+    batch_wait: float = 0.005            # seconds
     max_pending_rows: int = 4096
     max_body_bytes: int = 1 << 20
     max_rows: int = 1000
