@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: help setup java demo test lake clean hub browser bench
+.PHONY: help setup java demo test lake clean hub browser bench wrk
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -73,7 +73,15 @@ browser:  ## install headless Chromium and its driver for the browser test (Debi
 test: setup lake browser  ## set up and run the whole test suite
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
 
-bench: setup lake  ## run the benchmarks (minutes; prints ratios against the peers)
+wrk:  ## install the wrk HTTP load generator for the serving benchmark (Debian, root)
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)) \
+	      || echo "warning: could not install wrk; bench_serving.py falls back to a Python client (saturates near 4k req/s)"; \
+	  else echo "warning: wrk missing and not root: bench_serving.py falls back to a Python client"; fi; \
+	fi
+
+bench: setup lake wrk  ## run the benchmarks (minutes; prints ratios against the peers)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:  ## remove generated state (keeps .venv and the npm prefix)

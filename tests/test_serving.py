@@ -306,3 +306,16 @@ def test_fallback_answers_are_in_the_prediction_log(fragile_service):
     assert {"error", "circuit_open", "timeout"} <= set(logged.fallback_reason.dropna())
     assert set(logged.loc[logged.fallback_reason == "timeout", "model_version"]) == {"constant"}
     assert not logged.shadow.any() and {"carrier", "distance", "temp"} <= set(logged.columns)
+
+
+def test_a_log_that_cannot_keep_up_refuses_the_request_rather_than_lose_its_row(fragile_service, tmp_path):
+    service, loop, rows = fragile_service
+    stuck = PredictionLog(tmp_path.as_uri(), "stuck", queue_rows=1, on_full="block", block_timeout=0.2)
+    stuck.submit(frame(1))                 # never started: nothing drains this queue
+    real, service.predlog = service.predlog, stuck
+    try:
+        status, body = call((service, loop), [rows[5]])
+    finally:
+        service.predlog = real
+    assert status == 503 and body["error_code"] == "OVERLOADED"
+    assert call((service, loop), [rows[5]])[0] == 200

@@ -93,7 +93,7 @@ class Settings:
     serving_breaker_failures: int = _setting(5, "Consecutive failures or timeouts of a model that open its circuit breaker.")
     serving_breaker_cooldown_ms: int = _setting(30000, "Milliseconds an open circuit stays open before one trial request is let through.")
     serving_batch_max_rows: int = _setting(64, "Micro-batching: most rows predicted in one model call.")
-    serving_batch_wait_ms: int = _setting(2, "Micro-batching: longest wait, in milliseconds, for more rows before a batch is predicted.")
+    serving_batch_wait_ms: int = _setting(5, "Micro-batching: longest wait, in milliseconds, for the rows expected in the next batch (a lone client never waits).")
     serving_max_pending_rows: int = _setting(4096, "Rows waiting for the model beyond which new requests get 503 OVERLOADED.")
     serving_max_body_bytes: int = _setting(1048576, "Largest accepted request body in bytes (413 beyond).")
     serving_max_rows: int = _setting(1000, "Most rows in one request.")

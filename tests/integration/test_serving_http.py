@@ -319,7 +319,7 @@ def _logged(folder: Path) -> pd.DataFrame:
 
 
 def test_every_acknowledged_request_is_in_the_log_after_a_graceful_shutdown(setup, tmp_path):
-    rows = records(setup[2])
+    rows = records(setup[2])[:12]
     proc, client = _serve(setup, tmp_path, WORKBENCH_PREDLOG_ROLL_SECONDS="3600")
     acked: list[str] = []
     threads = [threading.Thread(target=_send, args=(client, rows, acked)) for _ in range(4)]

@@ -15,7 +15,6 @@ Routes: POST /predict, POST /invocations (MLflow-compatible), GET /healthz, /rea
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -30,7 +29,7 @@ from starlette.routing import Route
 from ..config import Settings, load_settings
 from ..errors import ServingError
 from .core import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, ServeOptions, Service, error_body
-from .model import Lookups, snapshot_lookups
+from .model import snapshot_lookups
 from .openapi import SWAGGER_HTML
 
 __all__ = ["create_app", "app_from_environment", "serve", "OPTIONS_ENV"]
@@ -57,8 +56,12 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
     return (b"" if too_large else b"".join(chunks)), too_large
 
 
-def create_app(settings: Settings, options: ServeOptions, service: Service | None = None, **service_kwargs) -> Starlette:
-    """The ASGI app. `service_kwargs` go to `Service` (e.g. `lookups=`, `predlog=`) when no service is given."""
+def create_app(settings: Settings, options: ServeOptions, service: Service | None = None, load_in_background: bool = True,
+               **service_kwargs) -> Starlette:
+    """The ASGI app. `service_kwargs` go to `Service` (e.g. `lookups=`, `predlog=`) when no service is given.
+
+    load_in_background: accept connections while the models load (/healthz answers, /readyz says 503). Worker
+    processes sharing a socket load first instead, so none takes requests before it can answer them."""
     service = service or Service(settings, options, **service_kwargs)
 
     async def predict(request: Request, endpoint: str) -> Response:
@@ -102,7 +105,7 @@ def create_app(settings: Settings, options: ServeOptions, service: Service | Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await service.start()
+        await service.start(background=load_in_background)
         try:
             yield
         finally:
@@ -129,7 +132,7 @@ def app_from_environment() -> Starlette:
     text = os.environ.get(OPTIONS_ENV)
     if not text:
         raise ServingError(f"{OPTIONS_ENV} is not set: start worker processes with `workbench serve`.")
-    return create_app(load_settings(), ServeOptions.from_json(text))
+    return create_app(load_settings(), ServeOptions.from_json(text), load_in_background=False)
 
 
 def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
@@ -170,7 +173,3 @@ def serve(settings: Settings, options: ServeOptions, host: str | None = None, po
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
-
-def options_summary(options: ServeOptions) -> str:
-    return json.dumps({"model": options.model_name, "alias": options.alias, "split": options.split,
-                       "shadow": options.shadow, "fallback": options.fallback})

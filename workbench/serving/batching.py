@@ -3,10 +3,12 @@
 One-row predictions cost almost as much as 64-row ones (the ColumnTransformer, the feature function and
 LightGBM all have a large fixed cost per call), so throughput comes from predicting many concurrent
 requests together. A `MicroBatcher` owns one worker thread; requests `submit` a `Job` and await its
-future. The batcher takes what is pending as soon as it holds `max_rows` rows, or when the oldest pending
-job has waited `max_wait` seconds, and runs `run_batch(jobs)` in its thread. While a batch runs, the next
-one gathers (continuous batching): under load batches grow by themselves, idle requests wait at most
-`max_wait`.
+future. While a batch runs in the thread, the next one gathers (continuous batching). When a batch ends,
+the batcher expects as many rows as were in flight (the rows it just answered - their clients tend to come
+right back - plus those already waiting, at most `max_rows`) and starts the next batch as soon as that many
+are pending, or `max_wait` seconds after the previous batch ended or the oldest pending job arrived
+(whichever is later). So with 32 busy clients batches stay near 32 rows instead of alternating between two
+halves, and a lone client never waits: one row in flight, one row expected.
 
 A job can be claimed once: by the batch that answers it, or by whoever gives up on it first (the
 request's time budget running out). `Job.claim()` decides, so a request is answered - and logged -
@@ -81,7 +83,8 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        self._running = 0
+        self._last_done = 0.0
+        self._expected = 1              # rows expected in the next batch (see the module docstring)
 
     @property
     def pending_rows(self) -> int:
@@ -109,7 +112,7 @@ class MicroBatcher:
         self._pending.append(job)
         self._pending_rows += job.rows
         self._wakeup.set()
-        if self._pending_rows >= self.max_rows:
+        if self._pending_rows >= self._expected:
             self._full.set()
         return True
 
@@ -135,7 +138,7 @@ class MicroBatcher:
                 continue
             batch.append(job)
             rows += job.rows
-        if self._pending_rows < self.max_rows:
+        if self._pending_rows < self._expected:
             self._full.clear()
         return batch
 
@@ -148,8 +151,10 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._pending_rows < self.max_rows and self.max_wait > 0 and not self._closed:
-                left = self._pending[0].enqueued + self.max_wait - loop.time()
+            if self._pending_rows < self._expected and self.max_wait > 0 and not self._closed:
+                # the window opens when the oldest job arrived or the last batch ended, whichever is later:
+                # clients answered by that batch get a chance to join the next one
+                left = max(self._pending[0].enqueued, self._last_done) + self.max_wait - loop.time()
                 if left > 0:
                     try:
                         await asyncio.wait_for(self._full.wait(), left)
@@ -167,11 +172,17 @@ class MicroBatcher:
             except Exception as exc:      # run_batch must handle model errors; this is a bug guard
                 log.exception("The %s batch failed", self.name)
                 results, error = [None] * len(batch), exc
+            self._last_done = loop.time()
+            self._expected = max(1, min(self.max_rows, sum(j.rows for j in batch) + self._pending_rows))
+            if self._pending_rows >= self._expected:
+                self._full.set()
+            else:
+                self._full.clear()
             for job, result in zip(batch, results):
                 if job.future is None or job.future.done():
                     continue
-                if error is not None:
-                    if job.claim():
-                        job.future.set_exception(error)
+                if error is not None:        # even a job run_batch claimed: its request must not hang
+                    job.claim()
+                    job.future.set_exception(error)
                 elif result is not None:
                     job.future.set_result(result)

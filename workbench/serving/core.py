@@ -538,7 +538,7 @@ class ServeOptions:
     fallback: str = "previous"
     timeout: float = 0.5                 # seconds per request
     batch_max_rows: int = 64
-    batch_wait: float = 0.002            # seconds
+    batch_wait: float = 0.005            # seconds
     max_pending_rows: int = 4096
     max_body_bytes: int = 1 << 20
     max_rows: int = 1000
@@ -613,7 +613,7 @@ class Work:
     t0: float                  # perf_counter at arrival
     reasons: list[str] | None = None          # fallback lane: why each row falls back
     primary: np.ndarray | None = None         # shadow lane: what the primary answered
-    decorated: dict[str, pd.DataFrame] | None = None   # shadow lane: primary's decorated rows, by feature function
+    decorated: dict | None = None    # shadow lane: primary's decorated rows (by feature function) or model input (by _input_key)
     frame: pd.DataFrame | None = None                   # shadow lane: the raw rows as a frame
 
 
@@ -785,6 +785,9 @@ class Service:
         except RequestRejected as exc:
             self.metrics.errors.labels(exc.code).inc()
             response = error_response(exc)
+        except LogFull as exc:                    # predlog_on_full=block and the writer cannot keep up
+            self.metrics.errors.labels("OVERLOADED").inc()
+            response = Response(error_body("OVERLOADED", f"{exc} The request was not answered; retry later."), 503)
         except Exception:
             log.exception("Unexpected error while answering a request")
             self.metrics.errors.labels("INTERNAL_ERROR").inc()
@@ -1000,14 +1003,18 @@ class Service:
         if model is None:
             return [None] * len(jobs)
         works = [job.payload for job in jobs]
-        raws, primaries, owner, decorated_parts = [], [], [], []
+        raws, primaries, owner, decorated_parts, inputs = [], [], [], [], []
+        xkey = _input_key(model)
         for j, w in enumerate(works):
             raws.append(w.frame)
             primaries.append(w.primary)
             owner.extend([j] * len(w.request_ids))
             decorated_parts.append((w.decorated or {}).get(model.spec.feature_function))
+            inputs.append((w.decorated or {}).get(xkey))
         try:
-            if all(d is not None for d in decorated_parts):
+            if all(x is not None for x in inputs):
+                X = pd.concat(inputs, ignore_index=True)
+            elif all(d is not None for d in decorated_parts):
                 deco = pd.concat(decorated_parts, ignore_index=True)
                 from ..features import model_frame
 
@@ -1058,15 +1065,17 @@ class Service:
     def _score(self, model: LoadedModel, raw: pd.DataFrame, idx: list[int], decorated: dict[str, pd.DataFrame]):
         """(scores, X, ok) for the rows `idx` of `raw`; a failing group is retried row by row, so one bad row
         never takes its batch neighbours into the fallback."""
-        fn = model.spec.feature_function
+        fn, xkey = model.spec.feature_function, _input_key(model)
         try:
-            if fn not in decorated:
-                decorated[fn] = model.decorator.apply_pandas(raw)
-            from ..features import model_frame
+            if xkey not in decorated:            # decorated rows and model input, shared by variants alike
+                if fn not in decorated:
+                    decorated[fn] = model.decorator.apply_pandas(raw)
+                from ..features import model_frame
 
-            deco = decorated[fn]
-            part = deco if len(idx) == len(deco) else deco.iloc[idx]
-            X = model_frame(part, list(model.spec.numeric), list(model.spec.categorical)).reset_index(drop=True)
+                decorated[xkey] = model_frame(decorated[fn], list(model.spec.numeric),
+                                              list(model.spec.categorical)).reset_index(drop=True)
+            X_all = decorated[xkey]
+            X = X_all if len(idx) == len(X_all) else X_all.iloc[idx].reset_index(drop=True)
             scores = model.predict(X)
             ok = np.isfinite(scores)
             if ok.all() or len(idx) == 1:
@@ -1138,8 +1147,10 @@ class Service:
                    frame=raw.iloc[idx].reset_index(drop=True))
         sub.arrivals = [w.arrival for w, _ in pos]
         sub.t0s = [w.t0 for w, _ in pos]
-        fn = self.shadow.model.spec.feature_function
-        if fn in decorated:
+        fn, xkey = self.shadow.model.spec.feature_function, _input_key(self.shadow.model)
+        if xkey in decorated:               # the shadow reads the same input as the primary: reuse it
+            sub.decorated = {xkey: decorated[xkey].iloc[idx].reset_index(drop=True)}
+        elif fn in decorated:
             sub.decorated = {fn: decorated[fn].iloc[idx].reset_index(drop=True)}
         job = Job(len(idx), sub)
         self._loop.call_soon_threadsafe(self._shadow_submit, job)
@@ -1175,6 +1186,11 @@ class Service:
         from .openapi import build
 
         return build(self)
+
+
+def _input_key(model: LoadedModel) -> tuple:
+    """Models with equal keys get the same input frame from the same raw rows."""
+    return ("X", model.spec.feature_function, model.spec.numeric, model.spec.categorical)
 
 
 def _expire(job: Job) -> None:
