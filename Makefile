@@ -10,6 +10,8 @@ CHP      := $(NPM_DIR)/node_modules/.bin/configurable-http-proxy
 STAMP    := $(VENV)/.installed
 LAKE_OK  := lake/raw/airlines  # written last by `workbench lake init`
 PYTEST_ARGS ?=
+# 2 workers: most of the suite's wall time is waiting on JVM, hub and server start-ups (1 = serial)
+TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
@@ -71,7 +73,7 @@ browser:  ## install headless Chromium and its driver for the browser test (Debi
 	fi
 
 test: setup lake browser  ## set up and run the whole test suite
-	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 wrk:  ## install the wrk HTTP load generator for the serving benchmark (Debian, root)
 	@if ! command -v wrk >/dev/null; then \

@@ -61,3 +61,23 @@ def test_the_scheduler_runs_a_due_job_and_stops_cleanly(tmp_path):
     assert done[0]["identity"] == "service" and done[0]["parameters"] == {"n": 7}
     assert proc.returncode == 0, stderr[-2000:]
     assert "scheduler stopped" in stderr
+
+
+def test_a_drifted_month_exits_2_and_the_index_flags_the_alert(tmp_path):
+    """What `make demo` shows stakeholders: January against July on the real lake is an alert run."""
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(REPO / "notebooks" / "04_drift_monitor.ipynb", tmp_path / "notebooks")
+    env = dict(WORKBENCH_LAKE_ROOT=str(REPO / "lake"), WORKBENCH_CATALOG_PATH=str(REPO / "hub_config" / "catalog.yaml"),
+               WORKBENCH_AUDIT_DIR=str(tmp_path / "audit"), WORKBENCH_SPARK_MASTER="local[2]",
+               WORKBENCH_SPARK_SHUFFLE_PARTITIONS="4")
+    out = workbench(tmp_path, "run", "04_drift_monitor", "-p", "reference_where", "month IN (1)",
+                    "-p", "current_where", "month IN (7)", "-p", "features", '["dep_delay", "arr_delay", "hour", "carrier"]',
+                    "-p", "thresholds", '{"share_warn": 0.1, "share_alert": 0.25}', "-p", "sample_rows", "2000",
+                    "--quiet", timeout=900, **env)
+    assert out.returncode == 2, out.stderr[-3000:]  # succeeded, but the notebook published an alert
+    record = RunRecord.load(tmp_path / "reports" / "runs" / "04_drift_monitor" / out.stdout.strip())
+    assert record.status == "succeeded" and record.published["status"] == "alert"
+    assert record.published["metrics"]["drift.share_drifted"] >= 0.25
+    assert any(p.name.endswith(".html") and p.stat().st_size > 100_000 for p in record.folder.rglob("*evidently*"))
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "04_drift_monitor" in index and "badge alert" in index

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..config import Settings, load_settings
 from ..errors import DriftError
+from ..jobs.engine import RUN_DIR_ENV
 from .stats import Thresholds, split_features
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_versio
 LABEL = "label"
 PREDICTION = "prediction"
 # The job runner may name the run's folder in this variable; artifacts (Evidently's HTML) go there.
-RUN_DIR_ENV = "WORKBENCH_RUN_DIR"
 PURPOSE = "drift monitoring"
 
 

@@ -133,7 +133,8 @@ def _execute(path: Path, folder: Path, values: dict, kernel_name: str, record: R
         papermill_engines.execute_notebook_with_engine(
             _engine.register_engine(), nb, kernel_name=kernel_name, output_path=str(partial), progress_bar=progress,
             log_output=log_output, start_timeout=KERNEL_START_TIMEOUT_S,
-            execution_timeout=record.cell_timeout_s, kernel_env=_engine.kernel_env(settings, env), kernel_cwd=path.parent)
+            execution_timeout=record.cell_timeout_s, kernel_env=_engine.kernel_env(settings, {**(env or {}), _engine.RUN_DIR_ENV: str(folder.resolve())}),
+            kernel_cwd=path.parent)
     except KeyboardInterrupt:
         record.status, interrupted = INTERRUPTED, True
         record.error = _stop_error(nb, "KeyboardInterrupt", "The run was stopped (Ctrl-C) while this cell ran.")
