@@ -15,7 +15,7 @@ from tests.conftest import REPO
 from workbench.config import load_settings
 from workbench.errors import ConfigError, IdentityError
 from workbench.hub import REQUIRED_GROUPS, apply_config, load_users_file
-from workbench.hub.configure import ApplyGroupLimits, LandingPage
+from workbench.hub.configure import ApplyGroupLimits, HomePage, LandingPage
 from workbench.identity import current_identity
 
 USERS = """
@@ -197,6 +197,17 @@ def test_people_without_a_server_land_on_the_reports(hub_settings, groups, landi
     user = SimpleNamespace(groups=[SimpleNamespace(name=g) for g in groups])
     handler = SimpleNamespace(current_user=user, base_url="/")
     assert LandingPage(hub_settings.hub_users_file, reports=True)(handler) == landing
+    # ... and their home page offers the reports instead of a server they may not start
+    assert HomePage(hub_settings.hub_users_file, reports=True)(user) is bool(landing)
+    assert HomePage(hub_settings.hub_users_file, reports=False)(user) is False
+
+
+def test_the_home_page_template_is_ours(hub_settings):
+    c = apply_config(hub_settings, Config())
+    (folder,) = c.JupyterHub.template_paths
+    template = Path(folder) / "home.html"
+    assert template.is_file() and "workbench_reports_only" in template.read_text()
+    assert isinstance(c.JupyterHub.template_vars["workbench_reports_only"], HomePage)
 
 
 # ---- group membership from the users file, at login and at refresh ------------------------------

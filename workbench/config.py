@@ -111,6 +111,7 @@ class Settings:
     hub_state_dir: str = _setting(".hub", "Hub state: database, cookie secret, proxy token, user homes (local profile).")
     hub_db_url: str = _setting("", "Hub database URL (postgresql://... in production; may hold a password). Default: SQLite under hub_state_dir.", secret=True)
     hub_config_file: str = _setting("hub_config/jupyterhub_config.py", "The JupyterHub configuration file `workbench hub` starts the hub with (site overrides go in jupyterhub_config.d/ beside it).")
+    hub_templates_dir: str = _setting("hub_config/templates", "Jinja templates that override the hub's pages (JupyterHub.template_paths).")
     hub_users_file: str = _setting("hub_config/users.yaml", "Users and groups (hub_config/users.yaml); membership is applied at each login and auth refresh.")
     hub_admin_password: str = _setting("", "Password of the first admin (local profile). Empty: prompted by `workbench hub`.", secret=True)
     proxy_command: str = _setting(".npm/node_modules/.bin/configurable-http-proxy", "configurable-http-proxy executable (installed by `make setup` into a local npm prefix).")

@@ -44,6 +44,7 @@ _PANDAS_TYPES = {"double": "float64", "string": "object"}
 
 Lookups = Mapping[str, pd.DataFrame]
 Transform = Callable[[pd.DataFrame, Lookups], pd.DataFrame]
+Index = Callable[[Lookups], Lookups]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ class FeatureFunction:
     """A named decoration: `transform(frame, lookups)` adds `adds` to a frame holding `requires`.
 
     `lookups` maps a key to (dataset name, columns): each is loaded once through
-    `workbench.data.load` and handed to `transform` as a pandas frame.
+    `workbench.data.load` and handed to `transform` as a pandas frame. `index`, when given, turns the
+    loaded lookups into what `transform` receives (typed, de-duplicated, indexed on their keys) once per
+    decorator: serving decorates one row per call, where re-normalising a lookup each time would cost
+    more than the model.
     """
 
     name: str
@@ -60,6 +64,7 @@ class FeatureFunction:
     adds: dict[str, str]                  # column -> Spark type ("double" or "string")
     transform: Transform
     lookups: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    index: Index | None = None
 
     def prepare(self, settings: Settings | None = None, spark=None, lookups: Lookups | None = None) -> "Decorator":
         """Load the lookup tables (small dimension tables) and return a ready decorator.
@@ -81,6 +86,10 @@ class Decorator:
 
     function: FeatureFunction
     lookups: dict[str, pd.DataFrame]
+    indexed: Lookups = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.indexed = self.function.index(self.lookups) if self.function.index else self.lookups
 
     @property
     def name(self) -> str:
@@ -96,9 +105,10 @@ class Decorator:
     def apply_pandas(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The decorated copy of `frame`: same rows in the same order, declared columns added."""
         self.check_columns(frame.columns)
-        out = self.function.transform(frame.reset_index(drop=True), self.lookups)
-        for column, spark_type in self.function.adds.items():
-            out[column] = _cast(out[column], spark_type)
+        out = self.function.transform(frame.reset_index(drop=True), self.indexed)
+        # one concat, not a column insert per added column: serving decorates a row at a time
+        added = pd.DataFrame({c: _cast(out[c], t) for c, t in self.function.adds.items()}, index=out.index)
+        out = pd.concat([out.drop(columns=list(self.function.adds)), added], axis=1) if len(added.columns) else out
         out.index = frame.index
         return out
 
@@ -111,7 +121,7 @@ class Decorator:
         kept = [f for f in df.schema.fields if f.name not in self.function.adds]
         schema = StructType(kept + added)
         order = [f.name for f in schema.fields]
-        decorator = Decorator(self.function, self.lookups)   # shipped to the workers with its lookups
+        decorator = self   # shipped to the workers with its indexed lookups
 
         def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for batch in batches:
@@ -122,9 +132,10 @@ class Decorator:
 
 def _cast(series: pd.Series, spark_type: str) -> pd.Series:
     if spark_type == "double":
-        return pd.to_numeric(series, errors="coerce").astype("float64")
+        return series if series.dtype == "float64" else pd.to_numeric(series, errors="coerce").astype("float64")
     if spark_type == "string":
-        return series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+        values = series.to_numpy(dtype=object, na_value=None)
+        return pd.Series([v if v is None or type(v) is str else str(v) for v in values], index=series.index, dtype=object)
     raise TrainingError(f"A feature function declares type '{spark_type}'; expected one of {', '.join(_PANDAS_TYPES)}.")
 
 
@@ -183,12 +194,8 @@ def model_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str])
     if missing:
         raise TrainingError(f"The decorated frame lacks the model column(s) {', '.join(missing)}. "
                             "Check the feature function and the features list.")
-    out = pd.DataFrame(index=frame.index)
-    for c in numeric:
-        out[c] = _cast(frame[c], "double")
-    for c in categorical:
-        out[c] = _cast(frame[c], "string")
-    return out
+    columns = {c: _cast(frame[c], "double") for c in numeric} | {c: _cast(frame[c], "string") for c in categorical}
+    return pd.DataFrame(columns, index=frame.index)
 
 
 # ---- built-in feature functions ------------------------------------------------------------------
@@ -202,35 +209,41 @@ _PLANE = {"year": "plane_year", "seats": "plane_seats", "engines": "plane_engine
           "type": "plane_type", "manufacturer": "plane_manufacturer", "engine": "plane_engine"}
 
 
+def _hour_key(origin: pd.Series, parts: Mapping[str, pd.Series]) -> np.ndarray:
+    """'EWR|2013010105' per row (origin and local year/month/day/hour), None where a part is missing."""
+    n = {k: pd.to_numeric(parts[k], errors="coerce").astype("Int64") for k in _HOUR_KEYS}
+    code = ((n["year"] * 100 + n["month"]) * 100 + n["day"]) * 100 + n["hour"]
+    key = _cast(origin, "string").astype("string") + "|" + code.astype("string")
+    return key.astype(object).where(key.notna(), None).to_numpy()
+
+
+def _flights_context_index(lookups: Lookups) -> Lookups:
+    # reindex(columns=...): a missing or empty lookup gives nulls, not an error
+    weather = lookups["weather"].reindex(columns=["origin", *_HOUR_KEYS, *_WEATHER])
+    by_hour = weather[list(_WEATHER)].apply(pd.to_numeric, errors="coerce").astype("float64")
+    by_hour.index = pd.Index(_hour_key(weather["origin"], weather), dtype=object)
+    by_hour = by_hour[by_hour.index.notna() & ~by_hour.index.duplicated()]
+    planes = lookups["planes"].reindex(columns=["tailnum", *_PLANE])
+    by_tail = planes[list(_PLANE)].rename(columns=_PLANE)
+    by_tail.index = pd.Index(_cast(planes["tailnum"], "string").to_numpy(), dtype=object)
+    by_tail = by_tail[by_tail.index.notna() & ~by_tail.index.duplicated()]
+    return {"weather": by_hour, "planes": by_tail}
+
+
 def _flights_context(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
-    out = frame.copy()
     # Weather joins on the local wall-clock hour, not time_hour: time_hour is a governed column
     # (masked to its year for data scientists), and the hour parts are the same instant unmasked.
-    keys = pd.DataFrame({"origin": _cast(frame["origin"], "string"), "tailnum": _cast(frame["tailnum"], "string"),
-                         **{k: pd.to_numeric(frame[k], errors="coerce").astype("Int64") for k in _HOUR_KEYS}})
-
-    weather = lookups["weather"].copy()
-    weather["origin"] = _cast(weather["origin"], "string")
-    for k in _HOUR_KEYS:
-        weather[k] = pd.to_numeric(weather[k], errors="coerce").astype("Int64")
-    weather = weather.drop_duplicates(["origin", *_HOUR_KEYS])[["origin", *_HOUR_KEYS, *_WEATHER]]
-    joined = keys.merge(weather, on=["origin", *_HOUR_KEYS], how="left", validate="many_to_one")
-    for c in _WEATHER:
-        out[c] = joined[c].to_numpy(dtype="float64", na_value=np.nan)
-
-    planes = lookups["planes"].copy()
-    planes["tailnum"] = _cast(planes["tailnum"], "string")
-    planes = planes.drop_duplicates("tailnum")[["tailnum", *_PLANE]].rename(columns=_PLANE)
-    joined = keys[["tailnum"]].merge(planes, on="tailnum", how="left", validate="many_to_one")
-    for c in _PLANE.values():
-        out[c] = joined[c].to_numpy()
-
-    date = pd.to_datetime(dict(year=pd.to_numeric(frame["year"], errors="coerce"),
-                               month=pd.to_numeric(frame["month"], errors="coerce"),
+    weather = lookups["weather"].reindex(_hour_key(frame["origin"], frame))
+    added = {c: weather[c].to_numpy(dtype="float64", na_value=np.nan) for c in _WEATHER}
+    plane = lookups["planes"].reindex(_cast(frame["tailnum"], "string").to_numpy())
+    added |= {c: plane[c].to_numpy() for c in _PLANE.values()}
+    year = pd.to_numeric(frame["year"], errors="coerce")
+    date = pd.to_datetime(dict(year=year, month=pd.to_numeric(frame["month"], errors="coerce"),
                                day=pd.to_numeric(frame["day"], errors="coerce")), errors="coerce")
-    out["day_of_week"] = date.dt.dayofweek.astype("float64")
-    out["plane_age"] = pd.to_numeric(frame["year"], errors="coerce").astype("float64") - pd.to_numeric(out["plane_year"], errors="coerce").astype("float64")
-    return out
+    added["day_of_week"] = date.dt.dayofweek.astype("float64").to_numpy()
+    added["plane_age"] = year.astype("float64").to_numpy() - pd.to_numeric(pd.Series(added["plane_year"]), errors="coerce").astype("float64").to_numpy()
+    kept = frame.drop(columns=[c for c in added if c in frame.columns])
+    return pd.concat([kept, pd.DataFrame(added, index=frame.index)], axis=1)
 
 
 register(FeatureFunction(
@@ -246,6 +259,7 @@ register(FeatureFunction(
           "plane_type": "string", "plane_manufacturer": "string", "plane_engine": "string",
           "day_of_week": "double", "plane_age": "double"},
     transform=_flights_context,
+    index=_flights_context_index,
     lookups={"weather": ("weather", ("origin", *_HOUR_KEYS, *_WEATHER)),
              "planes": ("planes", ("tailnum", *_PLANE))},
 ))

@@ -93,6 +93,13 @@ def test_a_stakeholder_cannot_start_a_server_or_open_mlflow(hub):
     assert sam.post("/hub/api/users/sam/server", headers=xsrf(sam)).status_code == 403
     assert sam.post("/hub/api/users/sam/tokens", json={}, headers=xsrf(sam)).status_code == 403
     assert sam.get("/services/mlflow/").status_code == 403
+    home = sam.get("/hub/home")  # no "Start My Server" button that would answer 403: the reports instead
+    assert home.status_code == 200 and 'id="reports"' in home.text and 'id="start"' not in home.text
+
+
+def test_a_data_scientists_home_page_offers_their_server(hub):
+    home = login(hub, "ada").get("/hub/home")
+    assert home.status_code == 200 and 'id="start"' in home.text and 'id="reports"' not in home.text
 
 
 def test_someone_in_no_group_cannot_read_the_reports(hub):

@@ -21,7 +21,7 @@ from ..config import ENV_PREFIX, Settings
 from ..errors import ConfigError
 from .users import CachedUsersFile, UsersFile, load_users_file
 
-__all__ = ["apply_config", "database_url", "server_environment", "service_environment", "hub_environment", "LandingPage", "ApplyGroupLimits"]
+__all__ = ["apply_config", "database_url", "server_environment", "service_environment", "hub_environment", "LandingPage", "HomePage", "ApplyGroupLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def apply_config(settings: Settings, c, *, euid: int | None = None):
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = _roles(settings, users, names)
     c.JupyterHub.default_url = LandingPage(str(users.path), "reports" in names)
+    c.JupyterHub.template_paths = [str(settings.path("hub_templates_dir"))]
+    c.JupyterHub.template_vars = {"workbench_reports_only": HomePage(str(users.path), "reports" in names)}
     return c
 
 
@@ -201,6 +203,14 @@ def _cli_has(command: str) -> bool:
     return any(command in action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
 
 
+def _may_only_read_reports(users: CachedUsersFile, user) -> bool:
+    """True for someone whose groups give no server of their own but do give the reports (stakeholders)."""
+    specs = users.get().groups
+    groups = [specs[g.name] for g in user.groups if g.name in specs]
+    return not getattr(user, "admin", False) and not any(g.server for g in groups) \
+        and any("reports" in g.services for g in groups)
+
+
 class LandingPage:
     """`JupyterHub.default_url`: people without a server of their own (stakeholders) land on the reports
     site; everyone else gets the hub's default (their own server, started if needed)."""
@@ -211,13 +221,22 @@ class LandingPage:
 
     def __call__(self, handler) -> str:
         user = handler.current_user
-        if user is None or not self.reports:
-            return ""
-        specs = self.users.get().groups
-        groups = [specs[g.name] for g in user.groups if g.name in specs]
-        if any(g.server for g in groups) or not any("reports" in g.services for g in groups):
+        if user is None or not self.reports or not _may_only_read_reports(self.users, user):
             return ""
         return handler.base_url + "services/reports/"
+
+
+class HomePage:
+    """A `JupyterHub.template_vars` value, called with the current user: True when the home page should
+    offer the reports instead of a "Start My Server" button that would answer 403 (read by
+    hub_templates_dir/home.html)."""
+
+    def __init__(self, users_file: str, reports: bool):
+        self.users = CachedUsersFile(users_file)
+        self.reports = reports
+
+    def __call__(self, user) -> bool:
+        return self.reports and user is not None and _may_only_read_reports(self.users, user)
 
 
 class ApplyGroupLimits:
