@@ -9,6 +9,10 @@ from a pandas frame already in memory; the Spark path reads the same rows from p
 explanations as parquet (what a batch job does). Prints rows/s for both, the speed-up, the CPU seconds
 each path used, and the load average before and after: on a shared machine the wall-clock speed-up is
 bounded by the CPU share we get, while CPU per row shows what the same run would do on free cores.
+
+The in-memory path is not one core by default: shap's and LightGBM's OpenMP loops use every core, so on
+one machine it is already parallel. `--one-core` pins it to one thread (OMP_NUM_THREADS=1; the Spark
+workers run one thread each anyway), which is the baseline for "how does explain_spark scale with cores".
 """
 from __future__ import annotations
 
@@ -28,7 +32,11 @@ def main() -> None:
     parser.add_argument("--model", default="", help="explain this registered model (models:/NAME@alias, from the configured "
                         "MLflow store) instead of training a fresh one into a temporary store")
     parser.add_argument("--quick", action="store_true", help="20k rows, 30 trees")
+    parser.add_argument("--one-core", action="store_true", help="pin the in-memory path to one thread (the scaling baseline)")
     args = parser.parse_args()
+    if args.one_core:  # before shap, LightGBM or numpy start their thread pools
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
     if args.quick:
         args.rows, args.trees = 20_000, 30
     files = args.files or 4 * args.cores
