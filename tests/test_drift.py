@@ -163,6 +163,54 @@ def test_model_windows_give_prediction_performance_and_quality(spark, trained_mo
         windows.release()
 
 
+ENTITY_KEY = "concat_ws('-', year, month, day, carrier, flight, origin, hour, minute)"
+
+
+def test_live_traffic_from_the_prediction_log_is_monitored_with_labels_that_arrive_later(spark, trained_model, mlflow_settings,
+                                                                                        tmp_path):
+    """Serve real February flights, then monitor the prediction log as the current window, labels joined on entity_id."""
+    from workbench import registry
+    from workbench.data import load
+    from workbench.serving.core import ServeOptions, Service
+    from workbench.serving.model import Lookups, snapshot_lookups
+
+    from .serving_support import LoopThread, records
+
+    settings = mlflow_settings.with_overrides(serving_cache_dir=str(tmp_path / "cache"), predictions_dir=str(tmp_path / "log"))
+    snapshot_lookups(settings, ["flights_context"], spark)
+    raw_columns = list(trained_model.spec.raw_columns)
+    rows = (load("flights", where="month = 2 AND day <= 3", settings=settings, spark=spark)
+            .select(F.expr(ENTITY_KEY).alias("entity_id"), *raw_columns).limit(300).toPandas())
+    loop, service = LoopThread(), Service(settings, ServeOptions.from_settings(settings, settings.model_name, reload_interval=0, timeout=60.0),
+                                          lookups=Lookups(settings))
+    try:
+        loop.run(service.start(background=False))
+        answered = {}
+        for batch in np.array_split(np.arange(len(rows)), 10):
+            response = loop.run(service.invoke("predict", json.dumps(records(rows.iloc[batch])).encode(), "application/json"))
+            assert response.status == 200
+            answered.update({a["entity_id"]: a["prediction"] for a in json.loads(response.body)["predictions"]})
+    finally:
+        loop.run(service.close())  # flushes the log
+        loop.stop()
+
+    uri = registry.model_uri(settings.model_name, "champion")
+    windows = drift.load_windows("flights", "month = 1 AND day <= 10", "variant = 'champion'", model=uri, predictions=True,
+                                 entity_key=ENTITY_KEY, settings=settings, spark=spark)
+    try:
+        current = windows.current.select("entity_id", drift.PREDICTION, drift.LABEL).toPandas()
+        assert len(current) == len(rows) and set(current["entity_id"]) == set(answered)
+        logged = dict(zip(current["entity_id"], current[drift.PREDICTION]))
+        assert all(logged[e] == pytest.approx(p) for e, p in answered.items())
+        assert current[drift.LABEL].notna().mean() > 0.9  # cancelled flights never get a label
+        perf = drift.binary_performance(windows.current.where(F.col(drift.LABEL).isNotNull()), drift.PREDICTION, drift.LABEL)
+        assert 0.5 < perf.auc <= 1
+        report = drift.compute_drift(windows.reference, windows.current, [drift.PREDICTION, "distance"])
+        assert report.reference_rows > report.current_rows == len(rows)
+    finally:
+        windows.release()
+
+
 # ---- the webhook -------------------------------------------------------------------------------------
 class _Receiver(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's naming)
