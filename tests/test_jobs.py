@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import pytest
 import workbench.jobs as jobs_api
 from workbench.errors import NotebookError, NotebookExecutionError, ParameterError
 from workbench.jobs import check_parameters, find_run, inspect_parameters, load_runs, resolve_notebook, run_notebook
+from workbench.jobs.notebooks import ParameterWarning
 from workbench.jobs.record import RunRecord
 
-from .notebook_factory import REPO, cli, make_home, start_workbench, workbench
+from .notebook_factory import REPO, cli, make_home, start_workbench, workbench, write_notebook
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -291,4 +293,13 @@ def test_repository_notebooks_follow_the_house_rules(path):
             tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
             assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))], \
                 "no def/class in notebooks: move the code into the package"
-    assert inspect_parameters(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParameterWarning)  # every variable of the cell is a parameter papermill reads
+        assert inspect_parameters(path)
+
+
+def test_a_parameter_papermill_drops_is_named_in_a_warning(tmp_path):
+    path = write_notebook(tmp_path, "filters", 'where = "month = 1"  # a second = makes papermill drop this line\nn = 3', [])
+    with pytest.warns(ParameterWarning, match=r"'where'.*IN \(1\)"):
+        declared = inspect_parameters(path)
+    assert list(declared) == ["n"]

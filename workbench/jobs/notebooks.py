@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -89,6 +90,10 @@ def resolve_notebook(name: str | Path, settings: Settings) -> Path:
     raise NotebookError(f"No notebook '{text}' in {folder}.{hint} Available notebooks: {listing}. Give a file name, a short name (without the NN_ prefix) or a path to an .ipynb file.")
 
 
+class ParameterWarning(UserWarning):
+    """A variable in the parameters cell that papermill does not see as a parameter."""
+
+
 def inspect_parameters(path: Path) -> dict[str, Parameter]:
     """The parameters declared by the notebook's `parameters` cell (papermill.inspect_notebook).
 
@@ -107,7 +112,27 @@ def inspect_parameters(path: Path) -> dict[str, Parameter]:
         found = inspect_notebook(str(path))
     except ValueError as exc:  # no kernelspec/language in the metadata
         raise NotebookError(f"Notebook {notebook_key(path)} does not say its language ({exc}). Open it in JupyterLab, pick a Python kernel and save it.") from exc
+    unread = _unread_assignments(nb, found)
+    if unread:
+        warnings.warn(ParameterWarning(
+            f"Notebook {notebook_key(path)}: papermill does not read {', '.join(repr(n) for n in unread)} in the parameters "
+            f"cell as parameter(s), so -p cannot set them. Its parser drops a line with a second '=' anywhere, "
+            f"the comment included (x = \"month = 1\", or y = \"\"  # \"\" = all): rephrase (\"month IN (1)\", \"\" means all)."), stacklevel=2)
     return {name: _parameter(p) for name, p in found.items()}
+
+
+def _unread_assignments(nb, found: Mapping[str, Any]) -> list[str]:
+    """Names assigned at the top level of the parameters cell that papermill's inspection missed."""
+    cell = next(c for c in nb.cells if "parameters" in (c.get("metadata", {}).get("tags") or []))
+    try:
+        tree = ast.parse(cell.get("source", ""))
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return [n for n in dict.fromkeys(names) if n not in found]
 
 
 def _parameter(p: Mapping[str, Any]) -> Parameter:
