@@ -13,9 +13,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import sys
+import sysconfig
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,20 @@ if os.geteuid() != 0:
     pytest.skip("needs root: creates throw-away system users and groups (CI runs as root)", allow_module_level=True)
 if not all(shutil.which(tool) for tool in ("useradd", "userdel", "groupadd", "groupdel", "runuser")):
     pytest.skip("needs useradd, userdel, groupadd, groupdel and runuser (package passwd / util-linux)", allow_module_level=True)
+
+
+def _others_can_read(path: Path) -> bool:
+    """Every folder up to `path` is searchable by others and `path` readable: the throw-away users run
+    their Python from this checkout and its .venv."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents] if p.is_dir()) and bool(path.stat().st_mode & 0o004)
+
+
+_unreadable = [p for p in (REPO / "workbench" / "__init__.py", Path(sysconfig.get_paths()["purelib"]) / "pyspark" / "__init__.py")
+               if not _others_can_read(p)]
+if _unreadable:
+    pytest.skip(f"other users cannot read {_unreadable[0]} (a folder above it lacks o+x, e.g. `mktemp -d` makes 0700 "
+                "folders); the throw-away users run Python from this checkout. Clone into a folder others can enter "
+                "(chmod o+x) to run this test.", allow_module_level=True)
 
 SALT = "boundary-test-salt"
 USER_TIMEOUT = 420  # seconds for one user's Python + JVM; generous: the machine is shared
@@ -137,8 +152,6 @@ def user_python(user: str) -> list[str]:
 
 
 def run_as(world, user: str, claim: str) -> dict:
-    import sysconfig
-
     from workbench.spark import ensure_java
 
     home = world["root"] / f"home-{user}"
