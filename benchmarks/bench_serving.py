@@ -129,7 +129,8 @@ def start(kind: str, store: Path, port: int, workers: int) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 600) -> float:
+def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 600, post: bool = False) -> float:
+    """Seconds until `path` answers 200 (a GET, or a POST of `{}` for the floor, which only has a POST route)."""
     import httpx
 
     t0 = time.time()
@@ -137,7 +138,9 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 60
         if proc.poll() is not None:
             raise SystemExit(f"server on port {port} exited with {proc.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code == 200:
+            url = f"http://127.0.0.1:{port}{path}"
+            answer = httpx.post(url, content=b"{}", timeout=5) if post else httpx.get(url, timeout=5)
+            if answer.status_code == 200:
                 return time.time() - t0
         except httpx.TransportError:
             pass
@@ -263,7 +266,7 @@ def main() -> int:
                 ready_path = paths[kind][1]
                 if kind == "floor":
                     time.sleep(1.0)
-                    ready = wait_ready_post(port, ready_path, proc)
+                    ready = wait_ready(port, ready_path, proc, timeout=120, post=True)
                 else:
                     ready = wait_ready(port, ready_path, proc)
                 url = f"http://127.0.0.1:{port}{paths[kind][0]}"
@@ -306,22 +309,6 @@ def main() -> int:
               f"shadow comparisons, {e['workbench_serving_predlog_dropped_rows_total']:.0f} log rows dropped, mean batch "
               f"{(e.get('workbench_serving_batch_rows_sum', 0) / batches) if batches else 0:.1f} rows")
     return 0
-
-
-def wait_ready_post(port: int, path: str, proc: subprocess.Popen, timeout: float = 120) -> float:
-    import httpx
-
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"server on port {port} exited with {proc.returncode}")
-        try:
-            if httpx.post(f"http://127.0.0.1:{port}{path}", content=b"{}", timeout=5).status_code == 200:
-                return time.time() - t0
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"server on port {port} not ready after {timeout} s")
 
 
 if __name__ == "__main__":
