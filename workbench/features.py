@@ -139,15 +139,6 @@ def _cast(series: pd.Series, spark_type: str) -> pd.Series:
     raise TrainingError(f"A feature function declares type '{spark_type}'; expected one of {', '.join(_PANDAS_TYPES)}.")
 
 
-def _timestamps(series: pd.Series) -> pd.Series:
-    """Naive UTC timestamps from datetimes or ISO strings (serving receives strings)."""
-    if pd.api.types.is_datetime64_any_dtype(series):
-        ts = series if getattr(series.dt, "tz", None) is None else series.dt.tz_convert("UTC").dt.tz_localize(None)
-        return ts.astype("datetime64[ns]")
-    ts = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-    return ts.dt.tz_localize(None).astype("datetime64[ns]")
-
-
 # ---- the registry ------------------------------------------------------------------------------
 _REGISTRY: dict[str, FeatureFunction] = {}
 

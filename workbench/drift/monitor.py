@@ -34,7 +34,7 @@ import numpy as np
 
 from ..config import Settings, load_settings
 from ..errors import DriftError
-from ..jobs.engine import RUN_DIR_ENV
+from ..jobs.engine import RUN_DIR_ENV  # the job runner names the run's folder in it; Evidently's HTML goes there
 from .stats import Thresholds, split_features
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ __all__ = [
 PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_version", "variant", "timestamp")
 LABEL = "label"
 PREDICTION = "prediction"
-# The job runner may name the run's folder in this variable; artifacts (Evidently's HTML) go there.
 PURPOSE = "drift monitoring"
 
 

@@ -106,13 +106,14 @@ def inspect_parameters(path: Path) -> dict[str, Parameter]:
         nb = nbformat.read(str(path), as_version=4)
     except Exception as exc:
         raise NotebookError(f"{path} is not a readable notebook ({exc.__class__.__name__}). Open and save it in JupyterLab to repair it.") from exc
-    if not any("parameters" in (cell.get("metadata", {}).get("tags") or []) for cell in nb.cells):
+    cell = next((c for c in nb.cells if "parameters" in (c.get("metadata", {}).get("tags") or [])), None)
+    if cell is None:
         raise ParameterError(f"Notebook {notebook_key(path)} has no cell tagged 'parameters', so it cannot be run with parameters. {NO_PARAMETERS_HELP}")
     try:
         found = inspect_notebook(str(path))
     except ValueError as exc:  # no kernelspec/language in the metadata
         raise NotebookError(f"Notebook {notebook_key(path)} does not say its language ({exc}). Open it in JupyterLab, pick a Python kernel and save it.") from exc
-    unread = _unread_assignments(nb, found)
+    unread = _unread_assignments(cell.get("source", ""), found)
     if unread:
         warnings.warn(ParameterWarning(
             f"Notebook {notebook_key(path)}: papermill does not read {', '.join(repr(n) for n in unread)} in the parameters "
@@ -121,11 +122,10 @@ def inspect_parameters(path: Path) -> dict[str, Parameter]:
     return {name: _parameter(p) for name, p in found.items()}
 
 
-def _unread_assignments(nb, found: Mapping[str, Any]) -> list[str]:
-    """Names assigned at the top level of the parameters cell that papermill's inspection missed."""
-    cell = next(c for c in nb.cells if "parameters" in (c.get("metadata", {}).get("tags") or []))
+def _unread_assignments(source: str, found: Mapping[str, Any]) -> list[str]:
+    """Names assigned at the top level of the parameters cell's `source` that papermill's inspection missed."""
     try:
-        tree = ast.parse(cell.get("source", ""))
+        tree = ast.parse(source)
     except SyntaxError:
         return []
     names = []
