@@ -1,4 +1,5 @@
 """pytest hooks for the whole suite (tests/ and the nbval run of notebooks/); fixtures live in tests/conftest.py."""
+
 from __future__ import annotations
 
 import pytest

@@ -8,6 +8,7 @@ itself, on a full scan (every column of every row materialised into Spark's `noo
 
 Prints each timing (best of --repeat) and the ratios. Target: governance costs < 10%.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,8 @@ def main() -> None:
         settings = steward.with_overrides(catalog_path=str(tmp / "catalog.yaml"))
         columns = [c for c in spark.read.parquet(uri).columns]
         row_filter = doc["datasets"]["flights"]["row_filters"]["jfk-operations"]
-        masked_filtered = settings.with_overrides(groups=("jfk-operations",))   # masks + row filter
-        masked = settings.with_overrides(groups=("data-scientists",))           # masks on every row
+        masked_filtered = settings.with_overrides(groups=("jfk-operations",))  # masks + row filter
+        masked = settings.with_overrides(groups=("data-scientists",))  # masks on every row
 
         cases = {
             "plain spark.read.parquet": lambda: scan(spark.read.parquet(uri).select(*columns)),
@@ -83,11 +84,20 @@ def main() -> None:
                 times[name] += timed(fn, 1)
         best = {name: min(t) for name, t in times.items()}
         for name, t in times.items():
-            print(f"{name:<28} best {best[name]:7.2f} s   median {statistics.median(t):7.2f} s   ({rows:,} rows scanned)", flush=True)
+            print(
+                f"{name:<28} best {best[name]:7.2f} s   median {statistics.median(t):7.2f} s   ({rows:,} rows scanned)",
+                flush=True,
+            )
         print()
-        print(f"governed (masks + row filter) / plain read of the same columns : {best['load() masks + row filter'] / best['plain spark.read.parquet']:.3f}")
-        print(f"governed (masks + row filter) / plain read with the same filter: {best['load() masks + row filter'] / best['plain + the same filter']:.3f}")
-        print(f"governed (masks, every row)   / plain read of the same columns : {best['load() masks, all rows'] / best['plain spark.read.parquet']:.3f}")
+        print(
+            f"governed (masks + row filter) / plain read of the same columns : {best['load() masks + row filter'] / best['plain spark.read.parquet']:.3f}"
+        )
+        print(
+            f"governed (masks + row filter) / plain read with the same filter: {best['load() masks + row filter'] / best['plain + the same filter']:.3f}"
+        )
+        print(
+            f"governed (masks, every row)   / plain read of the same columns : {best['load() masks, all rows'] / best['plain spark.read.parquet']:.3f}"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         spark.stop()

@@ -12,6 +12,7 @@ would not fit in half of the memory available, and the output says so.
     python benchmarks/bench_drift.py --sizes 1M,10M,30M
     python benchmarks/bench_drift.py --quick               # 300k rows
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,20 @@ import threading
 import time
 from pathlib import Path
 
-NUMERICAL = ["dep_delay", "arr_delay", "distance", "air_time", "hour", "minute", "sched_dep_time", "sched_arr_time",
-             "dep_time", "arr_time", "day", "flight"]
+NUMERICAL = [
+    "dep_delay",
+    "arr_delay",
+    "distance",
+    "air_time",
+    "hour",
+    "minute",
+    "sched_dep_time",
+    "sched_arr_time",
+    "dep_time",
+    "arr_time",
+    "day",
+    "flight",
+]
 CATEGORICAL = ["carrier", "origin", "dest"]
 FEATURES = NUMERICAL + CATEGORICAL
 BASE_ROWS = 336_776
@@ -85,12 +98,18 @@ def child_generate(path: str, rows: int) -> dict:
     spark = get_spark("bench-drift-generate", settings)
     base = load("flights", columns=FEATURES + ["month"], purpose="benchmark", settings=settings, spark=spark)
     copies = -(-rows // BASE_ROWS)
-    jitter = {c: (F.col(c).cast("double") + (F.rand(seed=i) - 0.5) * F.when(F.col("copy") == 0, 0).otherwise(2.0)).alias(c)
-              for i, c in enumerate(NUMERICAL)}
+    jitter = {
+        c: (F.col(c).cast("double") + (F.rand(seed=i) - 0.5) * F.when(F.col("copy") == 0, 0).otherwise(2.0)).alias(c)
+        for i, c in enumerate(NUMERICAL)
+    }
     last_share = (rows - (copies - 1) * BASE_ROWS) / BASE_ROWS  # the last copy is a random part of flights
-    scaled = (spark.range(copies).withColumnRenamed("id", "copy").crossJoin(base)
-              .where((F.col("copy") < copies - 1) | (F.rand(seed=99) < last_share))
-              .select(*[jitter[c] for c in NUMERICAL], *CATEGORICAL, "month"))
+    scaled = (
+        spark.range(copies)
+        .withColumnRenamed("id", "copy")
+        .crossJoin(base)
+        .where((F.col("copy") < copies - 1) | (F.rand(seed=99) < last_share))
+        .select(*[jitter[c] for c in NUMERICAL], *CATEGORICAL, "month")
+    )
     scaled.repartition(max(2, rows // 1_000_000), "month").write.mode("overwrite").partitionBy("month").parquet(path)
     return {"rows": spark.read.parquet(path).count()}
 
@@ -130,7 +149,12 @@ def child_evidently(path: str) -> dict:
     loaded = time.perf_counter()
     report = drift.evidently_report(ref, cur, NUMERICAL, CATEGORICAL)  # same methods and thresholds as ours
     end = time.perf_counter()
-    return {"rows": len(frame), "seconds": end - loaded, "load_seconds": loaded - start, "drifted": report.drifted_count}
+    return {
+        "rows": len(frame),
+        "seconds": end - loaded,
+        "load_seconds": loaded - start,
+        "drifted": report.drifted_count,
+    }
 
 
 def run_child(kind: str, path: str, extra: str = "", timeout: int = 7200) -> dict:
@@ -148,8 +172,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated row counts (e.g. 1M,10M,30M)")
     parser.add_argument("--quick", action="store_true", help="one small size (300k rows)")
-    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "workbench-bench-drift"),
-                        help="where the scaled parquet is written (kept for re-runs; removed with --clean)")
+    parser.add_argument(
+        "--workdir",
+        default=os.path.join(tempfile.gettempdir(), "workbench-bench-drift"),
+        help="where the scaled parquet is written (kept for re-runs; removed with --clean)",
+    )
     parser.add_argument("--skip-evidently", action="store_true")
     parser.add_argument("--clean", action="store_true", help="delete the generated data at the end")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -158,9 +185,11 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
-        result = {"generate": lambda: child_generate(args.path, int(args.mode)),
-                  "spark": lambda: child_spark(args.path, args.mode),
-                  "evidently": lambda: child_evidently(args.path)}[args.child]()
+        result = {
+            "generate": lambda: child_generate(args.path, int(args.mode)),
+            "spark": lambda: child_spark(args.path, args.mode),
+            "evidently": lambda: child_evidently(args.path),
+        }[args.child]()
         result["driver_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps(result))
         return
@@ -170,9 +199,12 @@ def main() -> None:
     sizes = [300_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
     workdir = Path(args.workdir)
     rows_out, evidently_per_row = [], None
-    print(f"15 features ({len(NUMERICAL)} numerical, {len(CATEGORICAL)} categorical), reference = months 1-6, "
-          f"current = months 7-12; Spark local[2], driver 2g; {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB\n", flush=True)
+    print(
+        f"15 features ({len(NUMERICAL)} numerical, {len(CATEGORICAL)} categorical), reference = months 1-6, "
+        f"current = months 7-12; Spark local[2], driver 2g; {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB\n",
+        flush=True,
+    )
     for n in sizes:
         path = str(workdir / f"flights_{n}")
         if not (Path(path) / "_SUCCESS").exists():
@@ -185,8 +217,10 @@ def main() -> None:
         if not peer:
             available = psutil.virtual_memory().available
             if evidently_per_row and evidently_per_row * n > 0.5 * available:
-                peer = {"skipped": f"projected peak {evidently_per_row * n / 2**30:.1f} GiB > half of the "
-                                   f"{available / 2**30:.1f} GiB available"}
+                peer = {
+                    "skipped": f"projected peak {evidently_per_row * n / 2**30:.1f} GiB > half of the "
+                    f"{available / 2**30:.1f} GiB available"
+                }
             else:
                 peer = run_child("evidently", path)
                 if "driver_rss" in peer and "error" not in peer:
@@ -196,15 +230,20 @@ def main() -> None:
     if args.clean:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\nsummary (seconds; ratio = ours / bare scan; speed-up = Evidently compute / ours)")
-    print(f"{'rows':>6} {'scan':>8} {'ours':>8} {'ratio':>6} {'evidently':>10} {'speed-up':>9} "
-          f"{'ours driver':>12} {'ours JVM':>9} {'evid. RSS':>10}")
+    print(
+        f"{'rows':>6} {'scan':>8} {'ours':>8} {'ratio':>6} {'evidently':>10} {'speed-up':>9} "
+        f"{'ours driver':>12} {'ours JVM':>9} {'evid. RSS':>10}"
+    )
     for n, floor, ours, peer in rows_out:
         scan, mine, ev = floor.get("seconds"), ours.get("seconds"), peer.get("seconds")
         ratio = f"{mine / scan:6.2f}" if scan and mine else "     -"
         evidently = f"{ev:10.1f}" if ev else f"{'skipped':>10}"
         speedup = f"{ev / mine:9.1f}" if ev and mine else f"{'-':>9}"
-        print(f"{label(n):>6} {scan or float('nan'):8.1f} {mine or float('nan'):8.1f} {ratio} {evidently} {speedup} "
-              f"{mib(ours.get('driver_rss')):>12} {mib(ours.get('jvm_rss')):>9} {mib(peer.get('driver_rss')):>10}")
+        print(
+            f"{label(n):>6} {scan or float('nan'):8.1f} {mine or float('nan'):8.1f} {ratio} {evidently} {speedup} "
+            f"{mib(ours.get('driver_rss')):>12} {mib(ours.get('jvm_rss')):>9} {mib(peer.get('driver_rss')):>10}"
+        )
+
 
 def mib(value) -> str:
     return f"{value / 2**20:,.0f} MiB" if value else "-"
@@ -216,20 +255,28 @@ def report_size(n: int, floor: dict, ours: dict, peer: dict) -> None:
         if "error" in r:
             print(f"  {name:28s} failed: {r['error']}")
             continue
-        print(f"  {name:28s} {r['seconds']:8.1f} s  {r['rows'] / r['seconds']:>12,.0f} rows/s  "
-              f"driver {mib(r['driver_rss'])}, JVM {mib(r['jvm_rss'])}")
+        print(
+            f"  {name:28s} {r['seconds']:8.1f} s  {r['rows'] / r['seconds']:>12,.0f} rows/s  "
+            f"driver {mib(r['driver_rss'])}, JVM {mib(r['jvm_rss'])}"
+        )
     if "seconds" in ours and "seconds" in floor:
-        print(f"  ours / floor: {ours['seconds'] / floor['seconds']:.2f}x   drifted: {', '.join(ours.get('drifted', [])) or 'none'}")
+        print(
+            f"  ours / floor: {ours['seconds'] / floor['seconds']:.2f}x   drifted: {', '.join(ours.get('drifted', [])) or 'none'}"
+        )
     if "skipped" in peer:
         print(f"  Evidently DataDriftPreset   skipped: {peer['skipped']}")
     elif "error" in peer:
         print(f"  Evidently DataDriftPreset   failed: {peer['error']}")
     else:
-        print(f"  Evidently DataDriftPreset    {peer['seconds']:8.1f} s  {peer['rows'] / peer['seconds']:>12,.0f} rows/s  "
-              f"peak RSS {mib(peer['driver_rss'])} (+ {peer['load_seconds']:.1f} s to read the parquet into pandas)")
+        print(
+            f"  Evidently DataDriftPreset    {peer['seconds']:8.1f} s  {peer['rows'] / peer['seconds']:>12,.0f} rows/s  "
+            f"peak RSS {mib(peer['driver_rss'])} (+ {peer['load_seconds']:.1f} s to read the parquet into pandas)"
+        )
         if "seconds" in ours:
-            print(f"  Evidently / ours: {peer['seconds'] / ours['seconds']:.1f}x slower, "
-                  f"{peer['driver_rss'] / max(ours['driver_rss'], 1):.1f}x the driver memory")
+            print(
+                f"  Evidently / ours: {peer['seconds'] / ours['seconds']:.1f}x slower, "
+                f"{peer['driver_rss'] / max(ours['driver_rss'], 1):.1f}x the driver memory"
+            )
     sys.stdout.flush()
 
 

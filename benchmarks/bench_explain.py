@@ -14,6 +14,7 @@ The in-memory path is not one core by default: shap's and LightGBM's OpenMP loop
 one machine it is already parallel. `--one-core` pins it to one thread (OMP_NUM_THREADS=1; the Spark
 workers run one thread each anyway), which is the baseline for "how does explain_spark scale with cores".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,16 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=100, help="LightGBM trees of the benchmark model")
     parser.add_argument("--cores", type=int, default=2, help="Spark local[N]")
     parser.add_argument("--files", type=int, default=0, help="parquet files of the input (default: 4 per core)")
-    parser.add_argument("--model", default="", help="explain this registered model (models:/NAME@alias, from the configured "
-                        "MLflow store) instead of training a fresh one into a temporary store")
+    parser.add_argument(
+        "--model",
+        default="",
+        help="explain this registered model (models:/NAME@alias, from the configured "
+        "MLflow store) instead of training a fresh one into a temporary store",
+    )
     parser.add_argument("--quick", action="store_true", help="20k rows, 30 trees")
-    parser.add_argument("--one-core", action="store_true", help="pin the in-memory path to one thread (the scaling baseline)")
+    parser.add_argument(
+        "--one-core", action="store_true", help="pin the in-memory path to one thread (the scaling baseline)"
+    )
     args = parser.parse_args()
     if args.one_core:  # before shap, LightGBM or numpy start their thread pools
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -50,26 +57,44 @@ def main() -> None:
     from workbench.training import train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-explain-"))
-    store = {} if args.model else {"mlflow_tracking_uri": f"sqlite:///{tmp}/mlflow.db", "mlflow_artifacts": str(tmp / "mlartifacts")}
-    settings = load_settings().with_overrides(spark_master=f"local[{args.cores}]", spark_shuffle_partitions=files, **store)
+    store = (
+        {}
+        if args.model
+        else {"mlflow_tracking_uri": f"sqlite:///{tmp}/mlflow.db", "mlflow_artifacts": str(tmp / "mlartifacts")}
+    )
+    settings = load_settings().with_overrides(
+        spark_master=f"local[{args.cores}]", spark_shuffle_partitions=files, **store
+    )
     load_before = os.getloadavg()
     spark = get_spark("bench-explain", settings)
 
     uri = args.model
     if not uri:
         print(f"training a LightGBM model ({args.trees} trees) on flights month 1 ...", flush=True)
-        train(dataset="flights", train_where="month = 1", params={"n_estimators": args.trees}, register=True, alias="champion",
-              settings=settings, spark=spark)
+        train(
+            dataset="flights",
+            train_where="month = 1",
+            params={"n_estimators": args.trees},
+            register=True,
+            alias="champion",
+            settings=settings,
+            spark=spark,
+        )
         uri = f"models:/{settings.model_name}@champion"
 
     source = tmp / "rows"
-    (load("flights", settings=settings, spark=spark).orderBy(F.rand(7)).limit(args.rows)
-     .repartition(files).write.parquet(str(source)))
+    (
+        load("flights", settings=settings, spark=spark)
+        .orderBy(F.rand(7))
+        .limit(args.rows)
+        .repartition(files)
+        .write.parquet(str(source))
+    )
     pdf = spark.read.parquet(str(source)).toPandas()
     print(f"{len(pdf):,} rows in {files} parquet files; model {uri}; Spark local[{args.cores}]", flush=True)
 
     explainer = explain.load_explainer(uri, settings, spark, n_background=0)
-    explainer.explain(pdf.head(500))                       # build the tree explainer once (both paths pay it once)
+    explainer.explain(pdf.head(500))  # build the tree explainer once (both paths pay it once)
 
     start, cpu = time.perf_counter(), time.process_time()
     in_memory = explainer.explain(pdf)
@@ -77,8 +102,9 @@ def main() -> None:
 
     spark_cpu = _spark_cpu(spark)
     start = time.perf_counter()
-    written = explain.explain_spark(uri, spark.read.parquet(str(source)), output=str(tmp / "shap"), explainer=explainer,
-                                    mode="overwrite")
+    written = explain.explain_spark(
+        uri, spark.read.parquet(str(source)), output=str(tmp / "shap"), explainer=explainer, mode="overwrite"
+    )
     t_spark = time.perf_counter() - start
     cpu_spark = _spark_cpu(spark) - spark_cpu
     n_out = spark.read.parquet(written).count()
@@ -86,13 +112,19 @@ def main() -> None:
 
     rows = len(in_memory)
     print(f"in-memory, single process : {t_memory:8.1f} s  {rows / t_memory:10,.0f} rows/s   cpu {cpu_memory:7.1f} s")
-    print(f"explain_spark, local[{args.cores}]   : {t_spark:8.1f} s  {n_out / t_spark:10,.0f} rows/s   cpu {cpu_spark:7.1f} s "
-          "(JVM + Python workers; read + explain + write parquet)")
+    print(
+        f"explain_spark, local[{args.cores}]   : {t_spark:8.1f} s  {n_out / t_spark:10,.0f} rows/s   cpu {cpu_spark:7.1f} s "
+        "(JVM + Python workers; read + explain + write parquet)"
+    )
     print(f"speed-up                  : {t_memory / t_spark:8.2f}x on {args.cores} cores (wall clock)")
-    print(f"cpu per row, Spark / in-memory: {cpu_spark / max(cpu_memory, 1e-9):.2f} "
-          f"(so {args.cores} free cores would give about {args.cores * cpu_memory / max(cpu_spark, 1e-9):.2f}x)")
-    print(f"load average (1, 5, 15 min) before: {', '.join(f'{v:.1f}' for v in load_before)}; "
-          f"after: {', '.join(f'{v:.1f}' for v in load_after)}; cpus: {os.cpu_count()}")
+    print(
+        f"cpu per row, Spark / in-memory: {cpu_spark / max(cpu_memory, 1e-9):.2f} "
+        f"(so {args.cores} free cores would give about {args.cores * cpu_memory / max(cpu_spark, 1e-9):.2f}x)"
+    )
+    print(
+        f"load average (1, 5, 15 min) before: {', '.join(f'{v:.1f}' for v in load_before)}; "
+        f"after: {', '.join(f'{v:.1f}' for v in load_after)}; cpus: {os.cpu_count()}"
+    )
     spark.stop()
 
 

@@ -9,6 +9,7 @@ ready in under a minute on 2 cores, an idle server under 150 MB.
     python benchmarks/bench_hub.py              # 10 and 20 servers, ours then the peer
     python benchmarks/bench_hub.py --quick      # 3 servers
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,14 +75,27 @@ class PeerHub:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         state.mkdir(parents=True, exist_ok=True)
-        (state / "jupyterhub_config.py").write_text(PEER_CONFIG.format(
-            port=self.port, api_port=free_port(), proxy_api_port=free_port(), proxy=proxy, state=state,
-            args=["--allow-root"] if os.geteuid() == 0 else [], token=self.token))
+        (state / "jupyterhub_config.py").write_text(
+            PEER_CONFIG.format(
+                port=self.port,
+                api_port=free_port(),
+                proxy_api_port=free_port(),
+                proxy=proxy,
+                state=state,
+                args=["--allow-root"] if os.geteuid() == 0 else [],
+                token=self.token,
+            )
+        )
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(self.state / "jupyterhub_config.py")],
-                                     cwd=self.state, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.state / "jupyterhub_config.py")],
+            cwd=self.state,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         end = time.monotonic() + 180
         while time.monotonic() < end:
             try:
@@ -101,16 +115,30 @@ def our_hub(root: Path, n_max: int, log) -> tuple[HubProcess, str]:
     root.mkdir(parents=True, exist_ok=True)
     users = "\n".join(f"  bench-{i:02d}: [data-scientists]" for i in range(n_max))
     (root / "users.yaml").write_text(
-        (REPO / "hub_config" / "users.yaml").read_text().split("\nusers:")[0] + f"\nusers:\n  admin: [admins]\n{users}\n")
+        (REPO / "hub_config" / "users.yaml").read_text().split("\nusers:")[0]
+        + f"\nusers:\n  admin: [admins]\n{users}\n"
+    )
     settings = load_settings(env={"WORKBENCH_HOME": str(REPO)}).with_overrides(
-        hub_state_dir=str(root / "state"), hub_users_file=str(root / "users.yaml"), hub_services=("idle-culler",),
-        hub_port=free_port(), hub_api_port=free_port(), proxy_api_port=free_port(), hub_admin_password=PASSWORD)
+        hub_state_dir=str(root / "state"),
+        hub_users_file=str(root / "users.yaml"),
+        hub_services=("idle-culler",),
+        hub_port=free_port(),
+        hub_api_port=free_port(),
+        proxy_api_port=free_port(),
+        hub_admin_password=PASSWORD,
+    )
     accounts.set_password(settings, "admin", PASSWORD)
     hub = HubProcess(settings, log=log).start()
     c = httpx.Client(base_url=hub.url, timeout=60)
     c.get("/hub/login")
-    c.post("/hub/login", data={"username": "admin", "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")})
-    r = c.post("/hub/api/users/admin/tokens", json={"note": "bench"}, headers={"X-XSRFToken": c.cookies.get("_xsrf", path="/hub/")})
+    c.post(
+        "/hub/login", data={"username": "admin", "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")}
+    )
+    r = c.post(
+        "/hub/api/users/admin/tokens",
+        json={"note": "bench"},
+        headers={"X-XSRFToken": c.cookies.get("_xsrf", path="/hub/")},
+    )
     r.raise_for_status()
     return hub, r.json()["token"]
 
@@ -171,10 +199,20 @@ def measure(name: str, url: str, token: str, hub_pid: int, n: int) -> dict:
     servers = servers_of(hub_pid)
     pss = [p.memory_full_info().pss / 2**20 for p in servers]
     rss = [p.memory_info().rss / 2**20 for p in servers]
-    row = {"hub": name, "n": n, "failed": failed, "ready_s": wall, "hub_cpu_s": cpu, "hub_cpu_pct": 100 * cpu / max(wall, 1e-9),
-           "hub_rss_mb": hub.memory_info().rss / 2**20, "servers_seen": len(servers),
-           "server_pss_mb": sum(pss) / max(1, len(pss)), "server_rss_mb": sum(rss) / max(1, len(rss)),
-           "load_before": load0, "load_after": os.getloadavg()[0]}
+    row = {
+        "hub": name,
+        "n": n,
+        "failed": failed,
+        "ready_s": wall,
+        "hub_cpu_s": cpu,
+        "hub_cpu_pct": 100 * cpu / max(wall, 1e-9),
+        "hub_rss_mb": hub.memory_info().rss / 2**20,
+        "servers_seen": len(servers),
+        "server_pss_mb": sum(pss) / max(1, len(pss)),
+        "server_rss_mb": sum(rss) / max(1, len(rss)),
+        "load_before": load0,
+        "load_after": os.getloadavg()[0],
+    }
     asyncio.run(stop_all(url, token, names))
     return row
 
@@ -207,22 +245,30 @@ def main() -> int:
                 finally:
                     peer.stop()
 
-    print(f"\n{'hub':<10} {'servers':>7} {'failed':>6} {'all ready s':>11} {'hub CPU s':>9} {'hub CPU %':>9} {'hub RSS MB':>10} "
-          f"{'server PSS MB':>13} {'server RSS MB':>13} {'load':>11}")
+    print(
+        f"\n{'hub':<10} {'servers':>7} {'failed':>6} {'all ready s':>11} {'hub CPU s':>9} {'hub CPU %':>9} {'hub RSS MB':>10} "
+        f"{'server PSS MB':>13} {'server RSS MB':>13} {'load':>11}"
+    )
     for r in rows:
-        print(f"{r['hub']:<10} {r['n']:>7} {r['failed']:>6} {r['ready_s']:>11.1f} {r['hub_cpu_s']:>9.1f} {r['hub_cpu_pct']:>9.0f} "
-              f"{r['hub_rss_mb']:>10.0f} {r['server_pss_mb']:>13.0f} {r['server_rss_mb']:>13.0f} "
-              f"{r['load_before']:>5.1f}->{r['load_after']:<5.1f}")
+        print(
+            f"{r['hub']:<10} {r['n']:>7} {r['failed']:>6} {r['ready_s']:>11.1f} {r['hub_cpu_s']:>9.1f} {r['hub_cpu_pct']:>9.0f} "
+            f"{r['hub_rss_mb']:>10.0f} {r['server_pss_mb']:>13.0f} {r['server_rss_mb']:>13.0f} "
+            f"{r['load_before']:>5.1f}->{r['load_after']:<5.1f}"
+        )
     ours = {r["n"]: r for r in rows if r["hub"] == "workbench"}
     peer = {r["n"]: r for r in rows if r["hub"] == "stock"}
     for n in sizes:
         if n in peer:
-            print(f"{n} servers: time to all ready, workbench/stock = {ours[n]['ready_s'] / peer[n]['ready_s']:.2f}; "
-                  f"idle server PSS workbench/stock = {ours[n]['server_pss_mb'] / peer[n]['server_pss_mb']:.2f}")
+            print(
+                f"{n} servers: time to all ready, workbench/stock = {ours[n]['ready_s'] / peer[n]['ready_s']:.2f}; "
+                f"idle server PSS workbench/stock = {ours[n]['server_pss_mb'] / peer[n]['server_pss_mb']:.2f}"
+            )
     biggest = ours[max(sizes)]
-    print(f"target: 20 servers ready < {TARGET_READY_20:.0f} s -> {max(sizes)} took {biggest['ready_s']:.1f} s "
-          f"({biggest['ready_s'] / TARGET_READY_20:.2f} of the target); idle server < {TARGET_IDLE_MB:.0f} MB -> "
-          f"{biggest['server_pss_mb']:.0f} MB PSS ({biggest['server_pss_mb'] / TARGET_IDLE_MB:.2f} of the target)")
+    print(
+        f"target: 20 servers ready < {TARGET_READY_20:.0f} s -> {max(sizes)} took {biggest['ready_s']:.1f} s "
+        f"({biggest['ready_s'] / TARGET_READY_20:.2f} of the target); idle server < {TARGET_IDLE_MB:.0f} MB -> "
+        f"{biggest['server_pss_mb']:.0f} MB PSS ({biggest['server_pss_mb'] / TARGET_IDLE_MB:.2f} of the target)"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ wall time of each and the ratio ours/peer. Target: ratio <= 1.2.
     python benchmarks/bench_jobs.py            # 7 runs each
     python benchmarks/bench_jobs.py --quick    # 3 runs each
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,13 @@ TARGET = 1.2
 def make_notebook(folder: Path) -> Path:
     params = new_code_cell("x = 1  # a number")
     params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell("y = x * 2")], metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"}})
+    nb = new_notebook(
+        cells=[params, new_code_cell("y = x * 2")],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
     path = folder / "notebooks" / "00_empty.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
@@ -69,12 +74,18 @@ def main() -> int:
     try:
         notebook = make_notebook(home)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-        env.update(WORKBENCH_HOME=str(home), PYTHONPATH=os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p))
+        env.update(
+            WORKBENCH_HOME=str(home), PYTHONPATH=os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+        )
         out = home / "peer"
         out.mkdir()
         ours_cmd = [workbench, "run", notebook.name, "-p", "x", "2", "--quiet"]
-        full_cmd = [sys.executable, "-c", "import sys, jsonschema; from workbench.cli import main; sys.exit(main(sys.argv[1:]))",
-                    *ours_cmd[1:]]
+        full_cmd = [
+            sys.executable,
+            "-c",
+            "import sys, jsonschema; from workbench.cli import main; sys.exit(main(sys.argv[1:]))",
+            *ours_cmd[1:],
+        ]
         timed(ours_cmd, env, home)  # warm the file cache for both sides once
         ours, full, peer = [], [], []
         for i in range(runs):
@@ -85,16 +96,21 @@ def main() -> int:
             timed([papermill, str(notebook), str(executed), "-p", "x", "2", "--no-progress-bar"], env, home)
             timed([jupyter, "nbconvert", "--to", "html", "--no-input", str(executed)], env, home)
             peer.append(time.perf_counter() - start)
-            print(f"run {i + 1}/{runs}: workbench run {ours[-1]:.2f} s   (without shortcut {full[-1]:.2f} s)   "
-                  f"papermill + nbconvert {peer[-1]:.2f} s", flush=True)
+            print(
+                f"run {i + 1}/{runs}: workbench run {ours[-1]:.2f} s   (without shortcut {full[-1]:.2f} s)   "
+                f"papermill + nbconvert {peer[-1]:.2f} s",
+                flush=True,
+            )
         m_ours, m_full, m_peer = statistics.median(ours), statistics.median(full), statistics.median(peer)
         ratio = m_ours / m_peer
         print(f"\nmedian over {runs} runs (machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
         print(f"  workbench run                        {m_ours:6.2f} s   (execute + report.html + run.json + index)")
         print(f"  workbench run, no import shortcut    {m_full:6.2f} s")
         print(f"  papermill + jupyter nbconvert        {m_peer:6.2f} s   (execute, then render in a second process)")
-        print(f"  ratio ours/peer                      {ratio:6.2f}     (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}; "
-              f"without the shortcut {m_full / m_peer:.2f})")
+        print(
+            f"  ratio ours/peer                      {ratio:6.2f}     (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}; "
+            f"without the shortcut {m_full / m_peer:.2f})"
+        )
         return 0 if ratio <= TARGET else 1
     finally:
         shutil.rmtree(home, ignore_errors=True)

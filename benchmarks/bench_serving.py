@@ -19,6 +19,7 @@ must not count), and the load average of the machine during each run (it is shar
     python benchmarks/bench_serving.py --duration 20           # the figures for the report
     python benchmarks/bench_serving.py --reuse /tmp/bench      # keep the trained model between runs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +67,20 @@ def prepare(store: Path, quick: bool) -> dict:
     settings = load_settings(env={**os.environ, **env})
     spark = get_spark("bench-serving", settings.with_overrides(spark_master="local[2]"))
     where = "month = 1 AND day <= 10" if quick else "month = 1"
-    result = train(train_where=where, params={"n_estimators": 100}, register=True, name=MODEL, alias="champion",
-                   settings=settings, spark=spark)
+    result = train(
+        train_where=where,
+        params={"n_estimators": 100},
+        register=True,
+        name=MODEL,
+        alias="champion",
+        settings=settings,
+        spark=spark,
+    )
     registry.register(result.model_uri, MODEL, alias="challenger", settings=settings)
     snapshot_lookups(settings, [result.spec.feature_function], spark, force=True)
-    raw = load("flights", columns=list(result.spec.raw_columns), where="month = 2", settings=settings, spark=spark).toPandas()
+    raw = load(
+        "flights", columns=list(result.spec.raw_columns), where="month = 2", settings=settings, spark=spark
+    ).toPandas()
     raw = raw.sample(n=min(500, len(raw)), random_state=0).reset_index(drop=True)
     X = result.spec.prepare(raw, result.spec.decorator(settings, spark))
     raw_records = json.loads(raw.to_json(orient="records", date_format="iso"))
@@ -86,13 +96,23 @@ def prepare(store: Path, quick: bool) -> dict:
 
 
 def bench_env(store: Path) -> dict[str, str]:
-    return {"WORKBENCH_HOME": str(REPO), "WORKBENCH_MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
-            "WORKBENCH_MLFLOW_ARTIFACTS": str(store / "mlartifacts"), "WORKBENCH_PREDICTIONS_DIR": str(store / "predictions"),
-            "WORKBENCH_SERVING_CACHE_DIR": str(store / "cache"), "WORKBENCH_SERVING_LOOKUP_MAX_AGE": str(10 ** 9),
-            "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "10000", "WORKBENCH_MODEL_NAME": MODEL,
-            # a budget above MLflow's p99, so every answer counted is the model's (fallbacks are reported anyway)
-            "WORKBENCH_SERVING_TIMEOUT_MS": os.environ.get("BENCH_TIMEOUT_MS", "10000"),
-            **({"WORKBENCH_SERVING_BATCH_WAIT_MS": os.environ["BENCH_BATCH_WAIT_MS"]} if "BENCH_BATCH_WAIT_MS" in os.environ else {})}
+    return {
+        "WORKBENCH_HOME": str(REPO),
+        "WORKBENCH_MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
+        "WORKBENCH_MLFLOW_ARTIFACTS": str(store / "mlartifacts"),
+        "WORKBENCH_PREDICTIONS_DIR": str(store / "predictions"),
+        "WORKBENCH_SERVING_CACHE_DIR": str(store / "cache"),
+        "WORKBENCH_SERVING_LOOKUP_MAX_AGE": str(10**9),
+        "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "10000",
+        "WORKBENCH_MODEL_NAME": MODEL,
+        # a budget above MLflow's p99, so every answer counted is the model's (fallbacks are reported anyway)
+        "WORKBENCH_SERVING_TIMEOUT_MS": os.environ.get("BENCH_TIMEOUT_MS", "10000"),
+        **(
+            {"WORKBENCH_SERVING_BATCH_WAIT_MS": os.environ["BENCH_BATCH_WAIT_MS"]}
+            if "BENCH_BATCH_WAIT_MS" in os.environ
+            else {}
+        ),
+    }
 
 
 # ---- servers ---------------------------------------------------------------------------------------------------
@@ -110,23 +130,68 @@ FLOOR_APP = textwrap.dedent("""
 
 
 def start(kind: str, store: Path, port: int, workers: int) -> subprocess.Popen:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}, **bench_env(store), "PYTHONPATH": str(REPO)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")},
+        **bench_env(store),
+        "PYTHONPATH": str(REPO),
+    }
     python = sys.executable
-    env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"     # mlflow execs `uvicorn` from the PATH
+    env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"  # mlflow execs `uvicorn` from the PATH
     if kind == "workbench":
-        cmd = [python, "-m", "workbench", "serve", "--model", MODEL, "--shadow", "challenger", "--port", str(port),
-               "--workers", str(workers), "--log-level", "warning"]
+        cmd = [
+            python,
+            "-m",
+            "workbench",
+            "serve",
+            "--model",
+            MODEL,
+            "--shadow",
+            "challenger",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
     elif kind == "mlflow":
         env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = f"sqlite:///{store}/mlflow.db"
-        cmd = [str(Path(python).parent / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager",
-               "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
+        cmd = [
+            str(Path(python).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+        ]
     else:
         (store / "floor_app.py").write_text(FLOOR_APP)
         env["PYTHONPATH"] = str(store)
-        cmd = [python, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-               "--log-level", "warning", "--no-access-log"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(store / f"{kind}.log", "wb"),
-                            start_new_session=True)
+        cmd = [
+            python,
+            "-m",
+            "uvicorn",
+            "floor_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(store / f"{kind}.log", "wb"), start_new_session=True
+    )
 
 
 def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 600, post: bool = False) -> float:
@@ -161,7 +226,8 @@ def stop(proc: subprocess.Popen) -> None:
 # ---- load generation --------------------------------------------------------------------------------------------
 def lua_script(bodies: list[str], path: Path) -> Path:
     items = ",\n".join(f"[==[{b}]==]" for b in bodies)
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         local bodies = {%s}
         local i = math.random(#bodies)
         wrk.method = "POST"
@@ -170,20 +236,34 @@ def lua_script(bodies: list[str], path: Path) -> Path:
           i = i %% #bodies + 1
           return wrk.format(nil, nil, nil, bodies[i])
         end
-    """) % items)
+    """)
+        % items
+    )
     return path
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=duration + 120).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 120,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {m.group(1): _ms(m.group(2), m.group(3)) for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    lat = {
+        m.group(1): _ms(m.group(2), m.group(3)) for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*?timeout (\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))
-    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "non2xx": int(bad.group(1)) if bad else 0,
-            "timeouts": int(errors.group(1)) if errors else 0, "requests": total}
+    return {
+        "rps": rps,
+        "p50": lat.get("50"),
+        "p99": lat.get("99"),
+        "non2xx": int(bad.group(1)) if bad else 0,
+        "timeouts": int(errors.group(1)) if errors else 0,
+        "requests": total,
+    }
 
 
 def _ms(value: str, unit: str) -> float:
@@ -215,9 +295,15 @@ def run_python(url: str, bodies: list[str], connections: int, duration: int) -> 
 
     asyncio.run(main())
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]   # noqa: E731
-    return {"rps": len(latencies) / duration, "p50": pick(0.5), "p99": pick(0.99), "non2xx": bad, "timeouts": 0,
-            "requests": len(latencies)}
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    return {
+        "rps": len(latencies) / duration,
+        "p50": pick(0.5),
+        "p99": pick(0.99),
+        "non2xx": bad,
+        "timeouts": 0,
+        "requests": len(latencies),
+    }
 
 
 def scrape(port: int) -> dict:
@@ -225,11 +311,19 @@ def scrape(port: int) -> dict:
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
     out: dict[str, float] = {}
-    for name in ("workbench_serving_fallbacks_total", "workbench_serving_shadow_comparisons_total",
-                 "workbench_serving_predictions_total", "workbench_serving_batch_rows_sum", "workbench_serving_batch_rows_count",
-                 "workbench_serving_predlog_dropped_rows_total"):
-        out[name] = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-                        if l.startswith(name) and ('lane="main"' in l or "batch_rows" not in name))
+    for name in (
+        "workbench_serving_fallbacks_total",
+        "workbench_serving_shadow_comparisons_total",
+        "workbench_serving_predictions_total",
+        "workbench_serving_batch_rows_sum",
+        "workbench_serving_batch_rows_count",
+        "workbench_serving_predlog_dropped_rows_total",
+    ):
+        out[name] = sum(
+            float(l.rsplit(" ", 1)[1])
+            for l in text.splitlines()
+            if l.startswith(name) and ('lane="main"' in l or "batch_rows" not in name)
+        )
     return out
 
 
@@ -239,7 +333,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="5 s per run and a small training set")
     parser.add_argument("--duration", type=int, help="seconds per run (default 20, 5 with --quick)")
     parser.add_argument("--connections", default="1,32", help="comma-separated concurrent connections (default 1,32)")
-    parser.add_argument("--reuse", type=Path, help="keep the MLflow store, model and bodies in this folder between runs")
+    parser.add_argument(
+        "--reuse", type=Path, help="keep the MLflow store, model and bodies in this folder between runs"
+    )
     parser.add_argument("--only", default="floor,mlflow,workbench", help="which servers to measure")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1 for all three)")
     args = parser.parse_args()
@@ -247,15 +343,27 @@ def main() -> int:
     connections = [int(c) for c in args.connections.split(",")]
     store = args.reuse or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     use_wrk = shutil.which("wrk") is not None
-    print(f"load generator: {'wrk (1 thread)' if use_wrk else 'python asyncio client (install wrk for figures near the floor)'}; "
-          f"{duration} s per run; machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} before setup", flush=True)
+    print(
+        f"load generator: {'wrk (1 thread)' if use_wrk else 'python asyncio client (install wrk for figures near the floor)'}; "
+        f"{duration} s per run; machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} before setup",
+        flush=True,
+    )
 
     info = prepare(store, args.quick)
-    print(f"model '{info['model']}' trained on flights where {info['train_where']}; {info['rows']} distinct request rows", flush=True)
-    bodies = {"workbench": json.loads((store / "bodies_workbench.json").read_text()),
-              "mlflow": json.loads((store / "bodies_mlflow.json").read_text())}
+    print(
+        f"model '{info['model']}' trained on flights where {info['train_where']}; {info['rows']} distinct request rows",
+        flush=True,
+    )
+    bodies = {
+        "workbench": json.loads((store / "bodies_workbench.json").read_text()),
+        "mlflow": json.loads((store / "bodies_mlflow.json").read_text()),
+    }
     bodies["floor"] = bodies["workbench"]
-    paths = {"workbench": ("/predict", "/readyz"), "mlflow": ("/invocations", "/ping"), "floor": ("/invocations", "/invocations")}
+    paths = {
+        "workbench": ("/predict", "/readyz"),
+        "mlflow": ("/invocations", "/ping"),
+        "floor": ("/invocations", "/invocations"),
+    }
     results: dict[tuple[str, int], dict] = {}
     extra: dict[str, dict] = {}
     try:
@@ -279,8 +387,11 @@ def main() -> int:
                     r = run_wrk(url, script, c, duration) if use_wrk else run_python(url, bodies[kind], c, duration)
                     r["load"] = (load0 + os.getloadavg()[0]) / 2
                     results[(kind, c)] = r
-                    print(f"  {kind:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
-                          f"non-2xx {r['non2xx']}  load {r['load']:.1f}  (ready in {ready:.0f} s)", flush=True)
+                    print(
+                        f"  {kind:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
+                        f"non-2xx {r['non2xx']}  load {r['load']:.1f}  (ready in {ready:.0f} s)",
+                        flush=True,
+                    )
                 if kind == "workbench":
                     after = scrape(port)
                     extra["workbench"] = {k: after[k] - before.get(k, 0) for k in after}
@@ -298,16 +409,22 @@ def main() -> int:
     for c in connections:
         wb, ml, fl = results.get(("workbench", c)), results.get(("mlflow", c)), results.get(("floor", c))
         if wb and ml:
-            print(f"c={c}: workbench / mlflow throughput = {wb['rps'] / ml['rps']:.1f}x; p99 {wb['p99']:.1f} ms vs {ml['p99']:.1f} ms")
+            print(
+                f"c={c}: workbench / mlflow throughput = {wb['rps'] / ml['rps']:.1f}x; p99 {wb['p99']:.1f} ms vs {ml['p99']:.1f} ms"
+            )
         if wb and fl:
-            print(f"c={c}: workbench / floor throughput = {wb['rps'] / fl['rps']:.2f} (floor is {fl['rps'] / wb['rps']:.1f}x)")
+            print(
+                f"c={c}: workbench / floor throughput = {wb['rps'] / fl['rps']:.2f} (floor is {fl['rps'] / wb['rps']:.1f}x)"
+            )
     if "workbench" in extra:
         e = extra["workbench"]
         batches = e.get("workbench_serving_batch_rows_count", 0)
-        print(f"workbench during the runs: {e['workbench_serving_predictions_total']:.0f} rows answered, "
-              f"{e['workbench_serving_fallbacks_total']:.0f} by a fallback, {e['workbench_serving_shadow_comparisons_total']:.0f} "
-              f"shadow comparisons, {e['workbench_serving_predlog_dropped_rows_total']:.0f} log rows dropped, mean batch "
-              f"{(e.get('workbench_serving_batch_rows_sum', 0) / batches) if batches else 0:.1f} rows")
+        print(
+            f"workbench during the runs: {e['workbench_serving_predictions_total']:.0f} rows answered, "
+            f"{e['workbench_serving_fallbacks_total']:.0f} by a fallback, {e['workbench_serving_shadow_comparisons_total']:.0f} "
+            f"shadow comparisons, {e['workbench_serving_predlog_dropped_rows_total']:.0f} log rows dropped, mean batch "
+            f"{(e.get('workbench_serving_batch_rows_sum', 0) / batches) if batches else 0:.1f} rows"
+        )
     return 0
 
 

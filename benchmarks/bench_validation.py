@@ -9,6 +9,7 @@ the ratios, for a clean batch and for one with 2% of values broken.
     python benchmarks/bench_validation.py --rows 2000000
     python benchmarks/bench_validation.py --quick      # 500k rows
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def pandera_validate(schema, frame):
 
     try:
         return schema.validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as err:      # failures are collected, as our validator does
+    except pandera.errors.SchemaErrors as err:  # failures are collected, as our validator does
         return err.failure_cases
 
 
@@ -64,18 +65,20 @@ def main() -> None:
     broken = frame.copy()
     rng = np.random.default_rng(0)
     idx = rng.choice(rows, rows // 50, replace=False)
-    broken.loc[idx, "distance"] = 99999                     # out of range
-    broken.loc[idx, "carrier"] = "ZZ"                       # unseen category
+    broken.loc[idx, "distance"] = 99999  # out of range
+    broken.loc[idx, "carrier"] = "ZZ"  # unseen category
     pandera_schema = schema.to_pandera()
     print(f"{rows:,} rows x {len(COLUMNS)} columns ({frame.memory_usage(deep=False).sum() / 2**20:,.0f} MiB in pandas)")
 
     for label, batch in (("clean", frame), ("2% broken", broken)):
-        ours_s, ours_mb = measure(lambda: validate(batch, schema))
-        peer_s, peer_mb = measure(lambda: pandera_validate(pandera_schema, batch))
+        ours_s, ours_mb = measure(lambda batch=batch: validate(batch, schema))
+        peer_s, peer_mb = measure(lambda batch=batch: pandera_validate(pandera_schema, batch))
         found = len(validate(batch, schema))
         print(f"[{label}] workbench.validation: {ours_s:7.2f} s, peak +{ours_mb:8.1f} MiB, {found} anomalies")
         print(f"[{label}] pandera              : {peer_s:7.2f} s, peak +{peer_mb:8.1f} MiB")
-        print(f"[{label}] ratio pandera/ours   : time {peer_s / ours_s:5.1f}x, memory {peer_mb / max(ours_mb, 1e-9):5.1f}x")
+        print(
+            f"[{label}] ratio pandera/ours   : time {peer_s / ours_s:5.1f}x, memory {peer_mb / max(ours_mb, 1e-9):5.1f}x"
+        )
 
 
 if __name__ == "__main__":

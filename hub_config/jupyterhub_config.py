@@ -7,6 +7,7 @@ beside this file, in name order, loaded after it (they see `c` and may change an
 Start it with `workbench hub` (or `make hub`); `jupyterhub -f hub_config/jupyterhub_config.py`
 works too once the first admin's account exists.
 """
+
 from pathlib import Path
 
 from workbench.config import load_settings

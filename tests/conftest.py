@@ -1,5 +1,6 @@
 """Shared fixtures: one Spark session for the whole run (it takes ~9 s to start), settings that
 point at the repo's sample lake (read-only) or at a temporary home (for tests that write)."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def repo_settings() -> Settings:
 def spark(repo_settings):
     from workbench.spark import get_spark
 
-    session = get_spark("workbench-tests", repo_settings.with_overrides(spark_master="local[2]", spark_shuffle_partitions=4))
+    session = get_spark(
+        "workbench-tests", repo_settings.with_overrides(spark_master="local[2]", spark_shuffle_partitions=4)
+    )
     yield session
     session.stop()
 
@@ -55,8 +58,10 @@ def mlflow_settings(repo_settings, tmp_path_factory) -> Settings:
     """The sample lake, but a throw-away MLflow store (SQLite + artifacts in a temp dir)."""
     store = tmp_path_factory.mktemp("mlflow")
     return repo_settings.with_overrides(
-        mlflow_tracking_uri=f"sqlite:///{store}/mlflow.db", mlflow_artifacts=str(store / "mlartifacts"),
-        model_name="flights-late-test")
+        mlflow_tracking_uri=f"sqlite:///{store}/mlflow.db",
+        mlflow_artifacts=str(store / "mlartifacts"),
+        model_name="flights-late-test",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +69,14 @@ def trained_model(spark, mlflow_settings):
     """A LightGBM 'arrives 15+ min late' model on January, registered as version 1 with @champion."""
     from workbench.training import train
 
-    return train(train_where="month = 1", params={"n_estimators": 20, "num_leaves": 15}, register=True,
-                 alias="champion", settings=mlflow_settings, spark=spark)
+    return train(
+        train_where="month = 1",
+        params={"n_estimators": 20, "num_leaves": 15},
+        register=True,
+        alias="champion",
+        settings=mlflow_settings,
+        spark=spark,
+    )
 
 
 @pytest.fixture(scope="session")

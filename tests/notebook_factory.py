@@ -1,4 +1,5 @@
 """Small notebooks for the jobs and reports tests, written into a temporary project home."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from workbench.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-KERNELSPEC = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-              "language_info": {"name": "python"}}
+KERNELSPEC = {
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"},
+}
 
 CHECK_PARAMETERS = """n = 3  # how many
 ratio = 0.5  # a ratio
@@ -34,7 +37,9 @@ CHECK_CELLS = [
 ]
 
 
-def write_notebook(folder: Path, name: str, parameters: str | None, cells: list[str], intro: str = "# Test notebook") -> Path:
+def write_notebook(
+    folder: Path, name: str, parameters: str | None, cells: list[str], intro: str = "# Test notebook"
+) -> Path:
     body = [new_markdown_cell(intro)]
     if parameters is not None:
         cell = new_code_cell(parameters)
@@ -63,8 +68,14 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def workbench(home: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=home, env=cli_env(home, **env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args],
+        cwd=home,
+        env=cli_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli(home: Path, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
@@ -81,5 +92,11 @@ def cli(home: Path, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
 
 
 def start_workbench(home: Path, *args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=home, env=cli_env(home, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", *args],
+        cwd=home,
+        env=cli_env(home, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -7,6 +7,7 @@ spec ('challenger'); 3 = 'fragile': one-hot encoding with handle_unknown='error'
 carrier it never saw (a model that fails at serving time on some inputs, but passes its smoke test);
 4 = 'broken': its pipeline expects columns the spec does not provide, so it fails its smoke test.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,13 +21,13 @@ import pandas as pd
 from workbench import registry
 from workbench.training import METADATA_KEY, build_pipeline
 
-UNSEEN_CARRIER = "Q9"          # a carrier code no training row has
+UNSEEN_CARRIER = "Q9"  # a carrier code no training row has
 SERVING_MODEL = "flights-late-serving"
 
 
 def _log(pipeline, spec, X: pd.DataFrame, settings) -> str:
-    from mlflow.models import infer_signature
     import skops.io
+    from mlflow.models import infer_signature
 
     registry.configure(settings)
     mlflow.set_experiment("serving-tests")
@@ -34,9 +35,15 @@ def _log(pipeline, spec, X: pd.DataFrame, settings) -> str:
     trusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
-            pipeline, name="model", signature=infer_signature(example, pipeline.predict_proba(example)),
-            input_example=example, pyfunc_predict_fn="predict_proba", serialization_format="skops",
-            skops_trusted_types=trusted, metadata={METADATA_KEY: spec.to_metadata()})
+            pipeline,
+            name="model",
+            signature=infer_signature(example, pipeline.predict_proba(example)),
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            metadata={METADATA_KEY: spec.to_metadata()},
+        )
     return info.model_uri
 
 
@@ -48,16 +55,24 @@ def register_models(trained, settings, name: str) -> dict[str, int]:
     versions = {"lightgbm": registry.register(trained.model_uri, name, alias="champion", settings=settings).version}
 
     logistic = build_pipeline(list(spec.numeric), list(spec.categorical), LogisticRegression(max_iter=300)).fit(X, y)
-    versions["logistic"] = registry.register(_log(logistic, spec, X, settings), name, alias="challenger", settings=settings).version
+    versions["logistic"] = registry.register(
+        _log(logistic, spec, X, settings), name, alias="challenger", settings=settings
+    ).version
 
     fragile = build_pipeline(list(spec.numeric), list(spec.categorical), LogisticRegression(max_iter=300))
     fragile.set_params(preprocess__cat__onehot__handle_unknown="error", preprocess__cat__onehot__min_frequency=None)
-    nulls = pd.DataFrame({c: [None, None] for c in X.columns}).astype(X.dtypes.to_dict())   # '(missing)' is a known category
+    nulls = pd.DataFrame({c: [None, None] for c in X.columns}).astype(
+        X.dtypes.to_dict()
+    )  # '(missing)' is a known category
     fragile.fit(pd.concat([X, nulls], ignore_index=True), pd.concat([y, pd.Series([0, 1])], ignore_index=True))
-    versions["fragile"] = registry.register(_log(fragile, spec, X, settings), name, alias="fragile", settings=settings).version
+    versions["fragile"] = registry.register(
+        _log(fragile, spec, X, settings), name, alias="fragile", settings=settings
+    ).version
 
     renamed = X.rename(columns={spec.numeric[0]: "not_a_column"})
-    broken = build_pipeline(["not_a_column", *spec.numeric[1:]], list(spec.categorical), LogisticRegression(max_iter=50)).fit(renamed, y)
+    broken = build_pipeline(
+        ["not_a_column", *spec.numeric[1:]], list(spec.categorical), LogisticRegression(max_iter=50)
+    ).fit(renamed, y)
     versions["broken"] = registry.register(_log(broken, spec, renamed, settings), name, settings=settings).version
     return versions
 
@@ -65,7 +80,9 @@ def register_models(trained, settings, name: str) -> dict[str, int]:
 def raw_rows(spec, settings, spark, where: str = "month = 2 AND day <= 2", n: int = 40) -> pd.DataFrame:
     from workbench.data import load
 
-    return load("flights", columns=list(spec.raw_columns), where=where, settings=settings, spark=spark).toPandas().head(n)
+    return (
+        load("flights", columns=list(spec.raw_columns), where=where, settings=settings, spark=spark).toPandas().head(n)
+    )
 
 
 def records(raw: pd.DataFrame) -> list[dict]:

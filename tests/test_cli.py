@@ -23,6 +23,8 @@ def test_bad_setting_gives_a_clear_error_and_exit_code():
     import os
 
     env = dict(os.environ, WORKBENCH_HUB_PORT="eighty")
-    out = subprocess.run([sys.executable, "-m", "workbench", "config"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench", "config"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 78
     assert "hub_port" in out.stderr and "integer" in out.stderr

@@ -22,7 +22,8 @@ def test_defaults_work_on_a_laptop(tmp_path):
 
 def test_env_beats_file_beats_default(tmp_path):
     (tmp_path / "workbench.toml").write_text(
-        'lake_root = "hdfs://namenode:8020/lake"\n[spark]\nmaster = "spark://10.0.0.5:7077"\ndriver_memory = "4g"\n')
+        'lake_root = "hdfs://namenode:8020/lake"\n[spark]\nmaster = "spark://10.0.0.5:7077"\ndriver_memory = "4g"\n'
+    )
     s = load_settings(env=env_for(tmp_path, spark_master="sc://127.0.0.1:15002"))
     assert s.spark_master == "sc://127.0.0.1:15002" and s.sources["spark_master"] == "env WORKBENCH_SPARK_MASTER"
     assert s.lake == "hdfs://namenode:8020/lake" and s.sources["lake_root"].endswith("workbench.toml")
@@ -36,15 +37,18 @@ def test_lists_and_bools_from_env(tmp_path):
     assert s.spark_ui is True
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("lake_root", "ftp://host/lake", "scheme 'ftp'"),
-    ("hub_port", "eighty", "must be an integer"),
-    ("hub_port", "70000", "between 1 and 65535"),
-    ("spark_master", "spark://nohostport", "spark://HOST:PORT"),
-    ("mlflow_tracking_uri", "mongodb://x", "'mongodb'"),
-    ("profile", "staging", "one of local, production"),
-    ("spark_driver_memory", "lots", "512m or 4g"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("lake_root", "ftp://host/lake", "scheme 'ftp'"),
+        ("hub_port", "eighty", "must be an integer"),
+        ("hub_port", "70000", "between 1 and 65535"),
+        ("spark_master", "spark://nohostport", "spark://HOST:PORT"),
+        ("mlflow_tracking_uri", "mongodb://x", "'mongodb'"),
+        ("profile", "staging", "one of local, production"),
+        ("spark_driver_memory", "lots", "512m or 4g"),
+    ],
+)
 def test_invalid_values_name_the_setting_and_the_source(tmp_path, key, value, needle):
     with pytest.raises(ConfigError) as err:
         load_settings(env=env_for(tmp_path, **{key: value}))
@@ -60,7 +64,7 @@ def test_unknown_key_in_file_is_refused(tmp_path):
 
 
 def test_broken_toml_names_the_file(tmp_path):
-    (tmp_path / "workbench.toml").write_text('lake_root = \n')
+    (tmp_path / "workbench.toml").write_text("lake_root = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(env=env_for(tmp_path))
 

@@ -1,5 +1,6 @@
 """workbench.data.load / sample / catalog / publish against real Spark and the sample lake: each level
 returns the right columns and values, row filters apply, refusals say who, what and whom to ask."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,12 +9,12 @@ import warnings
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from workbench.data import access, catalog, load, publish, sample
 from workbench.data.access import GovernanceWarning
 from workbench.data.audit import query
 from workbench.data.policy import REDACTED
 from workbench.errors import AccessDenied, LakeError, UnknownDataset
-from tests.conftest import REPO
 
 # One flight, identified by public columns: UA 1545 on 2013-01-01 (tail N14228, time_hour 10:00 UTC).
 ONE_FLIGHT = "month = 1 AND day = 1 AND carrier = 'UA' AND flight = 1545"
@@ -22,8 +23,13 @@ ONE_FLIGHT = "month = 1 AND day = 1 AND carrier = 'UA' AND flight = 1545"
 @pytest.fixture(scope="module")
 def base(repo_settings, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("access")
-    return repo_settings.with_overrides(audit_dir=str(tmp / "audit"), governed_dir=str(tmp / "governed"), user="alice",
-                                        groups=("data-scientists",), mask_salt="salt-one")
+    return repo_settings.with_overrides(
+        audit_dir=str(tmp / "audit"),
+        governed_dir=str(tmp / "governed"),
+        user="alice",
+        groups=("data-scientists",),
+        mask_salt="salt-one",
+    )
 
 
 def as_(settings, *groups, **more):
@@ -43,19 +49,28 @@ def test_full_and_masked_levels_keep_names_and_types(base, spark):
     f, m = first(full), first(masked)
     assert f.tailnum == "N14228" and str(f.time_hour) == "2013-01-01 10:00:00"
     assert m.tailnum == hashlib.sha256(b"salt-one" + b"N14228").hexdigest()  # a salted SHA-256, stable run to run
-    assert str(m.time_hour) == "2013-01-01 00:00:00"                          # year_only
+    assert str(m.time_hour) == "2013-01-01 00:00:00"  # year_only
     assert (m.origin, m.dest, m.arr_delay) == (f.origin, f.dest, f.arr_delay)  # other columns untouched
 
 
 def test_hash_changes_with_the_salt_and_masked_tables_still_join(base, spark):
     one = first(load("flights", columns=["tailnum"], where=ONE_FLIGHT, settings=base, spark=spark)).tailnum
-    two = first(load("flights", columns=["tailnum"], where=ONE_FLIGHT, settings=base.with_overrides(mask_salt="salt-two"), spark=spark)).tailnum
+    two = first(
+        load(
+            "flights",
+            columns=["tailnum"],
+            where=ONE_FLIGHT,
+            settings=base.with_overrides(mask_salt="salt-two"),
+            spark=spark,
+        )
+    ).tailnum
     assert one != two and len(two) == 64
     flights = load("flights", columns=["tailnum"], where="month = 1 AND day = 1", settings=base, spark=spark)
     planes = load("planes", columns=["tailnum", "seats"], settings=base, spark=spark)
     steward = as_(base, "data-stewards")
     raw_join = load("flights", columns=["tailnum"], where="month = 1 AND day = 1", settings=steward, spark=spark).join(
-        load("planes", columns=["tailnum", "seats"], settings=steward, spark=spark), "tailnum")
+        load("planes", columns=["tailnum", "seats"], settings=steward, spark=spark), "tailnum"
+    )
     assert flights.join(planes, "tailnum").count() == raw_join.count() > 600  # pseudonyms join like the identifiers
 
 
@@ -66,13 +81,15 @@ def test_where_sees_masked_values_not_raw_ones(base, spark):
 
 def test_redact_null_drop_and_sql_masks(base, spark, tmp_path):
     doc = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
-    doc["datasets"]["planes"]["columns"].update({
-        "manufacturer": {"type": "string", "classification": "sensitive", "mask": "redact"},
-        "model": {"type": "string", "classification": "sensitive", "mask": "null"},
-        "engine": {"type": "string", "classification": "pii", "mask": "drop"},
-        "seats": {"type": "int", "classification": "sensitive", "mask": {"sql": "seats - seats % 100"}},
-        "year": {"type": "int", "classification": "sensitive", "mask": "hash"},
-    })
+    doc["datasets"]["planes"]["columns"].update(
+        {
+            "manufacturer": {"type": "string", "classification": "sensitive", "mask": "redact"},
+            "model": {"type": "string", "classification": "sensitive", "mask": "null"},
+            "engine": {"type": "string", "classification": "pii", "mask": "drop"},
+            "seats": {"type": "int", "classification": "sensitive", "mask": {"sql": "seats - seats % 100"}},
+            "year": {"type": "int", "classification": "sensitive", "mask": "hash"},
+        }
+    )
     (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
     settings = base.with_overrides(catalog_path=str(tmp_path / "catalog.yaml"))
     full = load("planes", where="tailnum = 'N10156'", settings=as_(settings, "data-stewards"), spark=spark)
@@ -85,7 +102,9 @@ def test_redact_null_drop_and_sql_masks(base, spark, tmp_path):
     m = rows[0]
     assert m.manufacturer == REDACTED and m.model is None and m.seats == f.seats - f.seats % 100
     assert isinstance(m.year, int) and m.year != f.year
-    with pytest.raises(AccessDenied, match=r"Column\(s\) engine of dataset 'planes' are not released at level 'masked'"):
+    with pytest.raises(
+        AccessDenied, match=r"Column\(s\) engine of dataset 'planes' are not released at level 'masked'"
+    ):
         load("planes", columns=["tailnum", "engine"], settings=settings, spark=spark)
     listing = {e.name: e for e in catalog(settings)}["planes"]
     assert {c.name: (c.mask, c.released) for c in listing.columns}["engine"] == ("drop", False)
@@ -100,10 +119,24 @@ def test_row_filter_applies_to_its_group(base, spark):
 
 
 def test_several_groups_read_through_the_highest_grant(base, spark):
-    row = first(load("flights", columns=["tailnum"], where=ONE_FLIGHT, settings=as_(base, "stakeholders", "jfk-operations", "data-stewards"), spark=spark))
+    row = first(
+        load(
+            "flights",
+            columns=["tailnum"],
+            where=ONE_FLIGHT,
+            settings=as_(base, "stakeholders", "jfk-operations", "data-stewards"),
+            spark=spark,
+        )
+    )
     assert row.tailnum == "N14228"
     # masked without a filter beats masked with one
-    both = load("flights", columns=["origin"], where="month = 2", settings=as_(base, "jfk-operations", "data-scientists"), spark=spark)
+    both = load(
+        "flights",
+        columns=["origin"],
+        where="month = 2",
+        settings=as_(base, "jfk-operations", "data-scientists"),
+        spark=spark,
+    )
     assert both.where("origin <> 'JFK'").count() > 0
 
 
@@ -149,7 +182,9 @@ def test_local_profile_warns_once_that_the_boundary_is_advisory(base, spark, mon
 
 def test_production_reads_published_views(base, spark):
     prod = base.with_overrides(profile="production", mask_salt="prod-salt")
-    with pytest.raises(LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"):
+    with pytest.raises(
+        LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"
+    ):
         load("planes", settings=prod, spark=spark)
     with pytest.raises(AccessDenied, match="needs unfiltered 'full' access"):
         publish(prod, spark, datasets=["planes"], permissions=False, progress=lambda m: None)

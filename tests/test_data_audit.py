@@ -1,5 +1,6 @@
 """The read audit: every load, allowed or denied, leaves a complete record; concurrent writers never
 interleave or lose records; reads fail closed when they cannot be recorded; the CLI queries it."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,32 +12,66 @@ import sys
 
 import pytest
 
+from tests.conftest import REPO
 from workbench.data import load
 from workbench.data.audit import FIELDS, day_file, parse_since, query, record
 from workbench.errors import AccessDenied, AuditError, ConfigError
-from tests.conftest import REPO
 
 
 @pytest.fixture
 def settings(repo_settings, tmp_path):
-    return repo_settings.with_overrides(audit_dir=str(tmp_path / "audit"), governed_dir=str(tmp_path / "governed"),
-                                        user="alice", groups=("jfk-operations",))
+    return repo_settings.with_overrides(
+        audit_dir=str(tmp_path / "audit"),
+        governed_dir=str(tmp_path / "governed"),
+        user="alice",
+        groups=("jfk-operations",),
+    )
 
 
 def test_allowed_and_denied_reads_are_recorded_with_every_field(settings, spark):
-    load("flights", columns=["origin", "tailnum"], where="month = 3", purpose="delay study", settings=settings, spark=spark)
+    load(
+        "flights",
+        columns=["origin", "tailnum"],
+        where="month = 3",
+        purpose="delay study",
+        settings=settings,
+        spark=spark,
+    )
     with pytest.raises(AccessDenied):
-        load("flights", purpose="curious", settings=settings.with_overrides(user="bob", groups=("stakeholders",)), spark=spark)
+        load(
+            "flights",
+            purpose="curious",
+            settings=settings.with_overrides(user="bob", groups=("stakeholders",)),
+            spark=spark,
+        )
     records = query(settings).records
     assert [r["outcome"] for r in records] == ["allowed", "denied"]
     allowed, denied = records
     assert set(allowed) == set(FIELDS)
-    assert allowed["user"] == "alice" and allowed["groups"] == ["jfk-operations"] and allowed["source"] == "local-unverified"
-    assert (allowed["dataset"], allowed["columns"], allowed["where"], allowed["purpose"]) == ("flights", ["origin", "tailnum"], "month = 3", "delay study")
-    assert (allowed["level"], allowed["view"], allowed["row_filter"]) == ("masked", "filtered-jfk-operations", "origin = 'JFK'")
-    assert (denied["user"], denied["level"], denied["purpose"], denied["reason"]) == ("bob", "none", "curious", "no grant")
+    assert (
+        allowed["user"] == "alice"
+        and allowed["groups"] == ["jfk-operations"]
+        and allowed["source"] == "local-unverified"
+    )
+    assert (allowed["dataset"], allowed["columns"], allowed["where"], allowed["purpose"]) == (
+        "flights",
+        ["origin", "tailnum"],
+        "month = 3",
+        "delay study",
+    )
+    assert (allowed["level"], allowed["view"], allowed["row_filter"]) == (
+        "masked",
+        "filtered-jfk-operations",
+        "origin = 'JFK'",
+    )
+    assert (denied["user"], denied["level"], denied["purpose"], denied["reason"]) == (
+        "bob",
+        "none",
+        "curious",
+        "no grant",
+    )
     assert dt.datetime.fromisoformat(allowed["time"]).tzinfo is not None
-    path = day_file(settings, dt.datetime.now(dt.timezone.utc))
+    path = day_file(settings, dt.datetime.now(dt.UTC))
     assert stat.S_IMODE(path.stat().st_mode) == 0o622  # others may append, only the owner reads
 
 
@@ -60,7 +95,10 @@ for i in range(int(sys.argv[2])):
 def test_concurrent_writers_never_interleave_or_lose_records(settings):
     folder, writers, each = str(settings.path("audit_dir")), 4, 150
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, folder, str(each), f"writer{w}"], env=env) for w in range(writers)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, folder, str(each), f"writer{w}"], env=env)
+        for w in range(writers)
+    ]
     for _ in range(each):  # and this process writes at the same time
         record(settings, user="main", dataset="flights", outcome="allowed")
     assert all(p.wait(timeout=300) == 0 for p in procs)
@@ -76,8 +114,15 @@ def test_query_filters_by_user_dataset_and_time(settings):
     record(settings, user="alice", dataset="flights", outcome="allowed")
     record(settings, user="bob", dataset="planes", outcome="denied")
     folder = settings.path("audit_dir")
-    old = {name: None for name in FIELDS} | {"time": "2020-01-02T03:04:05+00:00", "user": "alice", "dataset": "flights", "outcome": "allowed"}
-    (folder / "2020-01-02.jsonl").write_text(json.dumps(old) + "\n" + '{"time": "2020-01-02T04:00:00+00:0')  # a torn last line
+    old = dict.fromkeys(FIELDS) | {
+        "time": "2020-01-02T03:04:05+00:00",
+        "user": "alice",
+        "dataset": "flights",
+        "outcome": "allowed",
+    }
+    (folder / "2020-01-02.jsonl").write_text(
+        json.dumps(old) + "\n" + '{"time": "2020-01-02T04:00:00+00:0'
+    )  # a torn last line
     assert len(query(settings).records) == 3 and query(settings).skipped_lines == 1
     assert [r["dataset"] for r in query(settings, user="bob").records] == ["planes"]
     assert [r["user"] for r in query(settings, dataset="flights").records] == ["alice", "alice"]

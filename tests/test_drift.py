@@ -1,5 +1,6 @@
 """workbench.drift: the Spark statistics agree with Evidently on the same rows, flag a real shift and
 not noise; categorical chi-square; thresholds -> status; model monitoring; the alert webhook."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,8 +31,12 @@ def months(spark, repo_settings):
     July really drifted. (About 14k rows each: enough for stable statistics, small for Evidently.)"""
     from workbench.data import load
 
-    ref = load("flights", columns=FEATURES, where="month = 1 AND day <= 15", settings=repo_settings, spark=spark).cache()
-    cur = load("flights", columns=FEATURES, where="month = 7 AND day <= 15", settings=repo_settings, spark=spark).cache()
+    ref = load(
+        "flights", columns=FEATURES, where="month = 1 AND day <= 15", settings=repo_settings, spark=spark
+    ).cache()
+    cur = load(
+        "flights", columns=FEATURES, where="month = 7 AND day <= 15", settings=repo_settings, spark=spark
+    ).cache()
     yield ref, cur
     ref.unpersist()
     cur.unpersist()
@@ -43,8 +48,10 @@ def test_spark_statistics_agree_with_evidently_on_the_same_rows(months):
     # PSI and Jensen-Shannon with Evidently's binning: equal to float precision.
     ours = drift.compute_drift(ref, cur, FEATURES, binning="sturges")
     for method in ("psi", "jensenshannon"):
-        theirs = drift.evidently_report(ref_pdf, cur_pdf, NUMERICAL, CATEGORICAL, {"numerical_method": method, "categorical_method": method})
-        assert theirs.methods == {f: method for f in FEATURES}
+        theirs = drift.evidently_report(
+            ref_pdf, cur_pdf, NUMERICAL, CATEGORICAL, {"numerical_method": method, "categorical_method": method}
+        )
+        assert theirs.methods == dict.fromkeys(FEATURES, method)
         for f in FEATURES:
             assert getattr(ours.feature(f), method) == pytest.approx(theirs.scores[f], rel=1e-9, abs=1e-12), (method, f)
     # Wasserstein (binned, our default quantile bins) within the stated tolerance; chi-square p-values equal.
@@ -52,7 +59,9 @@ def test_spark_statistics_agree_with_evidently_on_the_same_rows(months):
     ours = drift.compute_drift(ref, cur, FEATURES, thresholds=thresholds)
     theirs = drift.evidently_report(ref_pdf, cur_pdf, NUMERICAL, CATEGORICAL, thresholds)
     for f in NUMERICAL:
-        assert ours.feature(f).wasserstein == pytest.approx(theirs.scores[f], rel=WASSERSTEIN_REL, abs=WASSERSTEIN_ABS), f
+        assert ours.feature(f).wasserstein == pytest.approx(
+            theirs.scores[f], rel=WASSERSTEIN_REL, abs=WASSERSTEIN_ABS
+        ), f
     for f in CATEGORICAL:
         assert ours.feature(f).chisquare_p == pytest.approx(theirs.scores[f], rel=1e-6, abs=1e-300), f
     assert ours.reference_rows == len(ref_pdf) and ours.current_rows == len(cur_pdf)
@@ -102,7 +111,14 @@ def test_categorical_chi_square_and_top_k(spark):
 
 def test_thresholds_decide_the_status():
     t = drift.Thresholds.from_dict({"share_warn": 0.2, "share_alert": 0.5, "feature": {"psi": 0.25}})
-    assert [t.share_status(s) for s in (0.0, 0.19, 0.2, 0.49, 0.5, 1.0)] == ["ok", "ok", "warn", "warn", "alert", "alert"]
+    assert [t.share_status(s) for s in (0.0, 0.19, 0.2, 0.49, 0.5, 1.0)] == [
+        "ok",
+        "ok",
+        "warn",
+        "warn",
+        "alert",
+        "alert",
+    ]
     assert t.feature["psi"] == 0.25 and t.feature["jensenshannon"] == 0.1  # overrides merge with the defaults
     assert t.is_drift("psi", 0.25) and not t.is_drift("psi", 0.2)
     assert t.is_drift("chisquare", 0.01) and not t.is_drift("chisquare", 0.5)  # a p-value: low means drift
@@ -142,8 +158,14 @@ def test_model_windows_give_prediction_performance_and_quality(spark, trained_mo
     from workbench import registry
 
     uri = registry.model_uri(mlflow_settings.model_name, "champion")
-    windows = drift.load_windows("flights", "month = 1 AND day <= 10", "month = 2 AND day <= 10", model=uri,
-                                 settings=mlflow_settings, spark=spark)
+    windows = drift.load_windows(
+        "flights",
+        "month = 1 AND day <= 10",
+        "month = 2 AND day <= 10",
+        model=uri,
+        settings=mlflow_settings,
+        spark=spark,
+    )
     try:
         assert windows.features == list(trained_model.spec.numeric) + list(trained_model.spec.categorical)
         assert windows.prediction == drift.PREDICTION and windows.label == drift.LABEL
@@ -166,8 +188,9 @@ def test_model_windows_give_prediction_performance_and_quality(spark, trained_mo
 ENTITY_KEY = "concat_ws('-', year, month, day, carrier, flight, origin, hour, minute)"
 
 
-def test_live_traffic_from_the_prediction_log_is_monitored_with_labels_that_arrive_later(spark, trained_model, mlflow_settings,
-                                                                                        tmp_path):
+def test_live_traffic_from_the_prediction_log_is_monitored_with_labels_that_arrive_later(
+    spark, trained_model, mlflow_settings, tmp_path
+):
     """Serve real February flights, then monitor the prediction log as the current window, labels joined on entity_id."""
     from workbench import registry
     from workbench.data import load
@@ -176,18 +199,32 @@ def test_live_traffic_from_the_prediction_log_is_monitored_with_labels_that_arri
 
     from .serving_support import LoopThread, records
 
-    settings = mlflow_settings.with_overrides(serving_cache_dir=str(tmp_path / "cache"), predictions_dir=str(tmp_path / "log"))
+    settings = mlflow_settings.with_overrides(
+        serving_cache_dir=str(tmp_path / "cache"), predictions_dir=str(tmp_path / "log")
+    )
     snapshot_lookups(settings, ["flights_context"], spark)
     raw_columns = list(trained_model.spec.raw_columns)
-    rows = (load("flights", where="month = 2 AND day <= 3", settings=settings, spark=spark)
-            .select(F.expr(ENTITY_KEY).alias("entity_id"), *raw_columns).limit(300).toPandas())
-    loop, service = LoopThread(), Service(settings, ServeOptions.from_settings(settings, settings.model_name, reload_interval=0, timeout=60.0),
-                                          lookups=Lookups(settings))
+    rows = (
+        load("flights", where="month = 2 AND day <= 3", settings=settings, spark=spark)
+        .select(F.expr(ENTITY_KEY).alias("entity_id"), *raw_columns)
+        .limit(300)
+        .toPandas()
+    )
+    loop, service = (
+        LoopThread(),
+        Service(
+            settings,
+            ServeOptions.from_settings(settings, settings.model_name, reload_interval=0, timeout=60.0),
+            lookups=Lookups(settings),
+        ),
+    )
     try:
         loop.run(service.start(background=False))
         answered = {}
         for batch in np.array_split(np.arange(len(rows)), 10):
-            response = loop.run(service.invoke("predict", json.dumps(records(rows.iloc[batch])).encode(), "application/json"))
+            response = loop.run(
+                service.invoke("predict", json.dumps(records(rows.iloc[batch])).encode(), "application/json")
+            )
             assert response.status == 200
             answered.update({a["entity_id"]: a["prediction"] for a in json.loads(response.body)["predictions"]})
     finally:
@@ -195,15 +232,25 @@ def test_live_traffic_from_the_prediction_log_is_monitored_with_labels_that_arri
         loop.stop()
 
     uri = registry.model_uri(settings.model_name, "champion")
-    windows = drift.load_windows("flights", "month = 1 AND day <= 10", "variant = 'champion'", model=uri, predictions=True,
-                                 entity_key=ENTITY_KEY, settings=settings, spark=spark)
+    windows = drift.load_windows(
+        "flights",
+        "month = 1 AND day <= 10",
+        "variant = 'champion'",
+        model=uri,
+        predictions=True,
+        entity_key=ENTITY_KEY,
+        settings=settings,
+        spark=spark,
+    )
     try:
         current = windows.current.select("entity_id", drift.PREDICTION, drift.LABEL).toPandas()
         assert len(current) == len(rows) and set(current["entity_id"]) == set(answered)
         logged = dict(zip(current["entity_id"], current[drift.PREDICTION]))
         assert all(logged[e] == pytest.approx(p) for e, p in answered.items())
         assert current[drift.LABEL].notna().mean() > 0.9  # cancelled flights never get a label
-        perf = drift.binary_performance(windows.current.where(F.col(drift.LABEL).isNotNull()), drift.PREDICTION, drift.LABEL)
+        perf = drift.binary_performance(
+            windows.current.where(F.col(drift.LABEL).isNotNull()), drift.PREDICTION, drift.LABEL
+        )
         assert 0.5 < perf.auc <= 1
         report = drift.compute_drift(windows.reference, windows.current, [drift.PREDICTION, "distance"])
         assert report.reference_rows > report.current_rows == len(rows)
@@ -237,7 +284,9 @@ def receiver():
 
 def test_webhook_receives_the_alert_and_nothing_else(receiver, repo_settings):
     settings = repo_settings.with_overrides(webhook_url=receiver.url)
-    payload = alert_payload("04_drift_monitor", "alert", "3 of 5 features drifted", {"drift.share_drifted": 0.6}, run_id="r1")
+    payload = alert_payload(
+        "04_drift_monitor", "alert", "3 of 5 features drifted", {"drift.share_drifted": 0.6}, run_id="r1"
+    )
     assert notify("ok", payload, settings) is None and notify("warn", payload, settings) is None
     assert notify("alert", payload, repo_settings.with_overrides(webhook_url="")) is None
     result = notify("alert", payload, settings)
@@ -246,7 +295,9 @@ def test_webhook_receives_the_alert_and_nothing_else(receiver, repo_settings):
     received = json.loads(body)
     assert path == "/hook?token=secret" and content_type == "application/json"
     assert received["status"] == "alert" and received["source"] == "04_drift_monitor" and received["run_id"] == "r1"
-    assert received["metrics"] == {"drift.share_drifted": 0.6} and received["text"].startswith("[ALERT] 04_drift_monitor")
+    assert received["metrics"] == {"drift.share_drifted": 0.6} and received["text"].startswith(
+        "[ALERT] 04_drift_monitor"
+    )
 
 
 def test_webhook_retries_server_errors_and_reports_failures_without_the_url(receiver):
@@ -256,4 +307,6 @@ def test_webhook_retries_server_errors_and_reports_failures_without_the_url(rece
     refused = post_json(receiver.url, {"x": 1}, backoff=0)
     assert not refused.delivered and refused.attempts == 1 and "HTTP 400" in refused.error
     unreachable = post_json("http://127.0.0.1:9/hook?token=secret", {"x": 1}, attempts=2, backoff=0, timeout=2)
-    assert not unreachable.delivered and "could not be reached" in unreachable.error and "secret" not in unreachable.error
+    assert (
+        not unreachable.delivered and "could not be reached" in unreachable.error and "secret" not in unreachable.error
+    )

@@ -1,5 +1,6 @@
 """A/B analysis: the frequentist and Bayesian figures against independent computations, the log reader,
 and notebook 06 (parameters cell, then run end to end on its defaults)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,12 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_ab_analysi
 
 
 def trials(n_a: int, s_a: int, n_b: int, s_b: int) -> pd.DataFrame:
-    return pd.DataFrame({"variant": ["champion"] * n_a + ["challenger"] * n_b,
-                         "success": [1] * s_a + [0] * (n_a - s_a) + [1] * s_b + [0] * (n_b - s_b)})
+    return pd.DataFrame(
+        {
+            "variant": ["champion"] * n_a + ["challenger"] * n_b,
+            "success": [1] * s_a + [0] * (n_a - s_a) + [1] * s_b + [0] * (n_b - s_b),
+        }
+    )
 
 
 def exact_prob_b_beats_a(a1, b1, a2, b2) -> float:
@@ -32,7 +37,7 @@ def exact_prob_b_beats_a(a1, b1, a2, b2) -> float:
 def test_the_z_test_agrees_with_the_chi_square_test_and_its_p_value():
     result = experiments.compare(trials(1000, 700, 1000, 740))
     chi2, p, _, _ = stats.chi2_contingency(np.array([[700, 300], [740, 260]]), correction=False)
-    assert result.z ** 2 == pytest.approx(chi2) and result.chi2 == pytest.approx(chi2)
+    assert result.z**2 == pytest.approx(chi2) and result.chi2 == pytest.approx(chi2)
     assert result.p_value == pytest.approx(p)
     assert result.difference == pytest.approx(0.04) and result.ci_low < 0.04 < result.ci_high
     assert result.significant
@@ -53,8 +58,13 @@ def test_no_difference_is_not_significant_and_the_verdict_says_so():
 
 
 def test_outcomes_join_on_request_id_and_success_is_a_right_decision():
-    preds = pd.DataFrame({"request_id": ["a", "b", "c", "d"], "variant": ["champion", "champion", "challenger", "challenger"],
-                          "prediction": [0.9, 0.2, 0.7, 0.1]})
+    preds = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "variant": ["champion", "champion", "challenger", "challenger"],
+            "prediction": [0.9, 0.2, 0.7, 0.1],
+        }
+    )
     outcomes = pd.DataFrame({"request_id": ["a", "b", "c", "zz"], "late": [1, 1, 0, 1]})
     joined = experiments.join_outcomes(preds, outcomes, outcome="late")
     assert list(joined.request_id) == ["a", "b", "c"] and list(joined.success) == [1, 0, 0]
@@ -65,8 +75,10 @@ def test_missing_variants_and_non_binary_outcomes_are_explained():
     with pytest.raises(ExperimentError, match="variant 'challenger'"):
         experiments.compare(trials(10, 5, 0, 0))
     with pytest.raises(ExperimentError, match="0/1"):
-        experiments.join_outcomes(pd.DataFrame({"request_id": ["a"], "variant": ["x"], "prediction": [0.5]}),
-                                  pd.DataFrame({"request_id": ["a"], "outcome": [7]}))
+        experiments.join_outcomes(
+            pd.DataFrame({"request_id": ["a"], "variant": ["x"], "prediction": [0.5]}),
+            pd.DataFrame({"request_id": ["a"], "outcome": [7]}),
+        )
 
 
 def test_the_prediction_log_is_read_back_without_shadow_rows(tmp_path, repo_settings):
@@ -101,7 +113,13 @@ def test_the_notebook_has_a_parameters_cell_and_no_definitions():
 def test_the_notebook_runs_on_its_defaults(tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "06.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"simulate_rows": 2000}, kernel_name="python3",
-                               progress_bar=False, cwd=str(NOTEBOOK.parent.parent))
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters={"simulate_rows": 2000},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(NOTEBOOK.parent.parent),
+    )
     text = out.read_text()
     assert "P(challenger beats champion)" in text and "Analysing a simulated experiment" in text

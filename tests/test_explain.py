@@ -4,6 +4,7 @@ The model is the session's shared `trained_model` (conftest: LightGBM, 20 trees,
 throw-away SQLite MLflow store). The model-agnostic fallback is checked on a logistic-regression pipeline
 fitted in memory on that model's holdout (the fallback needs no registry).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
-import papermill
 import pandas as pd
+import papermill
 import pytest
 
 from workbench import explain
@@ -28,8 +29,12 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def store(trained_model, mlflow_settings, tmp_path_factory):
-    return {"settings": mlflow_settings, "root": tmp_path_factory.mktemp("explain"), "tree": trained_model,
-            "uri": f"models:/{mlflow_settings.model_name}@champion"}
+    return {
+        "settings": mlflow_settings,
+        "root": tmp_path_factory.mktemp("explain"),
+        "tree": trained_model,
+        "uri": f"models:/{mlflow_settings.model_name}@champion",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,9 @@ def tree_explainer(store, spark):
 
 @pytest.fixture(scope="module")
 def rows(store, spark):
-    return explain.sample_rows("flights", where="month = 2 AND day <= 3", n=150, seed=1, settings=store["settings"], spark=spark)
+    return explain.sample_rows(
+        "flights", where="month = 2 AND day <= 3", n=150, seed=1, settings=store["settings"], spark=spark
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,7 @@ def test_tree_shap_adds_up_to_the_lightgbm_log_odds_margin(tree_explainer, tree_
 
 def test_attributions_are_one_value_per_raw_feature_with_raw_names(tree_explanation, store):
     spec: ModelSpec = store["tree"].spec
-    assert list(tree_explanation.values.columns) == spec.features          # 'carrier', not 'carrier_AA'
+    assert list(tree_explanation.values.columns) == spec.features  # 'carrier', not 'carrier_AA'
     assert tree_explanation.values.shape == (150, len(spec.features))
     assert tree_explanation.ids == list(range(150))
     assert not tree_explanation.values.isna().any().any()
@@ -86,7 +93,7 @@ def test_permutation_fallback_for_a_non_tree_model_adds_up(store, tree_explainer
     assert ex.method == "permutation"
     e = ex.explain(rows.head(3))
     assert list(e.values.columns) == spec.features
-    np.testing.assert_allclose(e.output, pipeline.decision_function(e.data), atol=1e-4, rtol=0)   # log-odds
+    np.testing.assert_allclose(e.output, pipeline.decision_function(e.data), atol=1e-4, rtol=0)  # log-odds
     with pytest.raises(ExplainError, match="method='tree' is not possible"):
         explain.ModelExplainer("in-memory:logistic", spec, tree_explainer.decorator, pipeline, method="tree")
 
@@ -96,7 +103,7 @@ def test_lime_gives_weights_for_the_named_features_and_states_agreement(tree_exp
     assert list(local.lime.index) == tree_explainer.features
     assert (local.lime != 0).sum() >= 5
     again = tree_explainer.local(tree_explanation, 3)
-    pd.testing.assert_series_equal(local.lime, again.lime)                  # same row + seed = same weights
+    pd.testing.assert_series_equal(local.lime, again.lime)  # same row + seed = same weights
     a = local.agreement
     assert 0 <= a.sign_agreement <= 1 and 0 <= a.top_overlap <= 1
     assert "SHAP and LIME" in a.statement() and "top 5" in a.statement()
@@ -132,13 +139,17 @@ def test_explain_spark_matches_the_in_memory_values(store, spark, tree_explainer
     from workbench.data import load
 
     source = tmp_path / "rows"
-    (load("flights", where="month = 2 AND day <= 2", settings=store["settings"], spark=spark)
-     .withColumn("row_id", F.monotonically_increasing_id()).write.partitionBy("month").parquet(str(source)))
+    (
+        load("flights", where="month = 2 AND day <= 2", settings=store["settings"], spark=spark)
+        .withColumn("row_id", F.monotonically_increasing_id())
+        .write.partitionBy("month")
+        .parquet(str(source))
+    )
     df = spark.read.parquet(str(source))
     uri = store["uri"]
     written = explain.explain_spark(uri, df, settings=store["settings"], explainer=tree_explainer)
     version = f"{tree_explainer.name}-v{tree_explainer.version}"
-    assert written == f"{source.as_uri()}_shap/{version}"                            # next to the input
+    assert written == f"{source.as_uri()}_shap/{version}"  # next to the input
     with pytest.raises(ExplainError, match="already exists"):
         explain.explain_spark(uri, df, settings=store["settings"], explainer=tree_explainer)
 
@@ -150,10 +161,11 @@ def test_explain_spark_matches_the_in_memory_values(store, spark, tree_explainer
     np.testing.assert_allclose(out[[f"shap_{f}" for f in features]].to_numpy(), e.values.to_numpy(), atol=1e-9)
     np.testing.assert_allclose(out["shap_base_value"], e.base_values, atol=1e-9)
     np.testing.assert_allclose(out["prediction"], e.prediction, atol=1e-9)
-    assert (out["carrier"] == raw["carrier"]).all()                                   # input columns kept
+    assert (out["carrier"] == raw["carrier"]).all()  # input columns kept
     spark_ranking = explain.ranking_spark(spark.read.parquet(written))
-    pd.testing.assert_frame_equal(spark_ranking.drop(columns="rank"), e.ranking().drop(columns="rank"),
-                                  check_exact=False, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        spark_ranking.drop(columns="rank"), e.ranking().drop(columns="rank"), check_exact=False, atol=1e-9
+    )
 
 
 def test_attribution_drift_ranks_the_features_whose_influence_moved(tree_explainer, store, spark, rows):
@@ -169,13 +181,17 @@ def test_attribution_drift_ranks_the_features_whose_influence_moved(tree_explain
 def test_global_summary_is_logged_on_the_versions_run(tree_explainer, rows, store):
     from mlflow import MlflowClient
 
-    result = explain.log_explanation_summary(store["uri"], rows=rows, settings=store["settings"], explainer=tree_explainer)
+    result = explain.log_explanation_summary(
+        store["uri"], rows=rows, settings=store["settings"], explainer=tree_explainer
+    )
     run_id = store["tree"].run_id
     assert result["run_id"] == run_id
     client = MlflowClient(tracking_uri=store["settings"].tracking_uri)
     names = {a.path for a in client.list_artifacts(run_id, "explain")}
     assert names == {"explain/global_ranking.json", "explain/summary.png", "explain/ranking.png"}
-    ranking = json.loads(Path(client.download_artifacts(run_id, "explain/global_ranking.json", str(store["root"]))).read_text())
+    ranking = json.loads(
+        Path(client.download_artifacts(run_id, "explain/global_ranking.json", str(store["root"]))).read_text()
+    )
     assert {r["feature"] for r in ranking["ranking"]} == set(tree_explainer.features)
     assert ranking["version"] == tree_explainer.version and ranking["rows"] == len(rows)
     assert client.get_run(run_id).data.tags["workbench.explain.top_features"] == ",".join(result["top_features"])
@@ -196,7 +212,7 @@ def test_notebook_is_stored_clean_with_a_parameters_cell():
     exec(params.source, {}, names)
     required = {"model", "dataset", "where", "n_background", "n_explain", "row_ids"}
     assert required <= set(names)
-    assert required <= set(papermill.inspect_notebook(str(NOTEBOOK)))     # every default parses for the runner
+    assert required <= set(papermill.inspect_notebook(str(NOTEBOOK)))  # every default parses for the runner
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
@@ -206,17 +222,32 @@ def test_notebook_is_stored_clean_with_a_parameters_cell():
 def test_notebook_runs_headless_against_a_registered_model(store, tmp_path, monkeypatch):
     """Run with papermill directly (`workbench run` comes with the jobs branch)."""
     settings = store["settings"]
-    for key, value in {"HOME": str(REPO), "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-                       "MLFLOW_ARTIFACTS": settings.mlflow_artifacts, "MODEL_NAME": settings.model_name, "SPARK_MASTER": "local[2]",
-                       "SPARK_SHUFFLE_PARTITIONS": "4"}.items():
+    for key, value in {
+        "HOME": str(REPO),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_ARTIFACTS": settings.mlflow_artifacts,
+        "MODEL_NAME": settings.model_name,
+        "SPARK_MASTER": "local[2]",
+        "SPARK_SHUFFLE_PARTITIONS": "4",
+    }.items():
         monkeypatch.setenv(f"WORKBENCH_{key}", value)
     out = tmp_path / "03_explain.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3", progress_bar=False,
-                               parameters={"model": store["uri"], "where": "month = 2 AND day = 1", "n_background": 40,
-                                           "n_explain": 60, "row_ids": [0, 4]})
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters={
+            "model": store["uri"],
+            "where": "month = 2 AND day = 1",
+            "n_background": 40,
+            "n_explain": 60,
+            "row_ids": [0, 4],
+        },
+    )
     nb = nbformat.read(out, as_version=4)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3                                  # summary, dependence, local figure
+    assert len(images) >= 3  # summary, dependence, local figure
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
     assert "SHAP and LIME" in text and "carrier" in text
 

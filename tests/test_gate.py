@@ -1,4 +1,5 @@
 """The evaluation gate: the pure decision, and the registry path with real MLflow and Spark."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ def test_compare_refuses_a_challenger_worse_on_one_slice():
     frame = pd.DataFrame({"carrier": np.where(np.arange(4000) < 1000, "B6", "UA"), "origin": "JFK"})
     champion = _scores(rng, y, 0.3)
     challenger = champion.copy()
-    challenger[:1000] = rng.random(1000)                         # useless on carrier B6 only
-    result = compare(y, challenger, champion, frame, slices=["carrier", "origin"], tolerance=0.02, floor=0.6, min_rows=200)
+    challenger[:1000] = rng.random(1000)  # useless on carrier B6 only
+    result = compare(
+        y, challenger, champion, frame, slices=["carrier", "origin"], tolerance=0.02, floor=0.6, min_rows=200
+    )
     assert result.decision == DO_NOT_SHIP
     assert "carrier=B6" in result.failed_slices and "carrier=UA" not in result.failed_slices
     assert any("carrier=B6" in r for r in result.reasons)
@@ -33,7 +36,7 @@ def test_compare_ships_within_tolerance_and_skips_small_slices():
     frame = pd.DataFrame({"origin": np.where(np.arange(3000) < 50, "EWR", "LGA")})
     champion = _scores(rng, y, 0.3)
     challenger = champion.copy()
-    challenger[:50] = rng.random(50)                             # worse, but on a slice too small to judge
+    challenger[:50] = rng.random(50)  # worse, but on a slice too small to judge
     result = compare(y, challenger, champion, frame, slices=["origin"], tolerance=0.01, min_rows=100)
     assert result.decision == SHIP
     assert result.slices.set_index("value").loc["EWR", "verdict"] == "not judged"
@@ -50,22 +53,36 @@ def test_without_a_champion_the_floor_decides():
 
 def test_gate_promotes_a_good_challenger_and_refuses_a_worse_one(trained_model, mlflow_settings, spark):
     name, window = "gate-test", "month = 2 AND day <= 10"
-    kwargs = dict(name=name, eval_where=window, slices=["carrier", "origin"], min_rows=150, tolerance=0.02,
-                  floor=0.55, settings=mlflow_settings, spark=spark)
+    kwargs = dict(
+        name=name,
+        eval_where=window,
+        slices=["carrier", "origin"],
+        min_rows=150,
+        tolerance=0.02,
+        floor=0.55,
+        settings=mlflow_settings,
+        spark=spark,
+    )
 
     registry.register(trained_model.model_uri, name, alias="challenger", settings=mlflow_settings)
-    first = evaluate(promote=True, **kwargs)                      # no champion yet: the floor decides
+    first = evaluate(promote=True, **kwargs)  # no champion yet: the floor decides
     assert first.decision == SHIP and first.promoted and first.champion_version is None
     assert registry.get_version(name, "champion", mlflow_settings).version == 1
 
-    worse = train(feature_function="none", features=["minute"], model="logistic", train_where="month = 1",
-                  settings=mlflow_settings, spark=spark)
+    worse = train(
+        feature_function="none",
+        features=["minute"],
+        model="logistic",
+        train_where="month = 1",
+        settings=mlflow_settings,
+        spark=spark,
+    )
     registry.register(worse.model_uri, name, alias="challenger", settings=mlflow_settings)
     refused = evaluate(promote=True, **kwargs)
     assert refused.decision == DO_NOT_SHIP and not refused.promoted
     assert refused.challenger_version == 2 and refused.champion_version == 1
     assert refused.failed_slices and any(r.startswith("slice ") for r in refused.reasons)
-    assert registry.get_version(name, "champion", mlflow_settings).version == 1     # champion unchanged
+    assert registry.get_version(name, "champion", mlflow_settings).version == 1  # champion unchanged
     page = refused.to_html()
     assert page.index("DO NOT SHIP") < page.index("Overall") and refused.failed_slices[0] in page
     assert refused.latency_ms and not refused.calibration.empty

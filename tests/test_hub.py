@@ -1,4 +1,5 @@
 """The hub's configuration, checked on plain traitlets Configs (no hub started: see tests/integration/test_hub.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +37,10 @@ def hub_settings(tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text(USERS)
     return load_settings(env={"WORKBENCH_HOME": str(REPO)}).with_overrides(
-        hub_state_dir=str(tmp_path / "state"), hub_users_file=str(users), hub_services=("reports", "mlflow", "idle-culler"))
+        hub_state_dir=str(tmp_path / "state"),
+        hub_users_file=str(users),
+        hub_services=("reports", "mlflow", "idle-culler"),
+    )
 
 
 def roles_by_name(c) -> dict[str, dict]:
@@ -59,8 +63,9 @@ def test_local_profile_needs_no_system_users_and_keeps_state_in_one_folder(hub_s
     assert c.NativeAuthenticator.open_signup is False and c.NativeAuthenticator.minimum_password_length >= 8
 
 
-@pytest.mark.parametrize("profile,euid,expected", [("local", 0, ["--allow-root"]), ("local", 1000, []),
-                                                    ("production", 0, [])])
+@pytest.mark.parametrize(
+    "profile,euid,expected", [("local", 0, ["--allow-root"]), ("local", 1000, []), ("production", 0, [])]
+)
 def test_allow_root_only_when_a_local_server_would_run_as_root(hub_settings, profile, euid, expected):
     settings = hub_settings.with_overrides(profile=profile, hub_db_url="postgresql://hub@db/jupyterhub")
     assert apply_config(settings, Config(), euid=euid).Spawner.args == expected
@@ -98,24 +103,39 @@ def test_servers_get_settings_from_the_hub_but_no_identity_or_secret(hub_setting
     env = apply_config(settings, Config(), euid=1000).Spawner.environment
     assert env["WORKBENCH_SPARK_MASTER"] == "spark://10.0.0.5:7077"
     assert env["WORKBENCH_HOME"] == str(REPO) and env["WORKBENCH_LAKE_ROOT"] == "lake"
-    for hidden in ("WORKBENCH_USER", "WORKBENCH_GROUPS", "WORKBENCH_MASK_SALT", "WORKBENCH_HUB_ADMIN_PASSWORD",
-                   "WORKBENCH_HUB_STATE_DIR"):
+    for hidden in (
+        "WORKBENCH_USER",
+        "WORKBENCH_GROUPS",
+        "WORKBENCH_MASK_SALT",
+        "WORKBENCH_HUB_ADMIN_PASSWORD",
+        "WORKBENCH_HUB_STATE_DIR",
+    ):
         assert hidden not in env
 
 
 def test_apply_config_only_sets_values(hub_settings):
     once = apply_config(hub_settings, Config(), euid=1000)
     twice = apply_config(hub_settings, apply_config(hub_settings, Config(), euid=1000), euid=1000)
-    for section, key in [("JupyterHub", "load_roles"), ("JupyterHub", "services"), ("Spawner", "environment"),
-                         ("Spawner", "args"), ("Authenticator", "manage_groups")]:
+    for section, key in [
+        ("JupyterHub", "load_roles"),
+        ("JupyterHub", "services"),
+        ("Spawner", "environment"),
+        ("Spawner", "args"),
+        ("Authenticator", "manage_groups"),
+    ]:
         assert once[section][key] == twice[section][key]
 
 
 # ---- apply_config: production profile ---------------------------------------------------------
 def test_production_profile_uses_system_users_postgres_and_tls(hub_settings, tmp_path):
-    settings = hub_settings.with_overrides(profile="production", hub_db_url="postgresql://hub@db/jupyterhub",
-                                           hub_ip="0.0.0.0", hub_port=443, hub_ssl_cert="/etc/hub/cert.pem",
-                                           hub_ssl_key="/etc/hub/key.pem")
+    settings = hub_settings.with_overrides(
+        profile="production",
+        hub_db_url="postgresql://hub@db/jupyterhub",
+        hub_ip="0.0.0.0",
+        hub_port=443,
+        hub_ssl_cert="/etc/hub/cert.pem",
+        hub_ssl_key="/etc/hub/key.pem",
+    )
     c = apply_config(settings, Config(), euid=0)
     assert c.JupyterHub.authenticator_class == "workbench.hub.auth.PAMUsersFileAuthenticator"
     assert c.JupyterHub.spawner_class == "jupyterhub.spawner.LocalProcessSpawner"
@@ -136,7 +156,9 @@ def test_the_config_file_loads_and_applies_site_overrides_in_order(hub_settings,
     folder = tmp_path / "hub_config"
     (folder / "jupyterhub_config.d").mkdir(parents=True)
     shutil.copy(REPO / "hub_config" / "jupyterhub_config.py", folder)
-    (folder / "jupyterhub_config.d" / "10-limit.py").write_text("c.JupyterHub.concurrent_spawn_limit = 5\nc.JupyterHub.active_server_limit = 9\n")
+    (folder / "jupyterhub_config.d" / "10-limit.py").write_text(
+        "c.JupyterHub.concurrent_spawn_limit = 5\nc.JupyterHub.active_server_limit = 9\n"
+    )
     (folder / "jupyterhub_config.d" / "20-limit.py").write_text("c.JupyterHub.concurrent_spawn_limit = 7\n")
     monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
     monkeypatch.setenv("WORKBENCH_HUB_STATE_DIR", str(tmp_path / "state"))
@@ -162,13 +184,16 @@ def test_the_committed_users_file_declares_the_workbench_groups():
     assert "admins" in users.groups_for("admin")
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("groups: {admins: {}}\n", "data-scientists, data-stewards, stakeholders are missing"),
-    (USERS + "  eve: [hackers]\n", "user 'eve' is in undeclared group(s) hackers"),
-    (USERS.replace("memory: 4G", "memory: lots"), "limits.memory must be a size"),
-    (USERS.replace("services: [reports]", "services: [jupyter]"), "unknown service(s) jupyter"),
-    (USERS.replace("server: false", "server: nope"), "'server' must be true or false"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("groups: {admins: {}}\n", "data-scientists, data-stewards, stakeholders are missing"),
+        (USERS + "  eve: [hackers]\n", "user 'eve' is in undeclared group(s) hackers"),
+        (USERS.replace("memory: 4G", "memory: lots"), "limits.memory must be a size"),
+        (USERS.replace("services: [reports]", "services: [jupyter]"), "unknown service(s) jupyter"),
+        (USERS.replace("server: false", "server: nope"), "'server' must be true or false"),
+    ],
+)
 def test_an_invalid_users_file_names_the_file_and_the_entry(tmp_path, text, needle):
     path = tmp_path / "users.yaml"
     path.write_text(text)
@@ -184,15 +209,25 @@ def test_limits_take_the_largest_among_a_users_groups(hub_settings):
 
 
 def test_group_limits_are_applied_before_a_server_starts(hub_settings):
-    spawner = SimpleNamespace(user=SimpleNamespace(groups=[SimpleNamespace(name="data-scientists")]),
-                              mem_limit=None, environment={"WORKBENCH_SPARK_DRIVER_MEMORY": "8g", "OTHER": "1"})
+    spawner = SimpleNamespace(
+        user=SimpleNamespace(groups=[SimpleNamespace(name="data-scientists")]),
+        mem_limit=None,
+        environment={"WORKBENCH_SPARK_DRIVER_MEMORY": "8g", "OTHER": "1"},
+    )
     ApplyGroupLimits(hub_settings.hub_users_file)(spawner)
     assert spawner.mem_limit == "4G"
     assert spawner.environment == {"WORKBENCH_SPARK_DRIVER_MEMORY": "2g", "OTHER": "1"}
 
 
-@pytest.mark.parametrize("groups,landing", [(["stakeholders"], "/services/reports/"), (["data-scientists"], ""),
-                                            (["stakeholders", "data-scientists"], ""), ([], "")])
+@pytest.mark.parametrize(
+    "groups,landing",
+    [
+        (["stakeholders"], "/services/reports/"),
+        (["data-scientists"], ""),
+        (["stakeholders", "data-scientists"], ""),
+        ([], ""),
+    ],
+)
 def test_people_without_a_server_land_on_the_reports(hub_settings, groups, landing):
     user = SimpleNamespace(groups=[SimpleNamespace(name=g) for g in groups])
     handler = SimpleNamespace(current_user=user, base_url="/")
@@ -246,7 +281,9 @@ def test_first_admin_account_is_created_once_with_its_password(hub_settings):
     assert ensure_first_admin(settings, prompt=None) is True
     assert accounts.account_exists(settings, "admin")
     assert ensure_first_admin(settings.with_overrides(hub_admin_password=""), prompt=None) is False  # exists: no prompt
-    assert accounts.set_password(settings, "Ada", "another-secret-2") is True and accounts.account_exists(settings, "ada")
+    assert accounts.set_password(settings, "Ada", "another-secret-2") is True and accounts.account_exists(
+        settings, "ada"
+    )
 
 
 def test_first_admin_without_a_password_or_a_terminal_says_what_to_set(hub_settings):

@@ -1,4 +1,5 @@
 """The notebook runner with real papermill and a real kernel: parameters, statuses, reports, kills."""
+
 from __future__ import annotations
 
 import ast
@@ -45,8 +46,16 @@ def run_dirs(home: Path, notebook: str = "10_check") -> set[Path]:
 def test_parameters_are_read_as_the_types_the_notebook_declares(settings):
     declared = inspect_parameters(resolve_notebook("10_check", settings))
     assert {p.name: p.type for p in declared.values()} == {
-        "n": "int", "ratio": "float", "label": "str", "flag": "bool", "items": "list", "sleep": "float"}
-    values = check_parameters("10_check", declared, {"n": "4", "ratio": "2", "flag": "yes", "items": "a, b", "label": "7"})
+        "n": "int",
+        "ratio": "float",
+        "label": "str",
+        "flag": "bool",
+        "items": "list",
+        "sleep": "float",
+    }
+    values = check_parameters(
+        "10_check", declared, {"n": "4", "ratio": "2", "flag": "yes", "items": "a, b", "label": "7"}
+    )
     assert values == {"n": 4, "ratio": 2.0, "flag": True, "items": ["a", "b"], "label": "7"}
     assert check_parameters("10_check", declared, {"items": "[1, 2]", "n": 5, "ratio": 1})["items"] == [1, 2]
     with pytest.raises(ParameterError) as err:
@@ -54,7 +63,7 @@ def test_parameters_are_read_as_the_types_the_notebook_declares(settings):
     message = str(err.value)
     assert "'n' expects int" in message and "'flag' expects bool" in message and "unknown parameter 'nn'" in message
     assert "did you mean 'n'" in message
-    assert "Accepted parameters: n (int, default 3)" in message and "label (str, default \"x\")" in message
+    assert "Accepted parameters: n (int, default 3)" in message and 'label (str, default "x")' in message
 
 
 def test_notebook_without_a_parameters_cell_is_refused_with_how_to_add_one(settings):
@@ -103,7 +112,7 @@ def test_a_run_injects_typed_parameters_and_renders_a_report_without_code(settin
 
     html = record.report_path.read_text()
     assert "visible-output-marker" in html and "hidden-code-marker" not in html
-    header = html[html.index('class="wb-header"'):html.index("visible-output-marker")]
+    header = html[html.index('class="wb-header"') : html.index("visible-output-marker")]
     assert "<td>items</td><td><code>['a', 'b']</code>" in header and "<td>sleep</td>" in header  # given and default
     assert "<script src=" not in html  # renders with the network off
     index = (home / "reports" / "index.html").read_text()
@@ -117,7 +126,7 @@ def test_a_failing_cell_gives_status_failed_and_the_traceback_first(settings):
     html = record.report_path.read_text()
     error_box = html.index('id="workbench-error"')
     assert error_box < html.index("visible-output-marker")  # before the notebook's own outputs
-    assert "label asked for a failure" in html[error_box:html.index("visible-output-marker")]
+    assert "label asked for a failure" in html[error_box : html.index("visible-output-marker")]
     assert "raise ValueError" in html[error_box:]  # the failing cell's code is shown
     with pytest.raises(NotebookExecutionError) as err:
         record.raise_for_status()
@@ -151,8 +160,16 @@ def test_a_published_alert_exits_2_and_calls_the_webhook(home):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        out = workbench(home, "run", "check", "-p", "flag", "true", "--quiet",
-                        WORKBENCH_WEBHOOK_URL=f"http://127.0.0.1:{server.server_address[1]}/hook")
+        out = workbench(
+            home,
+            "run",
+            "check",
+            "-p",
+            "flag",
+            "true",
+            "--quiet",
+            WORKBENCH_WEBHOOK_URL=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        )
     finally:
         server.shutdown()
     assert out.returncode == 2, out.stderr
@@ -174,8 +191,10 @@ def _wait_until_sleeping(home: Path, before: set[Path], proc) -> Path:
                     nb = nbformat.read(str(partial), as_version=4)
                 except Exception:
                     continue
-                if any(c.source == "time.sleep(sleep)" and c.metadata.get("papermill", {}).get("status") == "running"
-                       for c in nb.cells):
+                if any(
+                    c.source == "time.sleep(sleep)" and c.metadata.get("papermill", {}).get("status") == "running"
+                    for c in nb.cells
+                ):
                     return folder
         time.sleep(0.3)
     raise AssertionError("the run never reached its sleeping cell")
@@ -240,8 +259,16 @@ def _fake_run(settings, notebook: str, run_id: str, status: str, **fields) -> Ru
     folder = settings.path("reports_dir") / "runs" / notebook / run_id
     folder.mkdir(parents=True)
     started = f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T{run_id[9:11]}:{run_id[11:13]}:{run_id[13:15]}.000Z"
-    record = RunRecord(run_id=run_id, notebook=notebook, status=status, started=started, ended=started,
-                       duration_s=3.5, folder=folder, **fields)
+    record = RunRecord(
+        run_id=run_id,
+        notebook=notebook,
+        status=status,
+        started=started,
+        ended=started,
+        duration_s=3.5,
+        folder=folder,
+        **fields,
+    )
     record.save()
     return record
 
@@ -249,10 +276,20 @@ def _fake_run(settings, notebook: str, run_id: str, status: str, **fields) -> Ru
 def test_runs_lists_newest_first_filters_and_shows_one(tmp_path, monkeypatch, capsys):
     settings = make_home(tmp_path)
     _fake_run(settings, "01_explore", "20250101T060000Z-aaaaa1", "succeeded", parameters={"dataset": "flights"})
-    _fake_run(settings, "01_explore", "20250102T060000Z-bbbbb2", "failed",
-              error={"ename": "KeyError", "evalue": "'x'", "cell_index": 3, "execution_count": 2})
-    _fake_run(settings, "04_drift", "20250103T060000Z-ccccc3", "succeeded",
-              published={"status": "alert", "metrics": {"drift_share": 0.31}})
+    _fake_run(
+        settings,
+        "01_explore",
+        "20250102T060000Z-bbbbb2",
+        "failed",
+        error={"ename": "KeyError", "evalue": "'x'", "cell_index": 3, "execution_count": 2},
+    )
+    _fake_run(
+        settings,
+        "04_drift",
+        "20250103T060000Z-ccccc3",
+        "succeeded",
+        published={"status": "alert", "metrics": {"drift_share": 0.31}},
+    )
     assert [r.run_id[-6:] for r in load_runs(settings)] == ["ccccc3", "bbbbb2", "aaaaa1"]
     assert [r.run_id[-6:] for r in load_runs(settings, notebook="explore")] == ["bbbbb2", "aaaaa1"]
 
@@ -291,15 +328,18 @@ def test_repository_notebooks_follow_the_house_rules(path):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, "stored with outputs cleared"
             tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
-            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))], \
-                "no def/class in notebooks: move the code into the package"
+            assert not [
+                n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            ], "no def/class in notebooks: move the code into the package"
     with warnings.catch_warnings():
         warnings.simplefilter("error", ParameterWarning)  # every variable of the cell is a parameter papermill reads
         assert inspect_parameters(path)
 
 
 def test_a_parameter_papermill_drops_is_named_in_a_warning(tmp_path):
-    path = write_notebook(tmp_path, "filters", 'where = "month = 1"  # a second = makes papermill drop this line\nn = 3', [])
+    path = write_notebook(
+        tmp_path, "filters", 'where = "month = 1"  # a second = makes papermill drop this line\nn = 3', []
+    )
     with pytest.warns(ParameterWarning, match=r"'where'.*IN \(1\)"):
         declared = inspect_parameters(path)
     assert list(declared) == ["n"]

@@ -1,8 +1,8 @@
-import yaml
 import pytest
+import yaml
 
 from workbench.config import load_settings
-from workbench.lake import init_lake, SAMPLE_TABLES
+from workbench.lake import SAMPLE_TABLES, init_lake
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def test_flights_schema_is_typed_and_partitioned(fresh_lake, spark):
     assert types["scheduled_departure"] == "timestamp" and types["time_hour"] == "timestamp"
     assert types["arr_delay"] == "int" and types["dep_time"] == "int" and types["carrier"] == "string"
     assert types["month"] == "int"
-    months = sorted(p.name for p in (settings.path("lake_root") / "raw" / "flights").iterdir() if p.name.startswith("month="))
+    months = sorted(
+        p.name for p in (settings.path("lake_root") / "raw" / "flights").iterdir() if p.name.startswith("month=")
+    )
     assert len(months) == 12
     # nullable ints stay ints: cancelled flights have a null arr_delay, not NaN
     assert df.where("arr_delay IS NULL").count() == 9430

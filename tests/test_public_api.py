@@ -1,4 +1,5 @@
 """The public surface: what `import workbench` exports, and that every module says what it owns."""
+
 import importlib
 import pkgutil
 import subprocess

@@ -1,4 +1,5 @@
 """Registry over a real MLflow store (SQLite, temp dir): register, aliases, promote, rollback, CLI."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,9 @@ def name(trained_model, mlflow_settings, request):
 
 
 def test_register_sets_tags_alias_and_lineage(trained_model, mlflow_settings):
-    v = registry.register(trained_model.model_uri, "reg-lineage", tags={"purpose": "test"}, alias="challenger",
-                          settings=mlflow_settings)
+    v = registry.register(
+        trained_model.model_uri, "reg-lineage", tags={"purpose": "test"}, alias="challenger", settings=mlflow_settings
+    )
     assert v.version == 1 and v.aliases == ("challenger",) and v.tags["purpose"] == "test"
     listed = registry.list_versions("reg-lineage", mlflow_settings)
     assert [x.version for x in listed] == [1]
@@ -39,7 +41,12 @@ def test_promote_and_rollback_are_recorded(name, mlflow_settings):
     assert registry.rollback(name, settings=mlflow_settings).version == 1
     events = registry.history(name, settings=mlflow_settings)
     assert [(e["action"], e["version"], e["previous"]) for e in events] == [
-        ("promote", 1, None), ("promote", 2, 1), ("promote", 3, 2), ("rollback", 2, 3), ("rollback", 1, 2)]
+        ("promote", 1, None),
+        ("promote", 2, 1),
+        ("promote", 3, 2),
+        ("rollback", 2, 3),
+        ("rollback", 1, 2),
+    ]
     assert events[3]["reason"] == "bad predictions" and events[3]["user"]
     assert registry.get_version(name, 3, mlflow_settings).tags["workbench.rolled_back_from_champion"]
     with pytest.raises(RegistryError, match="no earlier 'champion'"):
@@ -74,5 +81,5 @@ def test_cli_lists_promotes_and_rolls_back(name, mlflow_settings, monkeypatch, c
     assert main(["models", "show", name]) == 0
     shown = capsys.readouterr().out
     assert "version 1" in shown and "rollback" in shown and "better" in shown
-    assert main(["models", "rollback", name]) == 1                       # nothing earlier: an error, not a crash
+    assert main(["models", "rollback", name]) == 1  # nothing earlier: an error, not a crash
     assert "no earlier" in capsys.readouterr().err

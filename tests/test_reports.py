@@ -1,4 +1,5 @@
 """Reports without a kernel: publish(), collecting what was published, the run report, the index site."""
+
 from __future__ import annotations
 
 import base64
@@ -45,52 +46,103 @@ def _output(item: dict, **extra) -> dict:
 
 
 def test_collect_keeps_the_last_value_the_worst_status_and_every_figure():
-    nb = new_notebook(cells=[
-        new_code_cell("a", outputs=[_output({"metric": "auc", "value": 0.7, "status": "ok"}),
-                                    _output({"status": "warn"}), _output({"values": {"model": "m1"}})]),
-        new_markdown_cell("text"),
-        new_code_cell("b", outputs=[_output({"metric": "auc", "value": 0.9}), _output({"metric": "drift", "value": 0.3, "status": "alert"}),
-                                    _output({"figure": "roc"}, **{"image/png": PNG}), _output({"figure": "roc"}, **{"image/png": PNG}),
-                                    _output({"figure": None}, **{"image/svg+xml": "<svg/>"})]),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_code_cell(
+                "a",
+                outputs=[
+                    _output({"metric": "auc", "value": 0.7, "status": "ok"}),
+                    _output({"status": "warn"}),
+                    _output({"values": {"model": "m1"}}),
+                ],
+            ),
+            new_markdown_cell("text"),
+            new_code_cell(
+                "b",
+                outputs=[
+                    _output({"metric": "auc", "value": 0.9}),
+                    _output({"metric": "drift", "value": 0.3, "status": "alert"}),
+                    _output({"figure": "roc"}, **{"image/png": PNG}),
+                    _output({"figure": "roc"}, **{"image/png": PNG}),
+                    _output({"figure": None}, **{"image/svg+xml": "<svg/>"}),
+                ],
+            ),
+        ]
+    )
     published, files = collect(nb)
     assert published["metrics"] == {"auc": 0.9, "drift": 0.3}
     assert published["status"] == "alert" and published["metric_status"] == {"auc": "ok", "drift": "alert"}
     assert published["values"] == {"model": "m1"}
     assert [f["name"] for f in published["figures"]] == ["roc", "roc-2", "figure-3"]
-    assert [(name, fmt) for name, fmt, _ in files] == [("roc.png", "image/png"), ("roc-2.png", "image/png"), ("figure-3.svg", "image/svg+xml")]
+    assert [(name, fmt) for name, fmt, _ in files] == [
+        ("roc.png", "image/png"),
+        ("roc-2.png", "image/png"),
+        ("figure-3.svg", "image/svg+xml"),
+    ]
 
 
 def _executed_notebook():
     params = new_code_cell("n = 3  # how many", execution_count=1)
     params.metadata["tags"] = ["parameters"]
-    failing = new_code_cell("value = lookup['missing']  # hidden-code-marker", execution_count=3, outputs=[
-        new_output("error", ename="KeyError", evalue="'missing'",
-                   traceback=["\x1b[0;31mKeyError\x1b[0m   Traceback", "\x1b[0;31mKeyError\x1b[0m: 'missing'"])])
-    return new_notebook(cells=[
-        new_markdown_cell("# A report"), params,
-        new_code_cell("print('ok')", execution_count=2, outputs=[
-            new_output("stream", name="stdout", text="visible-output-marker\n"),
-            new_output("stream", name="stderr", text="log4j chatter\n")]),
-        failing], metadata={"language_info": {"name": "python"}})
+    failing = new_code_cell(
+        "value = lookup['missing']  # hidden-code-marker",
+        execution_count=3,
+        outputs=[
+            new_output(
+                "error",
+                ename="KeyError",
+                evalue="'missing'",
+                traceback=["\x1b[0;31mKeyError\x1b[0m   Traceback", "\x1b[0;31mKeyError\x1b[0m: 'missing'"],
+            )
+        ],
+    )
+    return new_notebook(
+        cells=[
+            new_markdown_cell("# A report"),
+            params,
+            new_code_cell(
+                "print('ok')",
+                execution_count=2,
+                outputs=[
+                    new_output("stream", name="stdout", text="visible-output-marker\n"),
+                    new_output("stream", name="stderr", text="log4j chatter\n"),
+                ],
+            ),
+            failing,
+        ],
+        metadata={"language_info": {"name": "python"}},
+    )
 
 
 def test_the_report_hides_code_shows_parameters_and_puts_the_failure_first(tmp_path):
     from workbench.jobs.notebooks import Parameter
 
     nb = _executed_notebook()
-    record = RunRecord(run_id="20250101T000000Z-abcdef", notebook="01_demo", status="failed", parameters={"n": 7},
-                       started="2025-01-01T00:00:00.000Z", duration_s=4.2, folder=tmp_path,
-                       error={"cell_index": 3, "execution_count": 3, "ename": "KeyError", "evalue": "'missing'",
-                              "source": nb.cells[3].source, "traceback": ["KeyError   Traceback", "KeyError: 'missing'"]})
+    record = RunRecord(
+        run_id="20250101T000000Z-abcdef",
+        notebook="01_demo",
+        status="failed",
+        parameters={"n": 7},
+        started="2025-01-01T00:00:00.000Z",
+        duration_s=4.2,
+        folder=tmp_path,
+        error={
+            "cell_index": 3,
+            "execution_count": 3,
+            "ename": "KeyError",
+            "evalue": "'missing'",
+            "source": nb.cells[3].source,
+            "traceback": ["KeyError   Traceback", "KeyError: 'missing'"],
+        },
+    )
     html = render_report(nb, record, {"n": Parameter("n", "int", "3", "how many"), "m": Parameter("m", "str", '"a"')})
     assert "visible-output-marker" in html and "log4j chatter" not in html
     assert "print('ok')" not in html  # code cells are hidden ...
     error_box = html.index('id="workbench-error"')
     assert error_box < html.index("visible-output-marker")  # ... except the failing one, shown first
-    assert "hidden-code-marker" in html[error_box:html.index("visible-output-marker")]
+    assert "hidden-code-marker" in html[error_box : html.index("visible-output-marker")]
     assert "KeyError: 'missing'" in html[error_box:]
-    header = html[html.index('class="wb-header"'):error_box]
+    header = html[html.index('class="wb-header"') : error_box]
     assert "<td>n</td><td><code>7</code>" in header and "<td>m</td>" in header and "failed" in header
     assert not re.search(r"<(script|link)[^>]+(src|href)=\"?(https?:)?//", html), "nothing loaded from the network"
 
@@ -105,15 +157,31 @@ def test_trend_chart_has_one_point_per_run():
 def _record(settings, notebook, run_id, status, metrics=None, figures=False, **fields):
     folder = settings.path("reports_dir") / "runs" / notebook / run_id
     folder.mkdir(parents=True)
-    published = {"status": fields.pop("published_status", None), "metrics": metrics or {}, "metric_status": {}, "figures": [], "values": {}}
+    published = {
+        "status": fields.pop("published_status", None),
+        "metrics": metrics or {},
+        "metric_status": {},
+        "figures": [],
+        "values": {},
+    }
     if figures:
         (folder / "figures").mkdir()
         (folder / "figures" / "roc.png").write_bytes(base64.b64decode(PNG))
         published["figures"] = [{"name": "roc", "file": "figures/roc.png"}]
     (folder / "report.html").write_text("<html>report</html>")
     started = f"2025-01-{run_id[6:8]}T06:00:00.000Z"
-    record = RunRecord(run_id=run_id, notebook=notebook, status=status, started=started, ended=started, duration_s=2.0,
-                       published=published, files={"report": "report.html"}, folder=folder, **fields)
+    record = RunRecord(
+        run_id=run_id,
+        notebook=notebook,
+        status=status,
+        started=started,
+        ended=started,
+        duration_s=2.0,
+        published=published,
+        files={"report": "report.html"},
+        folder=folder,
+        **fields,
+    )
     record.save()
     return record
 
@@ -121,8 +189,16 @@ def _record(settings, notebook, run_id, status, metrics=None, figures=False, **f
 def test_the_index_lists_notebooks_runs_and_a_trend_chart_per_metric(tmp_path):
     settings = make_home(tmp_path)
     for day, value in (("01", 0.1), ("02", 0.25), ("03", 0.4)):
-        _record(settings, "04_drift", f"202501{day}T060000Z-00000{day[-1]}", "succeeded", {"drift_share": value, "rows": 100},
-                figures=day == "03", published_status="alert" if value > 0.3 else "ok", parameters={"window": day})
+        _record(
+            settings,
+            "04_drift",
+            f"202501{day}T060000Z-00000{day[-1]}",
+            "succeeded",
+            {"drift_share": value, "rows": 100},
+            figures=day == "03",
+            published_status="alert" if value > 0.3 else "ok",
+            parameters={"window": day},
+        )
     _record(settings, "01_explore", "20250102T070000Z-eeeee1", "failed", error={"ename": "KeyError"})
     path = build_index(settings)
     assert path == tmp_path / "reports" / "index.html"
@@ -131,7 +207,7 @@ def test_the_index_lists_notebooks_runs_and_a_trend_chart_per_metric(tmp_path):
     assert "<title>20250103T060000Z-000003: 0.4</title>" in html  # a tooltip per point
     assert re.search(r'id="nb-04_drift">\s*<h3>04_drift\s*<span class="badge succeeded">', html)
     assert re.search(r'id="nb-01_explore">\s*<h3>01_explore\s*<span class="badge failed">', html)
-    assert 'window=&#34;03&#34;' in html  # parameters in the runs table
+    assert "window=&#34;03&#34;" in html  # parameters in the runs table
     links = re.findall(r'(?:href|src)="([^"]+)"', html)
     assert links and all((path.parent / link).is_file() for link in links), "relative links to files that exist"
     assert "runs/04_drift/20250103T060000Z-000003/figures/roc.png" in links
@@ -149,7 +225,9 @@ def test_serve_answers_with_the_index_and_the_reports(tmp_path):
         base = f"http://127.0.0.1:{server.server_address[1]}"
         with urllib.request.urlopen(f"{base}/", timeout=10) as response:
             assert "Workbench reports" in response.read().decode()
-        with urllib.request.urlopen(f"{base}/runs/01_explore/20250102T070000Z-eeeee1/report.html", timeout=10) as response:
+        with urllib.request.urlopen(
+            f"{base}/runs/01_explore/20250102T070000Z-eeeee1/report.html", timeout=10
+        ) as response:
             assert response.read() == b"<html>report</html>"
     finally:
         server.shutdown()

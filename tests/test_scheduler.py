@@ -1,8 +1,9 @@
 """jobs.yaml, what is due, retries, chains, locks and the Airflow export (real `workbench run` processes)."""
+
 from __future__ import annotations
 
 import ast
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def settings_of(home: Path):
 
 
 def test_validation_lists_every_problem_with_what_to_do(home):
-    write_jobs(home, """
+    write_jobs(
+        home,
+        """
 jobs:
   bad-cron:
     notebook: check
@@ -55,12 +58,16 @@ jobs:
       - name: second
         notebook: check
         parameters: {label: "{{ step.first.run_id }}"}
-""")
+""",
+    )
     with pytest.raises(JobsFileError) as err:
         load_jobs(settings_of(home))
     message = str(err.value)
     assert "job 'bad-cron': schedule \"61 * * * *\" is not a valid cron expression" in message
-    assert "job 'no-such-notebook': unknown notebook: No notebook '99_missing'" in message and "Available notebooks: 10_check" in message
+    assert (
+        "job 'no-such-notebook': unknown notebook: No notebook '99_missing'" in message
+        and "Available notebooks: 10_check" in message
+    )
     assert "'n' expects int" in message and "unknown parameter 'colour'" in message and "Accepted parameters" in message
     assert "`retries` must be an integer >= 0" in message and "unknown key(s) colour" in message
     assert "refers to step 'second', which is not an earlier step" in message
@@ -70,7 +77,9 @@ jobs:
 
 
 def test_a_valid_file_loads_with_defaults(home, monkeypatch, capsys):
-    write_jobs(home, """
+    write_jobs(
+        home,
+        """
 defaults: {retries: 2, retry_backoff: 5}
 jobs:
   explore:
@@ -83,7 +92,8 @@ jobs:
     steps:
       - {notebook: 10_check}
       - {name: again, notebook: check, parameters: {label: "{{ steps.check.run_id }}", ratio: "{{ steps.check.metrics.n_squared }}"}}
-""")
+""",
+    )
     jobs = {j.name: j for j in load_jobs(settings_of(home))}
     assert jobs["explore"].retries == 2 and jobs["explore"].retry_backoff == 5 and jobs["explore"].max_concurrent == 1
     assert [s.name for s in jobs["chain"].steps] == ["check", "again"] and jobs["chain"].max_concurrent == 2
@@ -94,21 +104,30 @@ jobs:
 def _ran(settings, job: str, scheduled_for: datetime) -> None:
     folder = settings.path("reports_dir") / "runs" / "10_check" / f"x-{job}-{scheduled_for:%H%M}"
     folder.mkdir(parents=True)
-    RunRecord(run_id=folder.name, notebook="10_check", status="succeeded", started=iso(scheduled_for), job=job,
-              scheduled_for=iso(scheduled_for), folder=folder).save()
+    RunRecord(
+        run_id=folder.name,
+        notebook="10_check",
+        status="succeeded",
+        started=iso(scheduled_for),
+        job=job,
+        scheduled_for=iso(scheduled_for),
+        folder=folder,
+    ).save()
 
 
 def test_a_job_is_due_once_per_cron_time(home):
     write_jobs(home, 'jobs:\n  daily:\n    notebook: check\n    schedule: "0 6 * * *"\n')
     settings = settings_of(home)
     jobs = load_jobs(settings)
-    morning = datetime(2025, 1, 6, 7, 30, tzinfo=timezone.utc)
+    morning = datetime(2025, 1, 6, 7, 30, tzinfo=UTC)
     assert [(j.name, t.hour) for j, t in due_jobs(jobs, settings, morning)] == [("daily", 6)]  # never ran: due
-    _ran(settings, "daily", datetime(2025, 1, 6, 6, 0, tzinfo=timezone.utc))
+    _ran(settings, "daily", datetime(2025, 1, 6, 6, 0, tzinfo=UTC))
     assert due_jobs(jobs, settings, morning) == []
-    assert due_jobs(jobs, settings, datetime(2025, 1, 7, 5, 59, tzinfo=timezone.utc)) == []
-    assert [t.day for _, t in due_jobs(jobs, settings, datetime(2025, 1, 7, 6, 0, tzinfo=timezone.utc))] == [7]
-    assert [t.day for _, t in due_jobs(jobs, settings, datetime(2025, 1, 9, 12, 0, tzinfo=timezone.utc))] == [9]  # missed days: one run
+    assert due_jobs(jobs, settings, datetime(2025, 1, 7, 5, 59, tzinfo=UTC)) == []
+    assert [t.day for _, t in due_jobs(jobs, settings, datetime(2025, 1, 7, 6, 0, tzinfo=UTC))] == [7]
+    assert [t.day for _, t in due_jobs(jobs, settings, datetime(2025, 1, 9, 12, 0, tzinfo=UTC))] == [
+        9
+    ]  # missed days: one run
 
 
 def test_a_job_that_is_already_running_is_skipped(home):
@@ -123,7 +142,9 @@ def test_a_job_that_is_already_running_is_skipped(home):
 
 
 def test_run_due_runs_chains_as_the_service_and_retries_failures(home):
-    write_jobs(home, """
+    write_jobs(
+        home,
+        """
 jobs:
   chain:
     schedule: "0 * * * *"
@@ -139,9 +160,10 @@ jobs:
     steps:
       - {name: boom, notebook: check, parameters: {label: boom}}
       - {name: never, notebook: check}
-""")
+""",
+    )
     settings = settings_of(home)
-    results = {r.job: r for r in run_due(settings, now=datetime(2025, 1, 6, 6, 20, tzinfo=timezone.utc))}
+    results = {r.job: r for r in run_due(settings, now=datetime(2025, 1, 6, 6, 20, tzinfo=UTC))}
     chain, flaky = results["chain"], results["flaky"]
     assert chain.status == "succeeded", chain.reason
     first, second = chain.runs
@@ -155,11 +177,13 @@ jobs:
     assert [(r.step, r.attempt, r.status) for r in flaky.runs] == [("boom", 1, "failed"), ("boom", 2, "failed")]
     assert "later steps not run: never" in flaky.reason
     # Both ran for 06:00; nothing is due again until 07:00.
-    assert run_due(settings, now=datetime(2025, 1, 6, 6, 50, tzinfo=timezone.utc)) == []
+    assert run_due(settings, now=datetime(2025, 1, 6, 6, 50, tzinfo=UTC)) == []
 
 
 def test_airflow_export_writes_a_dag_per_job(home, tmp_path_factory):
-    write_jobs(home, """
+    write_jobs(
+        home,
+        """
 jobs:
   explore-daily:
     notebook: check
@@ -170,7 +194,8 @@ jobs:
     steps:
       - {name: first, notebook: check}
       - {name: second, notebook: check, parameters: {label: "{{ steps.first.run_id }}"}}
-""")
+""",
+    )
     out = tmp_path_factory.mktemp("dags")
     files = export_airflow(settings_of(home), out)
     assert sorted(f.name for f in files) == ["workbench_chain.py", "workbench_explore_daily.py"]
@@ -189,6 +214,8 @@ jobs:
             assert kwargs["schedule"].value == "0 3 * * 1" and len(tasks) == 2
             assert "first >> second" in source
             assert "--step-run first={{ ti.xcom_pull(task_ids='first') }}" in commands[1]
-            assert """-y {% raw %}'{"label": "{{ steps.first.run_id }}"}'{% endraw %}""" in commands[1]  # not Airflow's Jinja
+            assert (
+                """-y {% raw %}'{"label": "{{ steps.first.run_id }}"}'{% endraw %}""" in commands[1]
+            )  # not Airflow's Jinja
         else:
-            assert "retries\": 2" in source and len(tasks) == 1
+            assert 'retries": 2' in source and len(tasks) == 1

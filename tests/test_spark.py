@@ -17,7 +17,10 @@ def test_get_spark_reuses_the_active_session(spark, repo_settings):
 def test_shuffle_partitions_follow_the_master(repo_settings):
     assert _shuffle_partitions(repo_settings.with_overrides(spark_master="local[3]")) == 6
     assert _shuffle_partitions(repo_settings.with_overrides(spark_master="spark://h:7077")) == 200
-    assert _shuffle_partitions(repo_settings.with_overrides(spark_master="spark://h:7077", spark_shuffle_partitions=32)) == 32
+    assert (
+        _shuffle_partitions(repo_settings.with_overrides(spark_master="spark://h:7077", spark_shuffle_partitions=32))
+        == 32
+    )
 
 
 def test_app_name_names_the_user(spark, repo_settings):

@@ -1,4 +1,5 @@
 """Training with real Spark and a real MLflow store (SQLite in a temp dir): the model contract."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,13 @@ def test_the_spec_is_recorded_on_the_model(trained_model, champion, mlflow_setti
 def test_serving_path_from_raw_rows_matches_batch_scoring(trained_model, champion, spark, mlflow_settings):
     """What serving does (raw rows -> spec.prepare -> pyfunc) equals Spark batch scoring."""
     spec = ModelSpec.from_model(champion)
-    raw = load("flights", columns=list(spec.raw_columns) + ["flight"], where="month = 1 AND day = 30",
-               settings=mlflow_settings, spark=spark)
+    raw = load(
+        "flights",
+        columns=list(spec.raw_columns) + ["flight"],
+        where="month = 1 AND day = 30",
+        settings=mlflow_settings,
+        spark=spark,
+    )
     batch = score_spark(raw, registry.model_uri(mlflow_settings.model_name, "champion"), mlflow_settings).toPandas()
     online = np.asarray(champion.predict(spec.prepare(batch[list(spec.raw_columns)], settings=mlflow_settings)))[:, 1]
     np.testing.assert_allclose(online, batch["prediction"].to_numpy(), rtol=1e-9)
@@ -67,15 +73,29 @@ def test_the_run_records_data_metrics_and_artifacts(trained_model, mlflow_settin
     run = client.get_run(trained_model.run_id)
     assert run.data.params["train_where"] == "month = 1" and run.data.params["model"] == "lightgbm"
     assert {"roc_auc", "log_loss", "precision", "recall", "rows_dropped_null_target"} <= set(run.data.metrics)
-    assert run.data.metrics["rows_dropped_null_target"] > 0                # cancelled flights were dropped
-    assert len(run.data.tags["mlflow.source.git.commit"]) in (40, 7) or run.data.tags["mlflow.source.git.commit"] == "unknown"
+    assert run.data.metrics["rows_dropped_null_target"] > 0  # cancelled flights were dropped
+    assert (
+        len(run.data.tags["mlflow.source.git.commit"]) in (40, 7)
+        or run.data.tags["mlflow.source.git.commit"] == "unknown"
+    )
     artifacts = {a.path for a in client.list_artifacts(trained_model.run_id)} | {
-        a.path for a in client.list_artifacts(trained_model.run_id, "charts")}
-    assert {"schema.json", "data_identity.json", "feature_importance.csv", "model_spec.json",
-            "charts/roc.png", "charts/pr.png", "charts/confusion.png"} <= artifacts
+        a.path for a in client.list_artifacts(trained_model.run_id, "charts")
+    }
+    assert {
+        "schema.json",
+        "data_identity.json",
+        "feature_importance.csv",
+        "model_spec.json",
+        "charts/roc.png",
+        "charts/pr.png",
+        "charts/confusion.png",
+    } <= artifacts
     identity = json.loads(open(client.download_artifacts(trained_model.run_id, "data_identity.json")).read())
-    assert identity["rows_train"] + identity["rows_holdout"] == identity["rows_loaded"] - identity["rows_dropped_null_target"]
-    assert identity["train_time_range"][1] <= identity["holdout_time_range"][0]    # time-ordered holdout
+    assert (
+        identity["rows_train"] + identity["rows_holdout"]
+        == identity["rows_loaded"] - identity["rows_dropped_null_target"]
+    )
+    assert identity["train_time_range"][1] <= identity["holdout_time_range"][0]  # time-ordered holdout
     assert identity["parquet_files"] and len(identity["content_sha256"]) == 64
     schema = json.loads(open(client.download_artifacts(trained_model.run_id, "schema.json")).read())
     assert {c["name"] for c in schema["columns"]} >= set(trained_model.spec.features)
@@ -90,8 +110,13 @@ def test_leaky_features_and_unknown_models_are_refused(mlflow_settings):
         train(model="logistic", label_threshold=None, settings=mlflow_settings)
 
 
-@pytest.mark.parametrize("notebook, required", [("02_train", {"dataset", "target", "features", "train_where", "model", "params"}),
-                                                 ("05_evaluate", {"eval_where", "slices", "tolerance", "floor", "promote"})])
+@pytest.mark.parametrize(
+    "notebook, required",
+    [
+        ("02_train", {"dataset", "target", "features", "train_where", "model", "params"}),
+        ("05_evaluate", {"eval_where", "slices", "tolerance", "floor", "promote"}),
+    ],
+)
 def test_notebook_parameters_parse_without_a_kernel(notebook, required):
     """papermill must see every parameter (it skips lines with a second '=', e.g. in a SQL predicate)."""
     import ast

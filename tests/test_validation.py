@@ -1,4 +1,5 @@
 """Schema inference on flights (Spark and pandas) and validation of deliberately broken batches."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -6,8 +7,19 @@ import pytest
 
 from workbench.data import load
 from workbench.errors import ValidationError
-from workbench.validation import (MISSING_COLUMN, OUT_OF_RANGE, UNEXPECTED_COLUMN, UNSEEN_CATEGORIES, WRONG_TYPE,
-                                  TOO_MANY_NULLS, Schema, check, infer_schema, save_versioned, validate)
+from workbench.validation import (
+    MISSING_COLUMN,
+    OUT_OF_RANGE,
+    TOO_MANY_NULLS,
+    UNEXPECTED_COLUMN,
+    UNSEEN_CATEGORIES,
+    WRONG_TYPE,
+    Schema,
+    check,
+    infer_schema,
+    save_versioned,
+    validate,
+)
 
 COLUMNS = ["carrier", "origin", "dest", "distance", "hour", "dep_delay", "arr_delay", "tailnum", "time_hour"]
 
@@ -26,10 +38,10 @@ def test_inferred_schema_describes_flights(schema, january):
     cols = schema.columns
     assert schema.rows == january.count()
     assert cols["distance"].type == "integer" and cols["distance"].min > 0 and not cols["distance"].nullable
-    assert cols["arr_delay"].nullable and 0 < cols["arr_delay"].max_null_fraction < 0.1   # cancelled flights
+    assert cols["arr_delay"].nullable and 0 < cols["arr_delay"].max_null_fraction < 0.1  # cancelled flights
     assert set(cols["origin"].domain) == {"EWR", "JFK", "LGA"}
     assert "UA" in cols["carrier"].domain
-    assert cols["tailnum"].domain is None            # thousands of values: free text, not checked
+    assert cols["tailnum"].domain is None  # thousands of values: free text, not checked
     assert cols["time_hour"].type == "timestamp"
 
 
@@ -40,7 +52,7 @@ def test_spark_and_pandas_inference_agree(schema, january):
     from_pandas = infer_schema(frame, name="flights")
     for name, col in schema.columns.items():
         expected = asdict(col)
-        if col.type == "integer" and col.nullable:      # pandas holds integers with nulls as floats
+        if col.type == "integer" and col.nullable:  # pandas holds integers with nulls as floats
             expected["type"] = "float"
         assert asdict(from_pandas.columns[name]) == expected
     assert validate(frame, schema) == [] and validate(january, from_pandas) == []
@@ -49,7 +61,7 @@ def test_spark_and_pandas_inference_agree(schema, january):
 def test_schema_round_trips_as_versioned_json(schema, tmp_path):
     first = save_versioned(schema, tmp_path)
     assert first.name == "flights-v1.json"
-    assert save_versioned(Schema.load(first), tmp_path) == first          # same rules: same version
+    assert save_versioned(Schema.load(first), tmp_path) == first  # same rules: same version
     changed = Schema.from_json(schema.to_json())
     changed.columns["distance"].max = 99999.0
     assert save_versioned(changed, tmp_path).name == "flights-v2.json"
@@ -64,10 +76,10 @@ def test_a_clean_batch_has_no_anomalies(schema, january):
 def _broken(frame: pd.DataFrame) -> pd.DataFrame:
     bad = frame.drop(columns=["dest"]).copy()
     bad["distance"] = bad["distance"].astype(object)
-    bad.loc[bad.index[:3], "distance"] = "far"                       # strings in a numeric column
-    bad.loc[bad.index[3:8], "hour"] = 99                             # out of range
-    bad.loc[bad.index[:60], "carrier"] = "ZZ"                        # an unseen carrier
-    bad.loc[bad.index[:200], "origin"] = None                        # nulls where training had none
+    bad.loc[bad.index[:3], "distance"] = "far"  # strings in a numeric column
+    bad.loc[bad.index[3:8], "hour"] = 99  # out of range
+    bad.loc[bad.index[:60], "carrier"] = "ZZ"  # an unseen carrier
+    bad.loc[bad.index[:200], "origin"] = None  # nulls where training had none
     bad["surprise"] = 1
     return bad
 
@@ -82,7 +94,7 @@ def test_a_broken_pandas_batch_reports_each_anomaly(schema, january):
     assert ("carrier", UNSEEN_CATEGORIES) in found
     assert ("origin", TOO_MANY_NULLS) in found
     wrong = next(a for a in anomalies if a.kind == WRONG_TYPE)
-    assert wrong.count == 3 and "far" not in wrong.description       # counts, never data values
+    assert wrong.count == 3 and "far" not in wrong.description  # counts, never data values
     unseen = next(a for a in anomalies if a.kind == UNSEEN_CATEGORIES)
     assert unseen.count == 60 and "ZZ" not in unseen.description
 
@@ -90,10 +102,12 @@ def test_a_broken_pandas_batch_reports_each_anomaly(schema, january):
 def test_a_broken_spark_batch_reports_the_same(spark, schema, january):
     from pyspark.sql import functions as F
 
-    bad = (january.drop("dest")
-           .withColumn("hour", F.when(F.col("distance") > 2000, F.lit(99)).otherwise(F.col("hour")))
-           .withColumn("carrier", F.when(F.col("carrier") == "UA", F.lit("ZZ")).otherwise(F.col("carrier")))
-           .withColumn("distance", F.col("distance").cast("string")))
+    bad = (
+        january.drop("dest")
+        .withColumn("hour", F.when(F.col("distance") > 2000, F.lit(99)).otherwise(F.col("hour")))
+        .withColumn("carrier", F.when(F.col("carrier") == "UA", F.lit("ZZ")).otherwise(F.col("carrier")))
+        .withColumn("distance", F.col("distance").cast("string"))
+    )
     kinds = {(a.column, a.kind) for a in validate(bad, schema)}
     assert kinds == {("dest", MISSING_COLUMN), ("hour", OUT_OF_RANGE), ("carrier", UNSEEN_CATEGORIES)}
     as_text = bad.withColumn("distance", F.when(F.col("hour") == 99, F.lit("far")).otherwise(F.col("distance")))

@@ -5,6 +5,7 @@ The top level is deliberately small and cheap to import; the parts live in their
 `workbench.features` / `workbench.training` / `workbench.registry` / `workbench.validation` (models),
 `workbench.drift`, `workbench.explain`, `workbench.serving`, `workbench.hub`.
 """
+
 from .config import Settings, load_settings
 from .errors import WorkbenchError
 from .spark import get_spark

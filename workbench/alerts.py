@@ -5,14 +5,16 @@ The payload is one JSON object (`alert_payload`); any receiver that accepts a JS
 never appears in messages or logs. Delivery failures are returned, not raised: a monitoring run
 should still finish and record that its alert could not be delivered.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from .config import Settings, load_settings
 
@@ -31,20 +33,30 @@ class WebhookResult:
     error: str = ""
 
 
-def alert_payload(source: str, status: str, summary: str = "", metrics: Mapping[str, float] | None = None,
-                  url: str = "", **extra: Any) -> dict[str, Any]:
+def alert_payload(
+    source: str, status: str, summary: str = "", metrics: Mapping[str, float] | None = None, url: str = "", **extra: Any
+) -> dict[str, Any]:
     """The JSON body sent for an alert: what raised it, its status, a one-line summary, the metrics
     behind it and where to read the report. `extra` keys (run_id, job, ...) are added as they are."""
     text = f"[{status.upper()}] {source}" + (f": {summary}" if summary else "") + (f" ({url})" if url else "")
-    body = {"event": EVENT, "version": SCHEMA_VERSION, "source": source, "status": status, "summary": summary,
-            "text": text, "metrics": dict(metrics or {}), "report_url": url,
-            "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    body = {
+        "event": EVENT,
+        "version": SCHEMA_VERSION,
+        "source": source,
+        "status": status,
+        "summary": summary,
+        "text": text,
+        "metrics": dict(metrics or {}),
+        "report_url": url,
+        "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     body.update(extra)
     return body
 
 
-def post_json(url: str, payload: Mapping[str, Any], timeout: float = 10.0, attempts: int = 3,
-              backoff: float = 0.5) -> WebhookResult:
+def post_json(
+    url: str, payload: Mapping[str, Any], timeout: float = 10.0, attempts: int = 3, backoff: float = 0.5
+) -> WebhookResult:
     """POST `payload` as JSON; retry connection errors and 5xx answers with exponential backoff."""
     import httpx
 
@@ -68,7 +80,9 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float = 10.0, attem
     return WebhookResult(False, code, attempt, error)
 
 
-def notify(status: str, payload: Mapping[str, Any], settings: Settings | None = None, **kwargs: Any) -> WebhookResult | None:
+def notify(
+    status: str, payload: Mapping[str, Any], settings: Settings | None = None, **kwargs: Any
+) -> WebhookResult | None:
     """Send `payload` to the configured webhook when `status` is `alert`; None when nothing was sent
     (another status, or no `webhook_url` set)."""
     settings = settings or load_settings()

@@ -7,6 +7,7 @@ Every path and URL the workbench uses is a field here; nothing runs at import ti
 `workbench.toml` takes flat keys (`lake_root = "hdfs://nn:8020/lake"`) or sections whose name
 prefixes the key (`[spark]` + `master = "spark://host:7077"` is `spark_master`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,9 @@ CONFIG_FILE_NAME = "workbench.toml"
 # Hadoop-filesystem schemes the lake may live on; a bare path means the local filesystem.
 LAKE_SCHEMES = frozenset({"file", "hdfs", "viewfs", "s3a", "gs", "abfs", "abfss", "wasb", "wasbs", "oss"})
 MLFLOW_SCHEMES = frozenset({"sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks"})
-SPARK_MASTER_RE = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/\s]+:\d+|sc://[^/\s]+(:\d+)?(/.*)?|yarn|k8s://\S+|mesos://\S+)$")
+SPARK_MASTER_RE = re.compile(
+    r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/\s]+:\d+|sc://[^/\s]+(:\d+)?(/.*)?|yarn|k8s://\S+|mesos://\S+)$"
+)
 SIZE_RE = re.compile(r"^\d+[kmgt]?$", re.I)
 
 
@@ -41,35 +44,78 @@ def _setting(default: Any, help: str, **meta: Any) -> Any:
 class Settings:
     """Effective settings. Relative paths are resolved against `home` (the project root)."""
 
-    home: str = _setting("", "Project root; relative paths below resolve against it. Default: the folder holding workbench.toml, else the workbench checkout, else the working directory.")
-    profile: str = _setting("local", "Deployment profile: 'local' (laptop, advisory governance) or 'production' (system users, enforced boundary).", choices=("local", "production"))
+    home: str = _setting(
+        "",
+        "Project root; relative paths below resolve against it. Default: the folder holding workbench.toml, else the workbench checkout, else the working directory.",
+    )
+    profile: str = _setting(
+        "local",
+        "Deployment profile: 'local' (laptop, advisory governance) or 'production' (system users, enforced boundary).",
+        choices=("local", "production"),
+    )
 
     # Data lake and catalog
-    lake_root: str = _setting("lake", "Root of the data lake: a local path or any Hadoop-filesystem URI (file://, hdfs://, s3a://, gs://, abfss://).")
-    catalog_path: str = _setting("hub_config/catalog.yaml", "The dataset catalog (names, URIs, schemas, column classifications, grants).")
-    mask_salt: str = _setting("workbench-dev-salt-change-me", "Secret salt for `hash` column masks. Set it from a secret store in production.", secret=True)
-    audit_dir: str = _setting("", "Where the append-only read audit log lives (a local or mounted path: it is appended with O_APPEND and fsync). Default: <lake_root>/audit.")
-    governed_dir: str = _setting("", "The governed zone: masked and row-filtered views written by `workbench data publish`. Default: <lake_root>/governed.")
+    lake_root: str = _setting(
+        "lake",
+        "Root of the data lake: a local path or any Hadoop-filesystem URI (file://, hdfs://, s3a://, gs://, abfss://).",
+    )
+    catalog_path: str = _setting(
+        "hub_config/catalog.yaml", "The dataset catalog (names, URIs, schemas, column classifications, grants)."
+    )
+    mask_salt: str = _setting(
+        "workbench-dev-salt-change-me",
+        "Secret salt for `hash` column masks. Set it from a secret store in production.",
+        secret=True,
+    )
+    audit_dir: str = _setting(
+        "",
+        "Where the append-only read audit log lives (a local or mounted path: it is appended with O_APPEND and fsync). Default: <lake_root>/audit.",
+    )
+    governed_dir: str = _setting(
+        "",
+        "The governed zone: masked and row-filtered views written by `workbench data publish`. Default: <lake_root>/governed.",
+    )
 
     # Identity (outside the hub)
-    user: str = _setting("", "Local identity when not inside a hub-spawned server or a job. Default: the OS user. Reported as unverified.")
-    groups: tuple[str, ...] = _setting(("data-scientists",), "Groups of the local identity (comma-separated). Unverified outside the hub.")
+    user: str = _setting(
+        "",
+        "Local identity when not inside a hub-spawned server or a job. Default: the OS user. Reported as unverified.",
+    )
+    groups: tuple[str, ...] = _setting(
+        ("data-scientists",), "Groups of the local identity (comma-separated). Unverified outside the hub."
+    )
     service_user: str = _setting("workbench-service", "Identity scheduled jobs run as.")
     service_groups: tuple[str, ...] = _setting(("data-stewards",), "Groups of the service identity (comma-separated).")
 
     # Spark
-    spark_master: str = _setting("local[*]", "Spark master: local[*], local[N], spark://host:7077, sc://host:15002 (Spark Connect), yarn, k8s://...")
-    spark_driver_memory: str = _setting("2g", "Spark driver memory (e.g. 2g); applies when the driver JVM is started by us.")
-    spark_executor_memory: str = _setting("", "Spark executor memory on a cluster (e.g. 4g); empty leaves Spark's default.")
-    spark_shuffle_partitions: int = _setting(0, "spark.sql.shuffle.partitions; 0 sizes it from the master (2 per local core, 200 on a cluster).")
-    spark_driver_host: str = _setting("127.0.0.1", "Address the driver binds and advertises. On a cluster, an address the executors can reach.")
+    spark_master: str = _setting(
+        "local[*]",
+        "Spark master: local[*], local[N], spark://host:7077, sc://host:15002 (Spark Connect), yarn, k8s://...",
+    )
+    spark_driver_memory: str = _setting(
+        "2g", "Spark driver memory (e.g. 2g); applies when the driver JVM is started by us."
+    )
+    spark_executor_memory: str = _setting(
+        "", "Spark executor memory on a cluster (e.g. 4g); empty leaves Spark's default."
+    )
+    spark_shuffle_partitions: int = _setting(
+        0, "spark.sql.shuffle.partitions; 0 sizes it from the master (2 per local core, 200 on a cluster)."
+    )
+    spark_driver_host: str = _setting(
+        "127.0.0.1", "Address the driver binds and advertises. On a cluster, an address the executors can reach."
+    )
     spark_ui: bool = _setting(False, "Start the Spark web UI.")
     spark_conf: tuple[str, ...] = _setting((), "Extra Spark settings as key=value pairs (comma-separated).")
 
     # MLflow
-    mlflow_tracking_uri: str = _setting("sqlite:///mlflow.db", "MLflow tracking URI: sqlite:///path (relative to home), http(s)://server, postgresql://...")
+    mlflow_tracking_uri: str = _setting(
+        "sqlite:///mlflow.db",
+        "MLflow tracking URI: sqlite:///path (relative to home), http(s)://server, postgresql://...",
+    )
     mlflow_registry_uri: str = _setting("", "MLflow model registry URI. Default: the tracking URI.")
-    mlflow_artifacts: str = _setting("mlartifacts", "Default artifact root for new MLflow experiments (local path or URI).")
+    mlflow_artifacts: str = _setting(
+        "mlartifacts", "Default artifact root for new MLflow experiments (local path or URI)."
+    )
     mlflow_experiment: str = _setting("workbench", "MLflow experiment that training runs are logged to.")
     model_name: str = _setting("flights-late", "Default registered model name for the sample task.")
 
@@ -79,51 +125,119 @@ class Settings:
     jobs_file: str = _setting("jobs.yaml", "Scheduled jobs declaration.")
     kernel_name: str = _setting("python3", "Jupyter kernel used for headless runs.")
     cell_timeout: int = _setting(1800, "Seconds one notebook cell may run in a headless job before it is stopped.")
-    webhook_url: str = _setting("", "Optional URL that receives a JSON POST for every run that ends in status 'alert' (often carries a token: shown as ***).", secret=True)
-    airflow_dags_dir: str = _setting("airflow/dags", "Where `workbench jobs export-airflow` writes one Airflow DAG file per job.")
+    webhook_url: str = _setting(
+        "",
+        "Optional URL that receives a JSON POST for every run that ends in status 'alert' (often carries a token: shown as ***).",
+        secret=True,
+    )
+    airflow_dags_dir: str = _setting(
+        "airflow/dags", "Where `workbench jobs export-airflow` writes one Airflow DAG file per job."
+    )
 
     # Serving
     serving_host: str = _setting("127.0.0.1", "Address the serving wrapper binds.")
     serving_port: int = _setting(5050, "Port the serving wrapper listens on.")
     predictions_dir: str = _setting("", "Where the serving wrapper logs predictions. Default: <lake_root>/predictions.")
-    serving_cache_dir: str = _setting(".serving-cache", "Local snapshot of the feature functions' lookup tables, so serving workers start without Spark (owner-only).")
-    serving_lookup_max_age: int = _setting(3600, "Seconds a lookup snapshot is reused before `workbench serve` reads the lookups again through workbench.data.load.")
-    serving_timeout_ms: int = _setting(500, "Per-request time budget in milliseconds; past it the request is answered by the fallback.")
-    serving_fallback: str = _setting("previous", "What answers when a model fails, is too slow or its circuit is open: 'previous' (the previous champion), 'constant:VALUE', 'none' (503), or a comma-separated chain such as 'previous,constant:0.2'.")
-    serving_breaker_failures: int = _setting(5, "Consecutive failures or timeouts of a model that open its circuit breaker.")
-    serving_breaker_cooldown_ms: int = _setting(30000, "Milliseconds an open circuit stays open before one trial request is let through.")
+    serving_cache_dir: str = _setting(
+        ".serving-cache",
+        "Local snapshot of the feature functions' lookup tables, so serving workers start without Spark (owner-only).",
+    )
+    serving_lookup_max_age: int = _setting(
+        3600,
+        "Seconds a lookup snapshot is reused before `workbench serve` reads the lookups again through workbench.data.load.",
+    )
+    serving_timeout_ms: int = _setting(
+        500, "Per-request time budget in milliseconds; past it the request is answered by the fallback."
+    )
+    serving_fallback: str = _setting(
+        "previous",
+        "What answers when a model fails, is too slow or its circuit is open: 'previous' (the previous champion), 'constant:VALUE', 'none' (503), or a comma-separated chain such as 'previous,constant:0.2'.",
+    )
+    serving_breaker_failures: int = _setting(
+        5, "Consecutive failures or timeouts of a model that open its circuit breaker."
+    )
+    serving_breaker_cooldown_ms: int = _setting(
+        30000, "Milliseconds an open circuit stays open before one trial request is let through."
+    )
     serving_batch_max_rows: int = _setting(64, "Micro-batching: most rows predicted in one model call.")
-    serving_batch_wait_ms: int = _setting(5, "Micro-batching: longest wait, in milliseconds, for the rows expected in the next batch (a lone client never waits).")
-    serving_max_pending_rows: int = _setting(4096, "Rows waiting for the model beyond which new requests get 503 OVERLOADED.")
+    serving_batch_wait_ms: int = _setting(
+        5,
+        "Micro-batching: longest wait, in milliseconds, for the rows expected in the next batch (a lone client never waits).",
+    )
+    serving_max_pending_rows: int = _setting(
+        4096, "Rows waiting for the model beyond which new requests get 503 OVERLOADED."
+    )
     serving_max_body_bytes: int = _setting(1048576, "Largest accepted request body in bytes (413 beyond).")
     serving_max_rows: int = _setting(1000, "Most rows in one request.")
     serving_max_string_chars: int = _setting(256, "Longest accepted string value, in characters.")
-    serving_reload_interval_ms: int = _setting(10000, "How often, in milliseconds, the registry aliases are polled for hot reload (0: never).")
-    serving_shadow_disagreement: str = _setting("0.1", "Shadow vs primary: a regression disagrees beyond this relative difference; a classifier when the labels differ.")
-    predlog_roll_seconds: int = _setting(60, "The prediction log starts a new parquet file after this many seconds (rows are held in memory until then).")
+    serving_reload_interval_ms: int = _setting(
+        10000, "How often, in milliseconds, the registry aliases are polled for hot reload (0: never)."
+    )
+    serving_shadow_disagreement: str = _setting(
+        "0.1",
+        "Shadow vs primary: a regression disagrees beyond this relative difference; a classifier when the labels differ.",
+    )
+    predlog_roll_seconds: int = _setting(
+        60, "The prediction log starts a new parquet file after this many seconds (rows are held in memory until then)."
+    )
     predlog_roll_rows: int = _setting(100000, "... or after this many rows.")
-    predlog_queue_rows: int = _setting(100000, "Rows the prediction log's queue holds before its full-queue behaviour applies.")
-    predlog_on_full: str = _setting("block", "When the prediction log's queue is full: 'block' (the request waits; never loses a row) or 'drop' (count the dropped rows in /metrics).", choices=("block", "drop"))
+    predlog_queue_rows: int = _setting(
+        100000, "Rows the prediction log's queue holds before its full-queue behaviour applies."
+    )
+    predlog_on_full: str = _setting(
+        "block",
+        "When the prediction log's queue is full: 'block' (the request waits; never loses a row) or 'drop' (count the dropped rows in /metrics).",
+        choices=("block", "drop"),
+    )
 
     # Hub
     hub_ip: str = _setting("127.0.0.1", "Address the hub's proxy binds.")
     hub_port: int = _setting(8000, "Port the hub's proxy listens on.")
-    hub_state_dir: str = _setting(".hub", "Hub state: database, cookie secret, proxy token, user homes (local profile).")
-    hub_db_url: str = _setting("", "Hub database URL (postgresql://... in production; may hold a password). Default: SQLite under hub_state_dir.", secret=True)
-    hub_config_file: str = _setting("hub_config/jupyterhub_config.py", "The JupyterHub configuration file `workbench hub` starts the hub with (site overrides go in jupyterhub_config.d/ beside it).")
-    hub_templates_dir: str = _setting("hub_config/templates", "Jinja templates that override the hub's pages (JupyterHub.template_paths).")
-    hub_users_file: str = _setting("hub_config/users.yaml", "Users and groups (hub_config/users.yaml); membership is applied at each login and auth refresh.")
-    hub_admin_password: str = _setting("", "Password of the first admin (local profile). Empty: prompted by `workbench hub`.", secret=True)
-    proxy_command: str = _setting(".npm/node_modules/.bin/configurable-http-proxy", "configurable-http-proxy executable (installed by `make setup` into a local npm prefix).")
+    hub_state_dir: str = _setting(
+        ".hub", "Hub state: database, cookie secret, proxy token, user homes (local profile)."
+    )
+    hub_db_url: str = _setting(
+        "",
+        "Hub database URL (postgresql://... in production; may hold a password). Default: SQLite under hub_state_dir.",
+        secret=True,
+    )
+    hub_config_file: str = _setting(
+        "hub_config/jupyterhub_config.py",
+        "The JupyterHub configuration file `workbench hub` starts the hub with (site overrides go in jupyterhub_config.d/ beside it).",
+    )
+    hub_templates_dir: str = _setting(
+        "hub_config/templates", "Jinja templates that override the hub's pages (JupyterHub.template_paths)."
+    )
+    hub_users_file: str = _setting(
+        "hub_config/users.yaml",
+        "Users and groups (hub_config/users.yaml); membership is applied at each login and auth refresh.",
+    )
+    hub_admin_password: str = _setting(
+        "", "Password of the first admin (local profile). Empty: prompted by `workbench hub`.", secret=True
+    )
+    proxy_command: str = _setting(
+        ".npm/node_modules/.bin/configurable-http-proxy",
+        "configurable-http-proxy executable (installed by `make setup` into a local npm prefix).",
+    )
     reports_port: int = _setting(8011, "Port of the reports service behind the hub.")
     mlflow_ui_port: int = _setting(8012, "Port of the MLflow UI service behind the hub.")
     reports_serve_port: int = _setting(8010, "Port `workbench reports serve` listens on.")
     hub_api_port: int = _setting(8081, "Port of the hub's own API on 127.0.0.1 (the proxy and the servers talk to it).")
     proxy_api_port: int = _setting(8001, "Port of the proxy's REST API on 127.0.0.1 (only the hub uses it).")
-    hub_admin_user: str = _setting("admin", "Name of the first admin. Local profile: `workbench hub` creates its account from hub_admin_password or a prompt.")
-    hub_services: tuple[str, ...] = _setting(("reports", "mlflow", "idle-culler", "scheduler"), "Hub-managed services to run (comma-separated): reports, mlflow, idle-culler, scheduler.", choices_each=("reports", "mlflow", "idle-culler", "scheduler"))
+    hub_admin_user: str = _setting(
+        "admin",
+        "Name of the first admin. Local profile: `workbench hub` creates its account from hub_admin_password or a prompt.",
+    )
+    hub_services: tuple[str, ...] = _setting(
+        ("reports", "mlflow", "idle-culler", "scheduler"),
+        "Hub-managed services to run (comma-separated): reports, mlflow, idle-culler, scheduler.",
+        choices_each=("reports", "mlflow", "idle-culler", "scheduler"),
+    )
     hub_idle_timeout: int = _setting(3600, "Seconds a user's server may sit idle before the idle culler stops it.")
-    hub_ssl_cert: str = _setting("", "TLS certificate (PEM) for the hub's public address; empty: plain HTTP (put a TLS proxy in front in production).")
+    hub_ssl_cert: str = _setting(
+        "",
+        "TLS certificate (PEM) for the hub's public address; empty: plain HTTP (put a TLS proxy in front in production).",
+    )
     hub_ssl_key: str = _setting("", "TLS private key file (PEM) matching hub_ssl_cert.")
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
@@ -175,11 +289,11 @@ class Settings:
             rows.append((f.name, value, self.sources.get(f.name, "default"), f.metadata.get("help", "")))
         return rows
 
-    def with_overrides(self, **values: Any) -> "Settings":
+    def with_overrides(self, **values: Any) -> Settings:
         """A copy with some values replaced (validated like any other source)."""
         merged = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("internal")}
         merged.update(values)
-        sources = dict(self.sources, **{k: "override" for k in values})
+        sources = dict(self.sources, **dict.fromkeys(values, "override"))
         return _build(merged, sources)
 
 
@@ -211,12 +325,14 @@ def lake_uri(home: str | Path, value: str) -> str:
 def _resolve_sqlite(home: str, uri: str) -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(resolve_path(home, uri[len(prefix):]))
+        return prefix + str(resolve_path(home, uri[len(prefix) :]))
     return uri
 
 
 # ---- loading ---------------------------------------------------------------------------------
-def load_settings(env: dict[str, str] | None = None, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    env: dict[str, str] | None = None, config_file: str | Path | None = None, **overrides: Any
+) -> Settings:
     """Read settings from the environment, an optional workbench.toml and the defaults.
 
     `env` defaults to os.environ; `config_file` to $WORKBENCH_CONFIG or <home>/workbench.toml.
@@ -322,23 +438,51 @@ def _validate(s: Settings) -> None:
         value = getattr(s, name)
         scheme = urlparse(value).scheme
         if value and len(scheme) > 1 and scheme not in LAKE_SCHEMES:
-            fail(name, f"a local path or a URI with one of the schemes {', '.join(sorted(LAKE_SCHEMES))}; found scheme '{scheme}'")
+            fail(
+                name,
+                f"a local path or a URI with one of the schemes {', '.join(sorted(LAKE_SCHEMES))}; found scheme '{scheme}'",
+            )
     for name in ("mlflow_tracking_uri", "mlflow_registry_uri"):
         value = getattr(s, name)
         scheme = urlparse(value).scheme.split("+")[0]
         if value and scheme not in MLFLOW_SCHEMES:
-            fail(name, f"a URI with one of the schemes {', '.join(sorted(MLFLOW_SCHEMES))}; found '{scheme or 'no scheme'}'")
+            fail(
+                name,
+                f"a URI with one of the schemes {', '.join(sorted(MLFLOW_SCHEMES))}; found '{scheme or 'no scheme'}'",
+            )
     if not SPARK_MASTER_RE.match(s.spark_master):
         fail("spark_master", "local[*], local[N], spark://HOST:PORT, sc://HOST:PORT, yarn or k8s://URL")
-    for name in ("serving_port", "hub_port", "reports_port", "mlflow_ui_port", "reports_serve_port", "hub_api_port", "proxy_api_port"):
+    for name in (
+        "serving_port",
+        "hub_port",
+        "reports_port",
+        "mlflow_ui_port",
+        "reports_serve_port",
+        "hub_api_port",
+        "proxy_api_port",
+    ):
         if not 0 < getattr(s, name) < 65536:
             fail(name, "a TCP port between 1 and 65535")
-    for name in ("serving_timeout_ms", "serving_breaker_failures", "serving_batch_max_rows", "serving_max_pending_rows",
-                 "serving_max_body_bytes", "serving_max_rows", "serving_max_string_chars", "predlog_roll_seconds",
-                 "predlog_roll_rows", "predlog_queue_rows"):
+    for name in (
+        "serving_timeout_ms",
+        "serving_breaker_failures",
+        "serving_batch_max_rows",
+        "serving_max_pending_rows",
+        "serving_max_body_bytes",
+        "serving_max_rows",
+        "serving_max_string_chars",
+        "predlog_roll_seconds",
+        "predlog_roll_rows",
+        "predlog_queue_rows",
+    ):
         if getattr(s, name) <= 0:
             fail(name, "a positive integer")
-    for name in ("serving_batch_wait_ms", "serving_breaker_cooldown_ms", "serving_reload_interval_ms", "serving_lookup_max_age"):
+    for name in (
+        "serving_batch_wait_ms",
+        "serving_breaker_cooldown_ms",
+        "serving_reload_interval_ms",
+        "serving_lookup_max_age",
+    ):
         if getattr(s, name) < 0:
             fail(name, "0 or a positive integer")
     try:

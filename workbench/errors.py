@@ -26,8 +26,8 @@
 
 Messages say what is wrong and what to do; they never include data values.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 
 class WorkbenchError(Exception):
@@ -146,8 +146,6 @@ class ExplainError(WorkbenchError):
 
 class ServingError(WorkbenchError):
     """The serving wrapper cannot start or load its model."""
-
-
 
 
 class RequestRejected(ServingError):

@@ -23,10 +23,12 @@ Registered functions:
 - `flights_context`: flights + hourly weather at the origin (by `origin` and the local hour) + the plane
   (by `tailnum`), plus calendar features (`day_of_week`) and `plane_age`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,16 @@ from .errors import TrainingError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["FeatureFunction", "Decorator", "register", "get", "names", "decorate_pandas", "decorate_spark", "model_frame"]
+__all__ = [
+    "FeatureFunction",
+    "Decorator",
+    "register",
+    "get",
+    "names",
+    "decorate_pandas",
+    "decorate_spark",
+    "model_frame",
+]
 
 # The types a feature function may declare for an added column: Spark type -> pandas dtype.
 _PANDAS_TYPES = {"double": "float64", "string": "object"}
@@ -61,12 +72,12 @@ class FeatureFunction:
     name: str
     description: str
     requires: tuple[str, ...]
-    adds: dict[str, str]                  # column -> Spark type ("double" or "string")
+    adds: dict[str, str]  # column -> Spark type ("double" or "string")
     transform: Transform
     lookups: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     index: Index | None = None
 
-    def prepare(self, settings: Settings | None = None, spark=None, lookups: Lookups | None = None) -> "Decorator":
+    def prepare(self, settings: Settings | None = None, spark=None, lookups: Lookups | None = None) -> Decorator:
         """Load the lookup tables (small dimension tables) and return a ready decorator.
 
         Pass `lookups` to use frames you already have (tests, serving caches)."""
@@ -74,9 +85,12 @@ class FeatureFunction:
             from .data import load
 
             settings = settings or load_settings()
-            lookups = {key: load(dataset, columns=list(cols), purpose=f"feature function {self.name}",
-                                 settings=settings, spark=spark).toPandas()
-                       for key, (dataset, cols) in self.lookups.items()}
+            lookups = {
+                key: load(
+                    dataset, columns=list(cols), purpose=f"feature function {self.name}", settings=settings, spark=spark
+                ).toPandas()
+                for key, (dataset, cols) in self.lookups.items()
+            }
         return Decorator(self, dict(lookups))
 
 
@@ -100,7 +114,8 @@ class Decorator:
         if missing:
             raise TrainingError(
                 f"Feature function '{self.name}' needs the column(s) {', '.join(missing)}, which the input lacks. "
-                f"Select them from the dataset, or choose another feature function (known: {', '.join(names())}).")
+                f"Select them from the dataset, or choose another feature function (known: {', '.join(names())})."
+            )
 
     def apply_pandas(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The decorated copy of `frame`: same rows in the same order, declared columns added."""
@@ -112,16 +127,20 @@ class Decorator:
         out.index = frame.index
         return out
 
-    def apply_spark(self, df: "DataFrame") -> "DataFrame":
+    def apply_spark(self, df: DataFrame) -> DataFrame:
         """The same decoration on a Spark DataFrame, batch by batch with `mapInPandas`."""
         from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
         self.check_columns(df.columns)
-        added = [StructField(c, _parse_datatype_string(t), True) for c, t in self.function.adds.items() if c not in df.columns]
+        added = [
+            StructField(c, _parse_datatype_string(t), True)
+            for c, t in self.function.adds.items()
+            if c not in df.columns
+        ]
         kept = [f for f in df.schema.fields if f.name not in self.function.adds]
         schema = StructType(kept + added)
         order = [f.name for f in schema.fields]
-        decorator = self   # shipped to the workers with its indexed lookups
+        decorator = self  # shipped to the workers with its indexed lookups
 
         def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for batch in batches:
@@ -135,7 +154,9 @@ def _cast(series: pd.Series, spark_type: str) -> pd.Series:
         return series if series.dtype == "float64" else pd.to_numeric(series, errors="coerce").astype("float64")
     if spark_type == "string":
         values = series.to_numpy(dtype=object, na_value=None)
-        return pd.Series([v if v is None or type(v) is str else str(v) for v in values], index=series.index, dtype=object)
+        return pd.Series(
+            [v if v is None or type(v) is str else str(v) for v in values], index=series.index, dtype=object
+        )
     raise TrainingError(f"A feature function declares type '{spark_type}'; expected one of {', '.join(_PANDAS_TYPES)}.")
 
 
@@ -149,15 +170,19 @@ def register(function: FeatureFunction) -> FeatureFunction:
         raise TrainingError(f"A feature function named '{function.name}' is already registered; choose another name.")
     unknown = sorted(set(function.adds.values()) - set(_PANDAS_TYPES))
     if unknown:
-        raise TrainingError(f"Feature function '{function.name}' declares type(s) {', '.join(unknown)}; expected {', '.join(_PANDAS_TYPES)}.")
+        raise TrainingError(
+            f"Feature function '{function.name}' declares type(s) {', '.join(unknown)}; expected {', '.join(_PANDAS_TYPES)}."
+        )
     _REGISTRY[function.name] = function
     return function
 
 
 def get(name: str) -> FeatureFunction:
     if name not in _REGISTRY:
-        raise TrainingError(f"No feature function named '{name}'. Known: {', '.join(names())}. "
-                            "Register one with workbench.features.register(...).")
+        raise TrainingError(
+            f"No feature function named '{name}'. Known: {', '.join(names())}. "
+            "Register one with workbench.features.register(...)."
+        )
     return _REGISTRY[name]
 
 
@@ -170,7 +195,7 @@ def decorate_pandas(frame: pd.DataFrame, name: str, settings: Settings | None = 
     return get(name).prepare(settings, spark).apply_pandas(frame)
 
 
-def decorate_spark(df: "DataFrame", name: str, settings: Settings | None = None, spark=None) -> "DataFrame":
+def decorate_spark(df: DataFrame, name: str, settings: Settings | None = None, spark=None) -> DataFrame:
     """One-off: load the lookups of feature function `name` and decorate a Spark DataFrame."""
     return get(name).prepare(settings, spark or df.sparkSession).apply_spark(df)
 
@@ -183,8 +208,10 @@ def model_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str])
     """
     missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
     if missing:
-        raise TrainingError(f"The decorated frame lacks the model column(s) {', '.join(missing)}. "
-                            "Check the feature function and the features list.")
+        raise TrainingError(
+            f"The decorated frame lacks the model column(s) {', '.join(missing)}. "
+            "Check the feature function and the features list."
+        )
     columns = {c: _cast(frame[c], "double") for c in numeric} | {c: _cast(frame[c], "string") for c in categorical}
     return pd.DataFrame(columns, index=frame.index)
 
@@ -196,8 +223,14 @@ def _none(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
 
 _HOUR_KEYS = ("year", "month", "day", "hour")
 _WEATHER = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")
-_PLANE = {"year": "plane_year", "seats": "plane_seats", "engines": "plane_engines",
-          "type": "plane_type", "manufacturer": "plane_manufacturer", "engine": "plane_engine"}
+_PLANE = {
+    "year": "plane_year",
+    "seats": "plane_seats",
+    "engines": "plane_engines",
+    "type": "plane_type",
+    "manufacturer": "plane_manufacturer",
+    "engine": "plane_engine",
+}
 
 
 def _hour_key(origin: pd.Series, parts: Mapping[str, pd.Series]) -> np.ndarray:
@@ -229,28 +262,51 @@ def _flights_context(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
     plane = lookups["planes"].reindex(_cast(frame["tailnum"], "string").to_numpy())
     added |= {c: plane[c].to_numpy() for c in _PLANE.values()}
     year = pd.to_numeric(frame["year"], errors="coerce")
-    date = pd.to_datetime(dict(year=year, month=pd.to_numeric(frame["month"], errors="coerce"),
-                               day=pd.to_numeric(frame["day"], errors="coerce")), errors="coerce")
+    date = pd.to_datetime(
+        dict(
+            year=year,
+            month=pd.to_numeric(frame["month"], errors="coerce"),
+            day=pd.to_numeric(frame["day"], errors="coerce"),
+        ),
+        errors="coerce",
+    )
     added["day_of_week"] = date.dt.dayofweek.astype("float64").to_numpy()
-    added["plane_age"] = year.astype("float64").to_numpy() - pd.to_numeric(pd.Series(added["plane_year"]), errors="coerce").astype("float64").to_numpy()
+    added["plane_age"] = (
+        year.astype("float64").to_numpy()
+        - pd.to_numeric(pd.Series(added["plane_year"]), errors="coerce").astype("float64").to_numpy()
+    )
     kept = frame.drop(columns=[c for c in added if c in frame.columns])
     return pd.concat([kept, pd.DataFrame(added, index=frame.index)], axis=1)
 
 
-register(FeatureFunction(
-    name="none", description="The dataset as it is: no columns added.", requires=(), adds={}, transform=_none))
+register(
+    FeatureFunction(
+        name="none", description="The dataset as it is: no columns added.", requires=(), adds={}, transform=_none
+    )
+)
 
-register(FeatureFunction(
-    name="flights_context",
-    description="Flights + hourly weather at the origin airport (by origin and local year/month/day/hour) + plane data (by tailnum), "
-                "plus day_of_week (0 = Monday) and plane_age (flight year - year built).",
-    requires=("origin", "tailnum", "year", "month", "day", "hour"),
-    adds={**{c: "double" for c in _WEATHER},
-          "plane_year": "double", "plane_seats": "double", "plane_engines": "double",
-          "plane_type": "string", "plane_manufacturer": "string", "plane_engine": "string",
-          "day_of_week": "double", "plane_age": "double"},
-    transform=_flights_context,
-    index=_flights_context_index,
-    lookups={"weather": ("weather", ("origin", *_HOUR_KEYS, *_WEATHER)),
-             "planes": ("planes", ("tailnum", *_PLANE))},
-))
+register(
+    FeatureFunction(
+        name="flights_context",
+        description="Flights + hourly weather at the origin airport (by origin and local year/month/day/hour) + plane data (by tailnum), "
+        "plus day_of_week (0 = Monday) and plane_age (flight year - year built).",
+        requires=("origin", "tailnum", "year", "month", "day", "hour"),
+        adds={
+            **dict.fromkeys(_WEATHER, "double"),
+            "plane_year": "double",
+            "plane_seats": "double",
+            "plane_engines": "double",
+            "plane_type": "string",
+            "plane_manufacturer": "string",
+            "plane_engine": "string",
+            "day_of_week": "double",
+            "plane_age": "double",
+        },
+        transform=_flights_context,
+        index=_flights_context_index,
+        lookups={
+            "weather": ("weather", ("origin", *_HOUR_KEYS, *_WEATHER)),
+            "planes": ("planes", ("tailnum", *_PLANE)),
+        },
+    )
+)

@@ -18,14 +18,16 @@ reported beside the decision, not gated.
 
 `compare(...)` is the pure decision over scores already computed (tested without MLflow).
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,8 +41,19 @@ from .training import ModelSpec, compute_metrics
 __all__ = ["GateResult", "evaluate", "compare", "calibration_figure", "HIGHER_IS_BETTER", "SHIP", "DO_NOT_SHIP"]
 
 SHIP, DO_NOT_SHIP = "SHIP", "DO NOT SHIP"
-HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "f1": True, "accuracy": True, "precision": True,
-                    "recall": True, "r2": True, "log_loss": False, "brier": False, "rmse": False, "mae": False}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "average_precision": True,
+    "f1": True,
+    "accuracy": True,
+    "precision": True,
+    "recall": True,
+    "r2": True,
+    "log_loss": False,
+    "brier": False,
+    "rmse": False,
+    "mae": False,
+}
 DEFAULT_METRIC = {"classification": "roc_auc", "regression": "rmse"}
 
 
@@ -51,8 +64,8 @@ class GateResult:
     metric: str
     tolerance: float
     floor: float
-    overall: pd.DataFrame                       # one row per model: metrics on the whole window
-    slices: pd.DataFrame                        # one row per slice value: rows, metric per model, delta, verdict
+    overall: pd.DataFrame  # one row per model: metrics on the whole window
+    slices: pd.DataFrame  # one row per slice value: rows, metric per model, delta, verdict
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
     latency_ms: dict[str, float] = field(default_factory=dict)
     name: str = ""
@@ -73,30 +86,45 @@ class GateResult:
         return [f"{r.slice}={r.value}" for r in bad.itertuples()]
 
     def summary(self) -> dict[str, Any]:
-        return {"decision": self.decision, "reasons": self.reasons, "metric": self.metric, "name": self.name,
-                "challenger_version": self.challenger_version, "champion_version": self.champion_version,
-                "window": self.window, "promoted": self.promoted, "failed_slices": self.failed_slices,
-                "latency_ms": self.latency_ms}
+        return {
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "metric": self.metric,
+            "name": self.name,
+            "challenger_version": self.challenger_version,
+            "champion_version": self.champion_version,
+            "window": self.window,
+            "promoted": self.promoted,
+            "failed_slices": self.failed_slices,
+            "latency_ms": self.latency_ms,
+        }
 
     def to_html(self) -> str:
         """The report: decision and reasons first, then overall, slices, calibration and latency."""
         color = "#1a7f37" if self.passed else "#cf222e"
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
         who = f"{html.escape(self.name)}: challenger v{self.challenger_version} vs " + (
-            f"champion v{self.champion_version}" if self.champion_version else "no champion (floor only)")
+            f"champion v{self.champion_version}" if self.champion_version else "no champion (floor only)"
+        )
         parts = [
             f'<div class="gate-decision" style="border-left:6px solid {color};padding:8px 14px;margin:8px 0">'
             f'<h2 style="color:{color};margin:0">{self.decision}</h2><p>{who}; window: <code>{html.escape(self.window or "-")}</code>; '
-            f'gate metric <b>{self.metric}</b>, tolerance {self.tolerance:g}, floor {self.floor:g}'
-            f'{"; promoted to champion" if self.promoted else ""}</p><ul>{reasons}</ul></div>',
-            "<h3>Overall</h3>", self.overall.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
+            f"gate metric <b>{self.metric}</b>, tolerance {self.tolerance:g}, floor {self.floor:g}"
+            f"{'; promoted to champion' if self.promoted else ''}</p><ul>{reasons}</ul></div>",
+            "<h3>Overall</h3>",
+            self.overall.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0),
+        ]
         if not self.slices.empty:
             parts += ["<h3>Slices</h3>", self.slices.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
         if not self.calibration.empty:
             parts += ["<h3>Calibration</h3>", _calibration_png(self.calibration)]
         if self.latency_ms:
-            parts += ["<h3>Latency of predict on a batch</h3>",
-                      pd.DataFrame([{"model": k, "ms per batch": v} for k, v in self.latency_ms.items()]).to_html(index=False, border=0)]
+            parts += [
+                "<h3>Latency of predict on a batch</h3>",
+                pd.DataFrame([{"model": k, "ms per batch": v} for k, v in self.latency_ms.items()]).to_html(
+                    index=False, border=0
+                ),
+            ]
         return "\n".join(parts)
 
     def _repr_html_(self) -> str:
@@ -104,9 +132,19 @@ class GateResult:
 
 
 # ---- the decision ------------------------------------------------------------------------------------
-def compare(label: Sequence, challenger: np.ndarray, champion: np.ndarray | None, frame: pd.DataFrame | None = None,
-            task: str = "classification", slices: Sequence[str] = (), metric: str | None = None,
-            tolerance: float = 0.01, floor: float = 0.6, min_rows: int = 200, decision_threshold: float = 0.5) -> GateResult:
+def compare(
+    label: Sequence,
+    challenger: np.ndarray,
+    champion: np.ndarray | None,
+    frame: pd.DataFrame | None = None,
+    task: str = "classification",
+    slices: Sequence[str] = (),
+    metric: str | None = None,
+    tolerance: float = 0.01,
+    floor: float = 0.6,
+    min_rows: int = 200,
+    decision_threshold: float = 0.5,
+) -> GateResult:
     """Decide SHIP / DO NOT SHIP from scores on the same rows (`frame` holds the slice columns)."""
     metric = metric or DEFAULT_METRIC[task]
     if metric not in HIGHER_IS_BETTER:
@@ -117,7 +155,9 @@ def compare(label: Sequence, challenger: np.ndarray, champion: np.ndarray | None
         raise GateError("The evaluation window has no rows with a target; choose another eval_where.")
 
     def score(values, mask=None):
-        m = compute_metrics(y if mask is None else y[mask], values if mask is None else values[mask], task, decision_threshold)
+        m = compute_metrics(
+            y if mask is None else y[mask], values if mask is None else values[mask], task, decision_threshold
+        )
         return m.get(metric)
 
     def worse(new, old) -> bool:
@@ -131,7 +171,9 @@ def compare(label: Sequence, challenger: np.ndarray, champion: np.ndarray | None
     ok = True
     new_overall = overall[0].get(metric)
     if new_overall is None:
-        raise GateError(f"Gate metric '{metric}' cannot be computed on this window (e.g. AUC needs both classes); widen eval_where.")
+        raise GateError(
+            f"Gate metric '{metric}' cannot be computed on this window (e.g. AUC needs both classes); widen eval_where."
+        )
     beats_floor = new_overall >= floor if up else new_overall <= floor
     cmp = ">=" if up else "<="
     if beats_floor:
@@ -146,15 +188,21 @@ def compare(label: Sequence, challenger: np.ndarray, champion: np.ndarray | None
         old_overall = overall[1][metric]
         if worse(new_overall, old_overall):
             ok = False
-            reasons.append(f"overall {metric} {new_overall:.4f} is worse than the champion's {old_overall:.4f} by more than {tolerance:g}")
+            reasons.append(
+                f"overall {metric} {new_overall:.4f} is worse than the champion's {old_overall:.4f} by more than {tolerance:g}"
+            )
         else:
-            reasons.append(f"overall {metric} {new_overall:.4f} vs champion {old_overall:.4f}: within tolerance {tolerance:g}")
+            reasons.append(
+                f"overall {metric} {new_overall:.4f} vs champion {old_overall:.4f}: within tolerance {tolerance:g}"
+            )
 
     rows = []
     if frame is not None:
         missing = [s for s in slices if s not in frame.columns]
         if missing:
-            raise GateError(f"Slice column(s) {', '.join(missing)} are not in the evaluation data. Choose slices among: {', '.join(map(str, frame.columns))}.")
+            raise GateError(
+                f"Slice column(s) {', '.join(missing)} are not in the evaluation data. Choose slices among: {', '.join(map(str, frame.columns))}."
+            )
         for column in slices:
             values = frame[column].astype(object).where(frame[column].notna(), "(missing)").astype(str).to_numpy()
             for value in sorted(set(values)):
@@ -168,32 +216,67 @@ def compare(label: Sequence, challenger: np.ndarray, champion: np.ndarray | None
                     verdict = "no champion"
                 else:
                     verdict = "worse" if worse(new, old) else "ok"
-                rows.append({"slice": column, "value": value, "rows": n, "challenger": new, "champion": old,
-                             "delta": (new - old) if (new is not None and old is not None) else None, "verdict": verdict})
+                rows.append(
+                    {
+                        "slice": column,
+                        "value": value,
+                        "rows": n,
+                        "challenger": new,
+                        "champion": old,
+                        "delta": (new - old) if (new is not None and old is not None) else None,
+                        "verdict": verdict,
+                    }
+                )
     slices_df = pd.DataFrame(rows, columns=["slice", "value", "rows", "challenger", "champion", "delta", "verdict"])
     bad = slices_df[slices_df["verdict"] == "worse"]
     if len(bad):
         ok = False
         for r in bad.itertuples():
-            reasons.append(f"slice {r.slice}={r.value} ({r.rows} rows): {metric} {r.challenger:.4f} vs champion {r.champion:.4f}, "
-                           f"worse by more than {tolerance:g}")
+            reasons.append(
+                f"slice {r.slice}={r.value} ({r.rows} rows): {metric} {r.challenger:.4f} vs champion {r.champion:.4f}, "
+                f"worse by more than {tolerance:g}"
+            )
     elif champion is not None and slices:
         judged = int((slices_df["verdict"] == "ok").sum())
-        reasons.append(f"all {judged} slices with >= {min_rows} rows within tolerance "
-                       f"({int((slices_df['verdict'] == 'not judged').sum())} smaller slices not judged)")
+        reasons.append(
+            f"all {judged} slices with >= {min_rows} rows within tolerance "
+            f"({int((slices_df['verdict'] == 'not judged').sum())} smaller slices not judged)"
+        )
 
-    calibration = _calibration(y, {"challenger": challenger, **({"champion": champion} if champion is not None else {})}) \
-        if task == "classification" else pd.DataFrame()
-    return GateResult(decision=SHIP if ok else DO_NOT_SHIP, reasons=reasons, metric=metric, tolerance=tolerance, floor=floor,
-                      overall=overall_df, slices=slices_df, calibration=calibration)
+    calibration = (
+        _calibration(y, {"challenger": challenger, **({"champion": champion} if champion is not None else {})})
+        if task == "classification"
+        else pd.DataFrame()
+    )
+    return GateResult(
+        decision=SHIP if ok else DO_NOT_SHIP,
+        reasons=reasons,
+        metric=metric,
+        tolerance=tolerance,
+        floor=floor,
+        overall=overall_df,
+        slices=slices_df,
+        calibration=calibration,
+    )
 
 
 # ---- evaluation against the registry ----------------------------------------------------------------------
-def evaluate(name: str | None = None, dataset: str | None = None, eval_where: str | None = None,
-             challenger: str | int = registry.CHALLENGER, champion: str | int | None = registry.CHAMPION,
-             slices: Sequence[str] = ("carrier", "origin"), metric: str | None = None, tolerance: float = 0.01,
-             floor: float = 0.6, min_rows: int = 200, latency_rows: int = 1000, promote: bool = False,
-             settings: Settings | None = None, spark=None) -> GateResult:
+def evaluate(
+    name: str | None = None,
+    dataset: str | None = None,
+    eval_where: str | None = None,
+    challenger: str | int = registry.CHALLENGER,
+    champion: str | int | None = registry.CHAMPION,
+    slices: Sequence[str] = ("carrier", "origin"),
+    metric: str | None = None,
+    tolerance: float = 0.01,
+    floor: float = 0.6,
+    min_rows: int = 200,
+    latency_rows: int = 1000,
+    promote: bool = False,
+    settings: Settings | None = None,
+    spark=None,
+) -> GateResult:
     """Score challenger and champion on the window `eval_where` of `dataset` and decide; with `promote`, a
     passing gate moves `champion` to the challenger (recorded in the registry history)."""
     import mlflow
@@ -209,17 +292,25 @@ def evaluate(name: str | None = None, dataset: str | None = None, eval_where: st
         try:
             old_version = registry.get_version(name, champion, settings)
         except RegistryError:
-            old_version = None          # no champion yet: the floor decides
+            old_version = None  # no champion yet: the floor decides
 
     models = {"challenger": new_version, **({"champion": old_version} if old_version else {})}
     specs = {k: ModelSpec.load(v.uri, settings) for k, v in models.items()}
     new_spec = specs["challenger"]
     if len({(s.target, s.task, s.label_threshold) for s in specs.values()}) > 1:
-        raise GateError("Challenger and champion predict different targets (target, task or label threshold differ); "
-                        "they cannot be compared on one gate. Register the challenger under another model name.")
+        raise GateError(
+            "Challenger and champion predict different targets (target, task or label threshold differ); "
+            "they cannot be compared on one gate. Register the challenger under another model name."
+        )
     dataset = dataset or new_spec.dataset
-    columns = list(dict.fromkeys([c for s in specs.values() for c in s.raw_columns] + [new_spec.target]
-                                 + [c for c in slices] + ([new_spec.time_column] if new_spec.time_column else [])))
+    columns = list(
+        dict.fromkeys(
+            [c for s in specs.values() for c in s.raw_columns]
+            + [new_spec.target]
+            + [c for c in slices]
+            + ([new_spec.time_column] if new_spec.time_column else [])
+        )
+    )
     from .spark import get_spark
 
     spark = spark or get_spark(settings=settings)
@@ -232,7 +323,7 @@ def evaluate(name: str | None = None, dataset: str | None = None, eval_where: st
     scores, latency, decorated, decorators = {}, {}, None, {}
     for role, version in models.items():
         spec = specs[role]
-        if spec.feature_function not in decorators:      # load each function's lookups once
+        if spec.feature_function not in decorators:  # load each function's lookups once
             decorators[spec.feature_function] = spec.decorator(settings, spark)
         full = decorators[spec.feature_function].apply_pandas(raw)
         if role == "challenger":
@@ -251,19 +342,35 @@ def evaluate(name: str | None = None, dataset: str | None = None, eval_where: st
 
     missing = [s for s in slices if s not in decorated.columns]
     if missing:
-        raise GateError(f"Slice column(s) {', '.join(missing)} are neither in '{dataset}' nor added by the feature function; "
-                        "choose slices among the dataset's columns.")
+        raise GateError(
+            f"Slice column(s) {', '.join(missing)} are neither in '{dataset}' nor added by the feature function; "
+            "choose slices among the dataset's columns."
+        )
     slice_frame = decorated[list(slices)].copy()
-    result = compare(new_spec.label(raw[new_spec.target]).to_numpy(), scores["challenger"], scores.get("champion"),
-                     frame=slice_frame, task=new_spec.task, slices=slices, metric=metric, tolerance=tolerance,
-                     floor=floor, min_rows=min_rows, decision_threshold=new_spec.decision_threshold)
+    result = compare(
+        new_spec.label(raw[new_spec.target]).to_numpy(),
+        scores["challenger"],
+        scores.get("champion"),
+        frame=slice_frame,
+        task=new_spec.task,
+        slices=slices,
+        metric=metric,
+        tolerance=tolerance,
+        floor=floor,
+        min_rows=min_rows,
+        decision_threshold=new_spec.decision_threshold,
+    )
     result.latency_ms = latency
     result.name, result.window = name, eval_where or "(all rows)"
     result.challenger_version = new_version.version
     result.champion_version = old_version.version if old_version else None
     if promote and result.passed:
-        registry.promote(name, new_version.version, reason=f"gate passed on {result.window}: " + "; ".join(result.reasons[:2]),
-                         settings=settings)
+        registry.promote(
+            name,
+            new_version.version,
+            reason=f"gate passed on {result.window}: " + "; ".join(result.reasons[:2]),
+            settings=settings,
+        )
         result.promoted = True
     return result
 
@@ -277,8 +384,15 @@ def _calibration(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10) -
         for b in range(bins):
             mask = which == b
             if mask.any():
-                rows.append({"model": model, "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "rows": int(mask.sum()),
-                             "mean_predicted": float(s[mask].mean()), "observed_rate": float(y[mask].mean())})
+                rows.append(
+                    {
+                        "model": model,
+                        "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                        "rows": int(mask.sum()),
+                        "mean_predicted": float(s[mask].mean()),
+                        "observed_rate": float(y[mask].mean()),
+                    }
+                )
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["gap"] = frame["observed_rate"] - frame["mean_predicted"]

@@ -8,6 +8,7 @@ gets the service identity from settings, verified by the hub. Outside the hub: t
 for scheduled jobs (`WORKBENCH_JOB_IDENTITY=service`), else a local identity from settings, marked
 unverified.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -77,11 +78,15 @@ def _fetch_hub_model(api_url: str, token: str) -> dict:
         with urllib.request.urlopen(request, timeout=HUB_TIMEOUT) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise IdentityError(f"The hub refused this server's token (HTTP {exc.code} from {api_url}/user). "
-                            "Restart your server from the hub's home page.") from None
+        raise IdentityError(
+            f"The hub refused this server's token (HTTP {exc.code} from {api_url}/user). "
+            "Restart your server from the hub's home page."
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise IdentityError(f"The hub at {api_url} did not confirm who you are ({exc.__class__.__name__}). "
-                            "Check that the hub is running, then retry.") from None
+        raise IdentityError(
+            f"The hub at {api_url} did not confirm who you are ({exc.__class__.__name__}). "
+            "Check that the hub is running, then retry."
+        ) from None
 
 
 def _os_user() -> str:

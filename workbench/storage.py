@@ -1,6 +1,7 @@
 """Filesystem operations on lake URIs (file://, hdfs://, s3a://, ...) through Hadoop's FileSystem,
 so the same code runs on a laptop and against a cluster. Falls back to the local filesystem for
 file:// URIs when no JVM is reachable (Spark Connect)."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,16 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "exists", "delete", "rename", "list_dir", "is_local", "local_path"]
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "exists",
+    "delete",
+    "rename",
+    "list_dir",
+    "is_local",
+    "local_path",
+]
 
 
 def is_local(uri: str) -> bool:

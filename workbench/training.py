@@ -53,12 +53,14 @@ Rows with a null target (cancelled flights have no `arr_delay`) are dropped and 
 (`rows_dropped_null_target`). The holdout is time-ordered: the last `holdout_fraction` of rows by
 `time_column`, never a random split.
 """
+
 from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -71,25 +73,57 @@ from .errors import TrainingError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["ModelSpec", "TrainResult", "train", "build_pipeline", "compute_metrics", "score_spark", "charts",
-           "feature_importance",
-           "DEFAULT_FEATURES", "LEAKY_COLUMNS", "ESTIMATORS", "TRUSTED_TYPES", "METADATA_KEY"]
+__all__ = [
+    "ModelSpec",
+    "TrainResult",
+    "train",
+    "build_pipeline",
+    "compute_metrics",
+    "score_spark",
+    "charts",
+    "feature_importance",
+    "DEFAULT_FEATURES",
+    "LEAKY_COLUMNS",
+    "ESTIMATORS",
+    "TRUSTED_TYPES",
+    "METADATA_KEY",
+]
 
 METADATA_KEY = "workbench"
 MODEL_ARTIFACT = "model"
 
 # The demo task: will a flight arrive 15+ minutes late, from what is known before departure.
 DEFAULT_FEATURES: tuple[str, ...] = (
-    "carrier", "origin", "dest", "distance", "hour", "minute", "day_of_week",
-    "temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib",
-    "plane_age", "plane_seats", "plane_engines", "plane_type", "plane_engine",
+    "carrier",
+    "origin",
+    "dest",
+    "distance",
+    "hour",
+    "minute",
+    "day_of_week",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+    "plane_age",
+    "plane_seats",
+    "plane_engines",
+    "plane_type",
+    "plane_engine",
 )
 LEAKY_COLUMNS: tuple[str, ...] = ("dep_delay", "dep_time", "arr_time", "air_time")
 
 # Types skops must rebuild beyond its defaults for our pipelines (see the module docstring).
 TRUSTED_TYPES: tuple[str, ...] = (
-    "collections.OrderedDict", "numpy.dtype",
-    "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRegressor",
+    "collections.OrderedDict",
+    "numpy.dtype",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
 )
 
 
@@ -97,15 +131,33 @@ TRUSTED_TYPES: tuple[str, ...] = (
 def _lgbm_classifier(params: dict) -> Any:
     from lightgbm import LGBMClassifier
 
-    return LGBMClassifier(**{"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "n_jobs": 2,
-                             "random_state": 42, "verbose": -1, **params})
+    return LGBMClassifier(
+        **{
+            "n_estimators": 200,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "n_jobs": 2,
+            "random_state": 42,
+            "verbose": -1,
+            **params,
+        }
+    )
 
 
 def _lgbm_regressor(params: dict) -> Any:
     from lightgbm import LGBMRegressor
 
-    return LGBMRegressor(**{"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "n_jobs": 2,
-                            "random_state": 42, "verbose": -1, **params})
+    return LGBMRegressor(
+        **{
+            "n_estimators": 200,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "n_jobs": 2,
+            "random_state": 42,
+            "verbose": -1,
+            **params,
+        }
+    )
 
 
 def _logistic(params: dict) -> Any:
@@ -134,13 +186,13 @@ class ModelSpec:
     """What a model needs to be fed: recorded in its MLmodel metadata under "workbench"."""
 
     feature_function: str
-    raw_columns: tuple[str, ...]          # what a caller must send (before decoration)
-    numeric: tuple[str, ...]              # model input, double
-    categorical: tuple[str, ...]          # model input, string
+    raw_columns: tuple[str, ...]  # what a caller must send (before decoration)
+    numeric: tuple[str, ...]  # model input, double
+    categorical: tuple[str, ...]  # model input, string
     target: str
-    task: str                             # "classification" | "regression"
+    task: str  # "classification" | "regression"
     label_threshold: float | None = None  # classification: label = target > threshold
-    decision_threshold: float = 0.5       # classification: probability cut for precision/recall
+    decision_threshold: float = 0.5  # classification: probability cut for precision/recall
     dataset: str = ""
     time_column: str = ""
 
@@ -153,29 +205,33 @@ class ModelSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_metadata(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_metadata(cls, data: dict[str, Any]) -> ModelSpec:
         known = {f for f in cls.__dataclass_fields__}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
 
     @classmethod
-    def from_model(cls, pyfunc_model) -> "ModelSpec":
+    def from_model(cls, pyfunc_model) -> ModelSpec:
         """The spec of a loaded pyfunc model (`mlflow.pyfunc.load_model(...)`)."""
         meta = (pyfunc_model.metadata.metadata or {}).get(METADATA_KEY)
         if not meta:
-            raise TrainingError("This MLflow model has no workbench spec in its metadata: it was not logged by "
-                                "workbench.training. Retrain it with workbench.training.train.")
+            raise TrainingError(
+                "This MLflow model has no workbench spec in its metadata: it was not logged by "
+                "workbench.training. Retrain it with workbench.training.train."
+            )
         return cls.from_metadata(meta)
 
     @classmethod
-    def load(cls, model_uri: str, settings: Settings | None = None) -> "ModelSpec":
+    def load(cls, model_uri: str, settings: Settings | None = None) -> ModelSpec:
         """The spec of a logged or registered model, without loading the estimator."""
         from mlflow.models import get_model_info
 
         registry.configure(settings)
         meta = (get_model_info(model_uri).metadata or {}).get(METADATA_KEY)
         if not meta:
-            raise TrainingError(f"The model {model_uri} has no workbench spec in its metadata; retrain it with workbench.training.train.")
+            raise TrainingError(
+                f"The model {model_uri} has no workbench spec in its metadata; retrain it with workbench.training.train."
+            )
         return cls.from_metadata(meta)
 
     def label(self, target_values: pd.Series) -> pd.Series:
@@ -187,8 +243,9 @@ class ModelSpec:
     def decorator(self, settings: Settings | None = None, spark=None) -> feature_functions.Decorator:
         return feature_functions.get(self.feature_function).prepare(settings, spark)
 
-    def prepare(self, raw: pd.DataFrame, decorator: feature_functions.Decorator | None = None,
-                settings: Settings | None = None) -> pd.DataFrame:
+    def prepare(
+        self, raw: pd.DataFrame, decorator: feature_functions.Decorator | None = None, settings: Settings | None = None
+    ) -> pd.DataFrame:
         """Raw rows -> the model's input frame (decorate with the recorded function, select, coerce)."""
         decorator = decorator or self.decorator(settings)
         return feature_functions.model_frame(decorator.apply_pandas(raw), list(self.numeric), list(self.categorical))
@@ -197,15 +254,15 @@ class ModelSpec:
 @dataclass
 class TrainResult:
     run_id: str
-    model_uri: str                        # models:/m-... (the logged model)
+    model_uri: str  # models:/m-... (the logged model)
     spec: ModelSpec
     metrics: dict[str, float]
     pipeline: Any
-    holdout: pd.DataFrame                 # the holdout's model input (decorated, coerced)
+    holdout: pd.DataFrame  # the holdout's model input (decorated, coerced)
     holdout_label: pd.Series
-    holdout_scores: np.ndarray            # P(positive) for classification, predictions for regression
+    holdout_scores: np.ndarray  # P(positive) for classification, predictions for regression
     data_identity: dict[str, Any] = field(default_factory=dict)
-    version: int | None = None            # registered version, when register=True
+    version: int | None = None  # registered version, when register=True
     name: str | None = None
 
     @property
@@ -227,13 +284,36 @@ def build_pipeline(numeric: list[str], categorical: list[str], estimator: Any):
 
     transformers = []
     if numeric:
-        transformers.append(("num", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                                              ("scale", StandardScaler())]), list(numeric)))
+        transformers.append(
+            (
+                "num",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                list(numeric),
+            )
+        )
     if categorical:
-        transformers.append(("cat", Pipeline([
-            ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=0.01, sparse_output=False))]),
-            list(categorical)))
+        transformers.append(
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
+                        (
+                            "onehot",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist", min_frequency=0.01, sparse_output=False
+                            ),
+                        ),
+                    ]
+                ),
+                list(categorical),
+            )
+        )
     if not transformers:
         raise TrainingError("No features to train on: pass at least one column in `features`.")
     preprocess = ColumnTransformer(transformers, verbose_feature_names_out=False, sparse_threshold=0.0)
@@ -245,7 +325,9 @@ def _scores(pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
     return pipeline.predict_proba(X)[:, 1] if task == "classification" else pipeline.predict(X)
 
 
-def compute_metrics(y: pd.Series | np.ndarray, scores: np.ndarray, task: str, decision_threshold: float = 0.5) -> dict[str, float]:
+def compute_metrics(
+    y: pd.Series | np.ndarray, scores: np.ndarray, task: str, decision_threshold: float = 0.5
+) -> dict[str, float]:
     """Holdout metrics: AUC, log loss, Brier, precision/recall/F1 at the threshold; or RMSE, MAE, R2."""
     from sklearn import metrics as m
 
@@ -254,29 +336,51 @@ def compute_metrics(y: pd.Series | np.ndarray, scores: np.ndarray, task: str, de
         return {}
     if task == "classification":
         predicted = (scores >= decision_threshold).astype(int)
-        out = {"rows": float(len(y)), "positive_rate": float(y.mean()), "predicted_positive_rate": float(predicted.mean()),
-               "log_loss": float(m.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
-               "brier": float(m.brier_score_loss(y, scores)),
-               "precision": float(m.precision_score(y, predicted, zero_division=0)),
-               "recall": float(m.recall_score(y, predicted, zero_division=0)),
-               "f1": float(m.f1_score(y, predicted, zero_division=0)),
-               "accuracy": float(m.accuracy_score(y, predicted))}
+        out = {
+            "rows": float(len(y)),
+            "positive_rate": float(y.mean()),
+            "predicted_positive_rate": float(predicted.mean()),
+            "log_loss": float(m.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
+            "brier": float(m.brier_score_loss(y, scores)),
+            "precision": float(m.precision_score(y, predicted, zero_division=0)),
+            "recall": float(m.recall_score(y, predicted, zero_division=0)),
+            "f1": float(m.f1_score(y, predicted, zero_division=0)),
+            "accuracy": float(m.accuracy_score(y, predicted)),
+        }
         if len(np.unique(y)) == 2:
             out["roc_auc"] = float(m.roc_auc_score(y, scores))
             out["average_precision"] = float(m.average_precision_score(y, scores))
         return out
-    return {"rows": float(len(y)), "rmse": float(np.sqrt(m.mean_squared_error(y, scores))),
-            "mae": float(m.mean_absolute_error(y, scores)), "r2": float(m.r2_score(y, scores)) if len(y) > 1 else float("nan")}
+    return {
+        "rows": float(len(y)),
+        "rmse": float(np.sqrt(m.mean_squared_error(y, scores))),
+        "mae": float(m.mean_absolute_error(y, scores)),
+        "r2": float(m.r2_score(y, scores)) if len(y) > 1 else float("nan"),
+    }
 
 
 # ---- training ----------------------------------------------------------------------------------------------
-def train(dataset: str = "flights", target: str = "arr_delay", features: list[str] | tuple[str, ...] = DEFAULT_FEATURES,
-          feature_function: str = "flights_context", train_where: str | None = None, model: str = "lightgbm",
-          params: dict[str, Any] | None = None, label_threshold: float | None = 15.0, decision_threshold: float = 0.5,
-          time_column: str = "scheduled_departure", holdout_fraction: float = 0.2,
-          categorical: list[str] | None = None, allow_leaky: bool = False,
-          register: bool = False, name: str | None = None, alias: str | None = None, run_name: str | None = None,
-          settings: Settings | None = None, spark=None) -> TrainResult:
+def train(
+    dataset: str = "flights",
+    target: str = "arr_delay",
+    features: list[str] | tuple[str, ...] = DEFAULT_FEATURES,
+    feature_function: str = "flights_context",
+    train_where: str | None = None,
+    model: str = "lightgbm",
+    params: dict[str, Any] | None = None,
+    label_threshold: float | None = 15.0,
+    decision_threshold: float = 0.5,
+    time_column: str = "scheduled_departure",
+    holdout_fraction: float = 0.2,
+    categorical: list[str] | None = None,
+    allow_leaky: bool = False,
+    register: bool = False,
+    name: str | None = None,
+    alias: str | None = None,
+    run_name: str | None = None,
+    settings: Settings | None = None,
+    spark=None,
+) -> TrainResult:
     """Train and log one model; optionally register it (and point `alias` at the new version).
 
     dataset/train_where: what to read (through workbench.data.load; `train_where` is a Spark SQL predicate).
@@ -291,14 +395,20 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     task = "classification" if label_threshold is not None else "regression"
     if model not in ESTIMATORS or task not in ESTIMATORS[model]:
         fits = [n for n, tasks in ESTIMATORS.items() if task in tasks]
-        raise TrainingError(f"Parameter 'model' is '{model}', which has no {task} estimator. Choose one of: {', '.join(fits)}.")
+        raise TrainingError(
+            f"Parameter 'model' is '{model}', which has no {task} estimator. Choose one of: {', '.join(fits)}."
+        )
     if not 0 < holdout_fraction < 1:
-        raise TrainingError(f"Parameter 'holdout_fraction' must be between 0 and 1 (exclusive); found {holdout_fraction}.")
+        raise TrainingError(
+            f"Parameter 'holdout_fraction' must be between 0 and 1 (exclusive); found {holdout_fraction}."
+        )
     features = list(dict.fromkeys(features))
     leaky = [c for c in features if c in LEAKY_COLUMNS]
     if leaky and not allow_leaky:
-        raise TrainingError(f"Feature(s) {', '.join(leaky)} are only known after departure and leak the answer. "
-                            "Remove them from `features`, or pass allow_leaky=True if your target is not about arrival.")
+        raise TrainingError(
+            f"Feature(s) {', '.join(leaky)} are only known after departure and leak the answer. "
+            "Remove them from `features`, or pass allow_leaky=True if your target is not about arrival."
+        )
     if target in features:
         raise TrainingError(f"The target '{target}' is also listed in `features`; remove it from `features`.")
 
@@ -312,7 +422,14 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     wanted = list(dict.fromkeys([*raw_columns, target, time_column]))
 
     clock = _Clock()
-    df = load(dataset, columns=wanted, where=train_where, purpose=f"training {settings.model_name}", settings=settings, spark=spark)
+    df = load(
+        dataset,
+        columns=wanted,
+        where=train_where,
+        purpose=f"training {settings.model_name}",
+        settings=settings,
+        spark=spark,
+    )
     files = sorted(df.inputFiles())
     # The training rows end up in pandas anyway (scikit-learn fits in memory), so read them in one Spark
     # job and decorate on the driver with the same pandas function that mapInPandas runs for batch scoring.
@@ -321,7 +438,9 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     raw = raw[raw[target].notna()].reset_index(drop=True)
     rows_kept = len(raw)
     if rows_kept < 10:
-        raise TrainingError(f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where.")
+        raise TrainingError(
+            f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where."
+        )
     clock.lap("read_s")
     decorator = function.prepare(settings, spark)
     clock.lap("lookups_s")
@@ -330,9 +449,18 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     frame = frame.sort_values(time_column, kind="mergesort").reset_index(drop=True)
 
     numeric, categories = _split_types(frame, features, categorical)
-    spec = ModelSpec(feature_function=feature_function, raw_columns=tuple(raw_columns), numeric=tuple(numeric),
-                     categorical=tuple(categories), target=target, task=task, label_threshold=label_threshold,
-                     decision_threshold=decision_threshold, dataset=dataset, time_column=time_column)
+    spec = ModelSpec(
+        feature_function=feature_function,
+        raw_columns=tuple(raw_columns),
+        numeric=tuple(numeric),
+        categorical=tuple(categories),
+        target=target,
+        task=task,
+        label_threshold=label_threshold,
+        decision_threshold=decision_threshold,
+        dataset=dataset,
+        time_column=time_column,
+    )
 
     cut = int(len(frame) * (1 - holdout_fraction))
     train_part, holdout_part = frame.iloc[:cut], frame.iloc[cut:]
@@ -340,7 +468,9 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     X_hold = feature_functions.model_frame(holdout_part, numeric, categories)
     y_train, y_hold = spec.label(train_part[target]), spec.label(holdout_part[target])
     if task == "classification" and y_train.nunique() < 2:
-        raise TrainingError(f"The training rows have a single class of '{target} > {label_threshold}'; widen train_where or change label_threshold.")
+        raise TrainingError(
+            f"The training rows have a single class of '{target} > {label_threshold}'; widen train_where or change label_threshold."
+        )
 
     estimator = ESTIMATORS[model][task](params)
     pipeline = build_pipeline(numeric, categories, estimator)
@@ -350,28 +480,59 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
     metrics = compute_metrics(y_hold, scores, task, decision_threshold)
 
     identity = {
-        "dataset": dataset, "filter": train_where or "", "feature_function": feature_function,
-        "lookups": {key: {"dataset": ds, "rows": int(len(decorator.lookups[key]))} for key, (ds, _) in function.lookups.items()},
-        "rows_loaded": int(rows_loaded), "rows_dropped_null_target": int(rows_loaded - rows_kept),
-        "rows_train": int(len(train_part)), "rows_holdout": int(len(holdout_part)),
-        "train_time_range": _range(train_part[time_column]), "holdout_time_range": _range(holdout_part[time_column]),
-        "parquet_files": files, "parquet_files_sha256": _sha256("\n".join(files)),
+        "dataset": dataset,
+        "filter": train_where or "",
+        "feature_function": feature_function,
+        "lookups": {
+            key: {"dataset": ds, "rows": int(len(decorator.lookups[key]))} for key, (ds, _) in function.lookups.items()
+        },
+        "rows_loaded": int(rows_loaded),
+        "rows_dropped_null_target": int(rows_loaded - rows_kept),
+        "rows_train": int(len(train_part)),
+        "rows_holdout": int(len(holdout_part)),
+        "train_time_range": _range(train_part[time_column]),
+        "holdout_time_range": _range(holdout_part[time_column]),
+        "parquet_files": files,
+        "parquet_files_sha256": _sha256("\n".join(files)),
         "content_sha256": _frame_hash(frame[wanted]),
     }
 
     registry.configure(settings)
     experiment_id = _experiment(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{model}-{dataset}") as run:
-        mlflow.log_params({
-            "dataset": dataset, "target": target, "task": task, "label_threshold": label_threshold,
-            "decision_threshold": decision_threshold, "train_where": train_where or "", "model": model,
-            "feature_function": feature_function, "features": ",".join(features), "time_column": time_column,
-            "holdout_fraction": holdout_fraction, **{f"hp_{k}": v for k, v in _estimator_params(estimator).items()}})
-        mlflow.log_metrics({**metrics, "rows_train": float(len(train_part)), "rows_dropped_null_target": float(rows_loaded - rows_kept)})
+        mlflow.log_params(
+            {
+                "dataset": dataset,
+                "target": target,
+                "task": task,
+                "label_threshold": label_threshold,
+                "decision_threshold": decision_threshold,
+                "train_where": train_where or "",
+                "model": model,
+                "feature_function": feature_function,
+                "features": ",".join(features),
+                "time_column": time_column,
+                "holdout_fraction": holdout_fraction,
+                **{f"hp_{k}": v for k, v in _estimator_params(estimator).items()},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **metrics,
+                "rows_train": float(len(train_part)),
+                "rows_dropped_null_target": float(rows_loaded - rows_kept),
+            }
+        )
         commit, dirty = _git(settings)
-        mlflow.set_tags({"mlflow.source.git.commit": commit, "workbench.git_dirty": str(dirty).lower(),
-                         "workbench.feature_function": feature_function, "workbench.dataset": dataset,
-                         "workbench.content_sha256": identity["content_sha256"]})
+        mlflow.set_tags(
+            {
+                "mlflow.source.git.commit": commit,
+                "workbench.git_dirty": str(dirty).lower(),
+                "workbench.feature_function": feature_function,
+                "workbench.dataset": dataset,
+                "workbench.content_sha256": identity["content_sha256"],
+            }
+        )
         mlflow.log_dict(identity, "data_identity.json")
         mlflow.log_dict(spec.to_metadata(), "model_spec.json")
         _log_schema(X_train.assign(**{target: train_part[target].to_numpy()}))
@@ -381,26 +542,51 @@ def train(dataset: str = "flights", target: str = "arr_delay", features: list[st
         example = X_train.head(5)
         signature = _signature(spec, _pyfunc_output(pipeline, example, task))
         info = mlflow.sklearn.log_model(
-            pipeline, name=MODEL_ARTIFACT, signature=signature, input_example=example,
+            pipeline,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
             pyfunc_predict_fn="predict_proba" if task == "classification" else "predict",
-            serialization_format="skops", skops_trusted_types=_trusted_types(pipeline),
-            metadata={METADATA_KEY: spec.to_metadata()})
+            serialization_format="skops",
+            skops_trusted_types=_trusted_types(pipeline),
+            metadata={METADATA_KEY: spec.to_metadata()},
+        )
         run_id = run.info.run_id
         clock.lap("log_s")
         mlflow.log_metrics({f"seconds_{k[:-2]}": v for k, v in clock.laps.items()})
 
-    result = TrainResult(run_id=run_id, model_uri=info.model_uri, spec=spec, metrics=metrics, pipeline=pipeline,
-                         holdout=X_hold, holdout_label=y_hold, holdout_scores=scores, data_identity=identity)
+    result = TrainResult(
+        run_id=run_id,
+        model_uri=info.model_uri,
+        spec=spec,
+        metrics=metrics,
+        pipeline=pipeline,
+        holdout=X_hold,
+        holdout_label=y_hold,
+        holdout_scores=scores,
+        data_identity=identity,
+    )
     if register:
-        version = registry.register(info.model_uri, name or settings.model_name, alias=alias, settings=settings,
-                                    tags={"workbench.feature_function": feature_function, "workbench.dataset": dataset,
-                                          "workbench.train_where": train_where or "", "workbench.task": task,
-                                          "workbench.content_sha256": identity["content_sha256"]})
+        version = registry.register(
+            info.model_uri,
+            name or settings.model_name,
+            alias=alias,
+            settings=settings,
+            tags={
+                "workbench.feature_function": feature_function,
+                "workbench.dataset": dataset,
+                "workbench.train_where": train_where or "",
+                "workbench.task": task,
+                "workbench.content_sha256": identity["content_sha256"],
+            },
+        )
         result.version, result.name = version.version, version.name
     return result
 
 
-def score_spark(df: "DataFrame", model_uri: str, settings: Settings | None = None, output_column: str = "prediction") -> "DataFrame":
+def score_spark(
+    df: DataFrame, model_uri: str, settings: Settings | None = None, output_column: str = "prediction"
+) -> DataFrame:
     """Batch scoring on Spark: decorate with the model's recorded feature function, then predict per batch."""
     import mlflow
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -412,7 +598,7 @@ def score_spark(df: "DataFrame", model_uri: str, settings: Settings | None = Non
     schema = StructType([*df.schema.fields, StructField(output_column, DoubleType(), True)])
     keep = list(df.columns)
 
-    def run(batches):   # decorate and predict in one Python stage per batch
+    def run(batches):  # decorate and predict in one Python stage per batch
         for batch in batches:
             X = feature_functions.model_frame(decorator.apply_pandas(batch), list(spec.numeric), list(spec.categorical))
             yield batch[keep].assign(**{output_column: _scores(pipeline, X, spec.task)})
@@ -437,18 +623,26 @@ class _Clock:
         self._last = now
 
 
-def _split_types(frame: pd.DataFrame, features: list[str], categorical: list[str] | None) -> tuple[list[str], list[str]]:
+def _split_types(
+    frame: pd.DataFrame, features: list[str], categorical: list[str] | None
+) -> tuple[list[str], list[str]]:
     missing = [c for c in features if c not in frame.columns]
     if missing:
-        raise TrainingError(f"Feature(s) {', '.join(missing)} are neither in the dataset nor added by the feature function. "
-                            "Check `features` against the dataset's columns and workbench.features.")
+        raise TrainingError(
+            f"Feature(s) {', '.join(missing)} are neither in the dataset nor added by the feature function. "
+            "Check `features` against the dataset's columns and workbench.features."
+        )
     if categorical is not None:
         cats = [c for c in features if c in set(categorical)]
     else:
-        cats = [c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+        cats = [
+            c for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+        ]
     bad = [c for c in cats if pd.api.types.is_datetime64_any_dtype(frame[c])]
     if bad:
-        raise TrainingError(f"Feature(s) {', '.join(bad)} are timestamps; derive numbers from them in a feature function instead.")
+        raise TrainingError(
+            f"Feature(s) {', '.join(bad)} are timestamps; derive numbers from them in a feature function instead."
+        )
     return [c for c in features if c not in cats], cats
 
 
@@ -474,8 +668,10 @@ def _trusted_types(pipeline) -> list[str]:
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     extra = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if extra:
-        raise TrainingError(f"The pipeline holds type(s) {', '.join(extra)} that skops would have to trust. "
-                            "Add them to workbench.training.TRUSTED_TYPES after checking they are safe to load.")
+        raise TrainingError(
+            f"The pipeline holds type(s) {', '.join(extra)} that skops would have to trust. "
+            "Add them to workbench.training.TRUSTED_TYPES after checking they are safe to load."
+        )
     return sorted(untrusted)
 
 
@@ -490,14 +686,24 @@ def _experiment(settings: Settings) -> str:
     existing = client.get_experiment_by_name(settings.mlflow_experiment)
     if existing:
         return existing.experiment_id
-    return client.create_experiment(settings.mlflow_experiment, artifact_location=f"{settings.artifacts_uri}/{settings.mlflow_experiment}")
+    return client.create_experiment(
+        settings.mlflow_experiment, artifact_location=f"{settings.artifacts_uri}/{settings.mlflow_experiment}"
+    )
 
 
 def _git(settings: Settings) -> tuple[str, bool]:
     try:
-        commit = subprocess.run(["git", "-C", settings.home, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", settings.home, "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = subprocess.run(
+            ["git", "-C", settings.home, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", settings.home, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
         return commit or "unknown", dirty
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
@@ -522,7 +728,7 @@ def _log_schema(frame: pd.DataFrame) -> None:
 
     try:
         from .validation import infer_schema
-    except ImportError:   # validation arrives in a later commit
+    except ImportError:  # validation arrives in a later commit
         return
     mlflow.log_text(infer_schema(frame).to_json(), "schema.json")
 
@@ -537,8 +743,11 @@ def feature_importance(pipeline) -> pd.DataFrame:
         values, kind = np.abs(np.atleast_2d(est.coef_)[0]), "abs_coefficient"
     else:
         return pd.DataFrame(columns=["feature", "importance", "kind"])
-    return (pd.DataFrame({"feature": names, "importance": values, "kind": kind})
-            .sort_values("importance", ascending=False).reset_index(drop=True))
+    return (
+        pd.DataFrame({"feature": names, "importance": values, "kind": kind})
+        .sort_values("importance", ascending=False)
+        .reset_index(drop=True)
+    )
 
 
 def _log_importance(pipeline) -> None:
@@ -570,10 +779,16 @@ def charts(y, scores: np.ndarray, task: str, threshold: float = 0.5) -> dict[str
         from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
         for name, draw, title in (
-                ("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax), "ROC (holdout)"),
-                ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax), "Precision-recall (holdout)"),
-                ("confusion", lambda ax: ConfusionMatrixDisplay.from_predictions(
-                    y, (scores >= threshold).astype(int), ax=ax, colorbar=False), f"Confusion matrix at {threshold:g}")):
+            ("roc", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax), "ROC (holdout)"),
+            ("pr", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax), "Precision-recall (holdout)"),
+            (
+                "confusion",
+                lambda ax: ConfusionMatrixDisplay.from_predictions(
+                    y, (scores >= threshold).astype(int), ax=ax, colorbar=False
+                ),
+                f"Confusion matrix at {threshold:g}",
+            ),
+        ):
             fig = Figure(figsize=(5, 4))
             ax = fig.subplots()
             draw(ax)

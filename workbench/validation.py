@@ -17,6 +17,7 @@ value (slow at scale, and it puts data values into its errors); our checks are a
 what an anomaly report needs and what scales to Spark. pandera is the peer in
 `benchmarks/bench_validation.py` and, through `to_pandera()`, the tool to find *which* rows fail.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,12 +53,12 @@ UNSEEN_CATEGORIES = "unseen_categories"
 @dataclass
 class ColumnSchema:
     name: str
-    type: str                                  # one of TYPES
+    type: str  # one of TYPES
     nullable: bool = True
     max_null_fraction: float = 1.0
-    min: float | str | None = None             # numbers, or ISO strings for timestamps
+    min: float | str | None = None  # numbers, or ISO strings for timestamps
     max: float | str | None = None
-    domain: list[str] | None = None            # categorical values seen (None: free text, not checked)
+    domain: list[str] | None = None  # categorical values seen (None: free text, not checked)
     max_unseen_fraction: float = 0.0
 
 
@@ -76,23 +77,36 @@ class Schema:
         return hashlib.sha256(rules.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": self.format_version, "name": self.name, "rows": self.rows, "created": self.created,
-                "fingerprint": self.fingerprint, "columns": [asdict(c) for c in self.columns.values()]}
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "rows": self.rows,
+            "created": self.created,
+            "fingerprint": self.fingerprint,
+            "columns": [asdict(c) for c in self.columns.values()],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Schema":
+    def from_dict(cls, data: dict[str, Any]) -> Schema:
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValidationError(f"Schema format_version {data.get('format_version')} is newer than this workbench reads "
-                                  f"({FORMAT_VERSION}); upgrade the workbench.")
+            raise ValidationError(
+                f"Schema format_version {data.get('format_version')} is newer than this workbench reads "
+                f"({FORMAT_VERSION}); upgrade the workbench."
+            )
         cols = {c["name"]: ColumnSchema(**c) for c in data["columns"]}
-        return cls(columns=cols, name=data.get("name", ""), rows=int(data.get("rows", 0)), created=data.get("created", ""),
-                   format_version=int(data.get("format_version", FORMAT_VERSION)))
+        return cls(
+            columns=cols,
+            name=data.get("name", ""),
+            rows=int(data.get("rows", 0)),
+            created=data.get("created", ""),
+            format_version=int(data.get("format_version", FORMAT_VERSION)),
+        )
 
     @classmethod
-    def from_json(cls, text: str) -> "Schema":
+    def from_json(cls, text: str) -> Schema:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> Path:
@@ -101,7 +115,7 @@ class Schema:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Schema":
+    def load(cls, path: str | Path) -> Schema:
         return cls.from_json(Path(path).read_text())
 
     def to_pandera(self):
@@ -117,7 +131,9 @@ class Schema:
                 checks.append(pa.Check.in_range(c.min, c.max))
             if c.type == "string" and c.domain is not None:
                 checks.append(pa.Check.isin(c.domain))
-            dtype = {"integer": None, "float": float, "string": None, "boolean": None, "timestamp": "datetime64[ns]"}[c.type]
+            dtype = {"integer": None, "float": float, "string": None, "boolean": None, "timestamp": "datetime64[ns]"}[
+                c.type
+            ]
             cols[c.name] = pa.Column(dtype, checks=checks, nullable=c.nullable, required=True)
         return pa.DataFrameSchema(cols, strict=True)
 
@@ -127,7 +143,7 @@ class Anomaly:
     column: str
     kind: str
     description: str
-    count: int = 0                 # offending rows (0 when not a row count)
+    count: int = 0  # offending rows (0 when not a row count)
     fraction: float = 0.0
 
     def __str__(self) -> str:
@@ -135,8 +151,9 @@ class Anomaly:
 
 
 # ---- inference -------------------------------------------------------------------------------------
-def infer_schema(frame, name: str = "", max_domain: int = 200, null_tolerance: float = 0.01,
-                 unseen_tolerance: float = 0.01) -> Schema:
+def infer_schema(
+    frame, name: str = "", max_domain: int = 200, null_tolerance: float = 0.01, unseen_tolerance: float = 0.01
+) -> Schema:
     """A schema from a pandas or Spark DataFrame.
 
     Strings with at most `max_domain` distinct values get a domain (more: free text, not checked).
@@ -149,11 +166,18 @@ def infer_schema(frame, name: str = "", max_domain: int = 200, null_tolerance: f
     for col, s in stats.items():
         null_fraction = s["nulls"] / rows if rows else 0.0
         columns[col] = ColumnSchema(
-            name=col, type=s["type"], nullable=s["nulls"] > 0,
+            name=col,
+            type=s["type"],
+            nullable=s["nulls"] > 0,
             max_null_fraction=round(min(1.0, null_fraction + null_tolerance), 6) if s["nulls"] > 0 else 0.0,
-            min=s.get("min"), max=s.get("max"), domain=s.get("domain"),
-            max_unseen_fraction=unseen_tolerance if s.get("domain") is not None else 0.0)
-    return Schema(columns=columns, name=name, rows=int(rows), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            min=s.get("min"),
+            max=s.get("max"),
+            domain=s.get("domain"),
+            max_unseen_fraction=unseen_tolerance if s.get("domain") is not None else 0.0,
+        )
+    return Schema(
+        columns=columns, name=name, rows=int(rows), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
 
 
 def save_versioned(schema: Schema, folder: str | Path) -> Path:
@@ -215,14 +239,18 @@ def _pandas_profile(frame: pd.DataFrame, max_domain: int) -> dict[str, Any]:
     return out
 
 
-def _spark_profile(df: "DataFrame", max_domain: int) -> dict[str, Any]:
+def _spark_profile(df: DataFrame, max_domain: int) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     fields = {f.name: _spark_type(f.dataType) for f in df.schema.fields}
     aggs = [F.count(F.lit(1)).alias("__rows__")]
     for col, kind in fields.items():
         c = F.col(f"`{col}`")
-        aggs.append(F.sum(F.when(c.isNull() | (F.isnan(c) if kind == "float" else F.lit(False)), 1).otherwise(0)).alias(f"n::{col}"))
+        aggs.append(
+            F.sum(F.when(c.isNull() | (F.isnan(c) if kind == "float" else F.lit(False)), 1).otherwise(0)).alias(
+                f"n::{col}"
+            )
+        )
         if kind in ("integer", "float", "timestamp"):
             aggs += [F.min(c).alias(f"lo::{col}"), F.max(c).alias(f"hi::{col}")]
         elif kind == "string":
@@ -253,13 +281,25 @@ def validate(frame, schema: Schema, allow_extra_columns: bool = False) -> list[A
     anomalies: list[Anomaly] = []
     for col in schema.columns:
         if col not in present:
-            anomalies.append(Anomaly(col, MISSING_COLUMN, "column is missing from the batch; the schema requires it. "
-                                     "Add it upstream, or re-infer the schema if it was dropped on purpose."))
+            anomalies.append(
+                Anomaly(
+                    col,
+                    MISSING_COLUMN,
+                    "column is missing from the batch; the schema requires it. "
+                    "Add it upstream, or re-infer the schema if it was dropped on purpose.",
+                )
+            )
     if not allow_extra_columns:
         for col in present:
             if col not in schema.columns:
-                anomalies.append(Anomaly(col, UNEXPECTED_COLUMN, "column is not in the schema. Drop it, or re-infer the "
-                                         "schema if it is a new input the model should use."))
+                anomalies.append(
+                    Anomaly(
+                        col,
+                        UNEXPECTED_COLUMN,
+                        "column is not in the schema. Drop it, or re-infer the "
+                        "schema if it is a new input the model should use.",
+                    )
+                )
     checked = [c for c in schema.columns.values() if c.name in present]
     stats = _spark_batch_stats(frame, checked) if _is_spark(frame) else _pandas_batch_stats(frame, checked)
     rows = stats.pop("__rows__")
@@ -273,7 +313,10 @@ def check(frame, schema: Schema, allow_extra_columns: bool = False) -> None:
     anomalies = validate(frame, schema, allow_extra_columns)
     if anomalies:
         lines = "\n".join(f"  - {a}" for a in anomalies)
-        raise ValidationError(f"The batch does not match schema '{schema.name or 'unnamed'}' ({len(anomalies)} anomalies):\n{lines}", anomalies)
+        raise ValidationError(
+            f"The batch does not match schema '{schema.name or 'unnamed'}' ({len(anomalies)} anomalies):\n{lines}",
+            anomalies,
+        )
 
 
 def _compare(spec: ColumnSchema, s: dict[str, Any], rows: int) -> list[Anomaly]:
@@ -282,31 +325,69 @@ def _compare(spec: ColumnSchema, s: dict[str, Any], rows: int) -> list[Anomaly]:
     if s["type"] != spec.type and not _compatible(spec.type, s):
         bad = s.get("not_numeric")
         if bad:
-            out.append(Anomaly(col, WRONG_TYPE, f"expected {spec.type}, found {bad} value(s) ({bad / max(rows, 1):.1%}) that are not "
-                               "numbers. Fix the producer, or cast the column before scoring.", bad, bad / max(rows, 1)))
+            out.append(
+                Anomaly(
+                    col,
+                    WRONG_TYPE,
+                    f"expected {spec.type}, found {bad} value(s) ({bad / max(rows, 1):.1%}) that are not "
+                    "numbers. Fix the producer, or cast the column before scoring.",
+                    bad,
+                    bad / max(rows, 1),
+                )
+            )
         else:
-            out.append(Anomaly(col, WRONG_TYPE, f"expected type {spec.type}, found {s['type']}. Cast the column, or re-infer "
-                               "the schema if the type changed on purpose."))
+            out.append(
+                Anomaly(
+                    col,
+                    WRONG_TYPE,
+                    f"expected type {spec.type}, found {s['type']}. Cast the column, or re-infer "
+                    "the schema if the type changed on purpose.",
+                )
+            )
             return out
     nulls = int(s["nulls"])
     fraction = nulls / rows if rows else 0.0
     if nulls and fraction > spec.max_null_fraction:
         allowed = "no nulls" if not spec.nullable else f"at most {spec.max_null_fraction:.1%} nulls"
-        out.append(Anomaly(col, TOO_MANY_NULLS, f"{nulls} null(s) ({fraction:.1%} of rows); the schema allows {allowed}. "
-                           "Check the upstream join or extract.", nulls, fraction))
+        out.append(
+            Anomaly(
+                col,
+                TOO_MANY_NULLS,
+                f"{nulls} null(s) ({fraction:.1%} of rows); the schema allows {allowed}. "
+                "Check the upstream join or extract.",
+                nulls,
+                fraction,
+            )
+        )
     below, above = int(s.get("below", 0)), int(s.get("above", 0))
     if below or above:
         n = below + above
-        out.append(Anomaly(col, OUT_OF_RANGE, f"{n} value(s) ({n / max(rows, 1):.1%}) outside the range seen in training "
-                           f"({below} below the minimum, {above} above the maximum). Check units and the source, or "
-                           "retrain on data that covers this range.", n, n / max(rows, 1)))
+        out.append(
+            Anomaly(
+                col,
+                OUT_OF_RANGE,
+                f"{n} value(s) ({n / max(rows, 1):.1%}) outside the range seen in training "
+                f"({below} below the minimum, {above} above the maximum). Check units and the source, or "
+                "retrain on data that covers this range.",
+                n,
+                n / max(rows, 1),
+            )
+        )
     unseen, values = int(s.get("unseen", 0)), int(s.get("non_null", 0))
     if unseen and values and unseen / values > spec.max_unseen_fraction:
         share = unseen / values
-        out.append(Anomaly(col, UNSEEN_CATEGORIES, f"{unseen} value(s) ({share:.1%} of non-null values, "
-                           f"{int(s.get('unseen_distinct', 0))} distinct) are not in the training domain of {len(spec.domain or [])} "
-                           f"values; the schema allows {spec.max_unseen_fraction:.1%}. The model has not seen them: "
-                           "retrain, or route these rows elsewhere.", unseen, share))
+        out.append(
+            Anomaly(
+                col,
+                UNSEEN_CATEGORIES,
+                f"{unseen} value(s) ({share:.1%} of non-null values, "
+                f"{int(s.get('unseen_distinct', 0))} distinct) are not in the training domain of {len(spec.domain or [])} "
+                f"values; the schema allows {spec.max_unseen_fraction:.1%}. The model has not seen them: "
+                "retrain, or route these rows elsewhere.",
+                unseen,
+                share,
+            )
+        )
     return out
 
 
@@ -314,7 +395,7 @@ def _compatible(expected: str, s: dict[str, Any]) -> bool:
     found = s["type"]
     if expected == "float" and found == "integer":
         return True
-    if expected == "integer" and found == "float":   # pandas turns integers with nulls into floats
+    if expected == "integer" and found == "float":  # pandas turns integers with nulls into floats
         return not s.get("fractional", 0)
     if expected in ("integer", "float") and found == "string":
         return not s.get("not_numeric", 0) and s.get("numeric_parsed", False)
@@ -347,7 +428,7 @@ def _pandas_batch_stats(frame: pd.DataFrame, specs: list[ColumnSchema]) -> dict[
             info["below"] = int((s < pd.Timestamp(spec.min)).sum())
             info["above"] = int((s > pd.Timestamp(spec.max)).sum())
         elif spec.type == "string" and spec.domain is not None:
-            unseen = ~s.isin(spec.domain).to_numpy() & ~isna      # values, not text forms: no copy
+            unseen = ~s.isin(spec.domain).to_numpy() & ~isna  # values, not text forms: no copy
             info["non_null"] = int(len(s) - info["nulls"])
             info["unseen"] = int(np.count_nonzero(unseen))
             info["unseen_distinct"] = int(s[unseen].nunique()) if info["unseen"] else 0
@@ -363,7 +444,7 @@ def _numbers(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _spark_batch_stats(df: "DataFrame", specs: list[ColumnSchema]) -> dict[str, Any]:
+def _spark_batch_stats(df: DataFrame, specs: list[ColumnSchema]) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     types = {f.name: _spark_type(f.dataType) for f in df.schema.fields}
@@ -381,14 +462,21 @@ def _spark_batch_stats(df: "DataFrame", specs: list[ColumnSchema]) -> dict[str, 
             aggs.append(count_if(c.isNotNull() & numeric.isNull(), f"nn::{spec.name}"))
         if spec.type == "integer" and kind in ("float", "string"):
             aggs.append(count_if(numeric.isNotNull() & (numeric != F.floor(numeric)), f"fr::{spec.name}"))
-        if spec.type in ("integer", "float", "timestamp") and spec.min is not None and (kind in ("integer", "float", "string") or kind == spec.type):
+        if (
+            spec.type in ("integer", "float", "timestamp")
+            and spec.min is not None
+            and (kind in ("integer", "float", "string") or kind == spec.type)
+        ):
             lo = F.lit(spec.min).cast("timestamp") if spec.type == "timestamp" else F.lit(float(spec.min))
             hi = F.lit(spec.max).cast("timestamp") if spec.type == "timestamp" else F.lit(float(spec.max))
             aggs += [count_if(numeric < lo, f"lo::{spec.name}"), count_if(numeric > hi, f"hi::{spec.name}")]
         elif spec.type == "string" and spec.domain is not None:
             unseen = c.isNotNull() & ~c.cast("string").isin(spec.domain)
-            aggs += [count_if(c.isNotNull(), f"nv::{spec.name}"), count_if(unseen, f"un::{spec.name}"),
-                     F.countDistinct(F.when(unseen, c)).alias(f"ud::{spec.name}")]
+            aggs += [
+                count_if(c.isNotNull(), f"nv::{spec.name}"),
+                count_if(unseen, f"un::{spec.name}"),
+                F.countDistinct(F.when(unseen, c)).alias(f"ud::{spec.name}"),
+            ]
     row = df.agg(*aggs).first().asDict()
     out: dict[str, Any] = {"__rows__": int(row["__rows__"])}
     for spec in specs:

@@ -1,12 +1,13 @@
 """Shared by the hub's integration tests: settings for a hub on free ports with temp state, and a
 browser-like client (form login, cookies, XSRF header)."""
+
 from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import httpx
 import pytest
@@ -22,11 +23,21 @@ PASSWORD = "integration-test-pw-7"
 def hub_settings(root: Path, users_yaml: str, **overrides) -> Settings:
     (root / "users.yaml").write_text(users_yaml)
     return load_settings(env={"WORKBENCH_HOME": str(REPO)}).with_overrides(
-        hub_state_dir=str(root / "state"), hub_users_file=str(root / "users.yaml"), reports_dir=str(root / "reports"),
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}", mlflow_artifacts=str(root / "mlartifacts"),
+        hub_state_dir=str(root / "state"),
+        hub_users_file=str(root / "users.yaml"),
+        reports_dir=str(root / "reports"),
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_artifacts=str(root / "mlartifacts"),
         audit_dir=str(root / "audit"),
-        hub_port=free_port(), hub_api_port=free_port(), proxy_api_port=free_port(), reports_port=free_port(),
-        mlflow_ui_port=free_port(), spark_master="local[2]", hub_admin_password=PASSWORD, **overrides)
+        hub_port=free_port(),
+        hub_api_port=free_port(),
+        proxy_api_port=free_port(),
+        reports_port=free_port(),
+        mlflow_ui_port=free_port(),
+        spark_master="local[2]",
+        hub_admin_password=PASSWORD,
+        **overrides,
+    )
 
 
 @contextlib.contextmanager
@@ -42,7 +53,13 @@ def running_hub(settings: Settings, root: Path, accounts_for: list[str]) -> Iter
             yield SimpleNamespace(url=process.url, settings=settings, root=root)
         finally:
             process.stop()
-    ports = [settings.hub_port, settings.hub_api_port, settings.proxy_api_port, settings.reports_port, settings.mlflow_ui_port]
+    ports = [
+        settings.hub_port,
+        settings.hub_api_port,
+        settings.proxy_api_port,
+        settings.reports_port,
+        settings.mlflow_ui_port,
+    ]
     still_open = [p for p in ports if listening(p)]
     assert not still_open, f"ports still served after the hub stopped: {still_open}"
 
@@ -61,8 +78,11 @@ def login(hub, name: str) -> httpx.Client:
     login is recorded, not followed: for a data scientist it would start their server."""
     c = client(hub)
     c.get("/hub/login")
-    r = c.post("/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")},
-               follow_redirects=False)
+    r = c.post(
+        "/hub/login",
+        data={"username": name, "password": PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")},
+        follow_redirects=False,
+    )
     assert r.status_code == 302, f"login failed for {name}"
     c.landing = r.headers["location"]
     return c

@@ -6,6 +6,7 @@ Needs root (to create two throw-away users and groups, removed afterwards); CI r
 user runs its own Python and JVM through `runuser`, with HOME, TMPDIR and Spark's scratch folders
 in a folder of its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,21 +32,31 @@ pytestmark = [pytest.mark.integration, pytest.mark.root]
 if os.geteuid() != 0:
     pytest.skip("needs root: creates throw-away system users and groups (CI runs as root)", allow_module_level=True)
 if not all(shutil.which(tool) for tool in ("useradd", "userdel", "groupadd", "groupdel", "runuser")):
-    pytest.skip("needs useradd, userdel, groupadd, groupdel and runuser (package passwd / util-linux)", allow_module_level=True)
+    pytest.skip(
+        "needs useradd, userdel, groupadd, groupdel and runuser (package passwd / util-linux)", allow_module_level=True
+    )
 
 
 def _others_can_read(path: Path) -> bool:
     """Every folder up to `path` is searchable by others and `path` readable: the throw-away users run
     their Python from this checkout and its .venv."""
-    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents] if p.is_dir()) and bool(path.stat().st_mode & 0o004)
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents] if p.is_dir()) and bool(
+        path.stat().st_mode & 0o004
+    )
 
 
-_unreadable = [p for p in (REPO / "workbench" / "__init__.py", Path(sysconfig.get_paths()["purelib"]) / "pyspark" / "__init__.py")
-               if not _others_can_read(p)]
+_unreadable = [
+    p
+    for p in (REPO / "workbench" / "__init__.py", Path(sysconfig.get_paths()["purelib"]) / "pyspark" / "__init__.py")
+    if not _others_can_read(p)
+]
 if _unreadable:
-    pytest.skip(f"other users cannot read {_unreadable[0]} (a folder above it lacks o+x, e.g. `mktemp -d` makes 0700 "
-                "folders); the throw-away users run Python from this checkout. Clone into a folder others can enter "
-                "(chmod o+x) to run this test.", allow_module_level=True)
+    pytest.skip(
+        f"other users cannot read {_unreadable[0]} (a folder above it lacks o+x, e.g. `mktemp -d` makes 0700 "
+        "folders); the throw-away users run Python from this checkout. Clone into a folder others can enter "
+        "(chmod o+x) to run this test.",
+        allow_module_level=True,
+    )
 
 SALT = "boundary-test-salt"
 USER_TIMEOUT = 420  # seconds for one user's Python + JVM; generous: the machine is shared
@@ -116,11 +127,21 @@ def world(spark):
         lake = root / "lake"
         shutil.copytree(REPO / "lake" / "raw" / "planes", lake / "raw" / "planes")
         committed = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
-        catalog = {"version": 1, "grants": {stew: "full", sci: "masked"}, "datasets": {"planes": committed["datasets"]["planes"]}}
+        catalog = {
+            "version": 1,
+            "grants": {stew: "full", sci: "masked"},
+            "datasets": {"planes": committed["datasets"]["planes"]},
+        }
         (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
         (root / "catalog.yaml").chmod(0o644)
-        env = {"WORKBENCH_HOME": str(root), "WORKBENCH_LAKE_ROOT": str(lake), "WORKBENCH_CATALOG_PATH": str(root / "catalog.yaml"),
-               "WORKBENCH_PROFILE": "production", "WORKBENCH_MASK_SALT": SALT, "WORKBENCH_SERVICE_USER": "root"}
+        env = {
+            "WORKBENCH_HOME": str(root),
+            "WORKBENCH_LAKE_ROOT": str(lake),
+            "WORKBENCH_CATALOG_PATH": str(root / "catalog.yaml"),
+            "WORKBENCH_PROFILE": "production",
+            "WORKBENCH_MASK_SALT": SALT,
+            "WORKBENCH_SERVICE_USER": "root",
+        }
         from workbench.config import load_settings
         from workbench.data import publish
 
@@ -144,25 +165,57 @@ def user_python(user: str) -> list[str]:
     for candidate in (sys.executable, shutil.which(f"python{version}"), f"/usr/bin/python{version}"):
         if not candidate:
             continue
-        probe = subprocess.run(["runuser", "-u", user, "--", candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True, timeout=60, cwd="/")
+        probe = subprocess.run(
+            ["runuser", "-u", user, "--", candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return [candidate, "-s"]
-    pytest.skip(f"no Python {version} that a system user may execute (this one, {sys.executable}, is in a folder they cannot enter)")
+    pytest.skip(
+        f"no Python {version} that a system user may execute (this one, {sys.executable}, is in a folder they cannot enter)"
+    )
 
 
 def run_as(world, user: str, claim: str) -> dict:
     from workbench.spark import ensure_java
 
     home = world["root"] / f"home-{user}"
-    env = {**world["env"], "WORKBENCH_USER": user, "WORKBENCH_GROUPS": user, "WORKBENCH_SPARK_MASTER": "local[1]",
-           "WORKBENCH_SPARK_SHUFFLE_PARTITIONS": "2", "WORKBENCH_SPARK_DRIVER_MEMORY": "512m",
-           "HOME": str(home), "TMPDIR": str(home / "tmp"), "SPARK_LOCAL_DIRS": str(home / "tmp"),
-           "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={home / 'tmp'}", "JAVA_HOME": ensure_java(), "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}", "PYTHONDONTWRITEBYTECODE": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    command = ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-               *user_python(user), "-c", USER_SCRIPT, claim]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home, start_new_session=True)
+    env = {
+        **world["env"],
+        "WORKBENCH_USER": user,
+        "WORKBENCH_GROUPS": user,
+        "WORKBENCH_SPARK_MASTER": "local[1]",
+        "WORKBENCH_SPARK_SHUFFLE_PARTITIONS": "2",
+        "WORKBENCH_SPARK_DRIVER_MEMORY": "512m",
+        "HOME": str(home),
+        "TMPDIR": str(home / "tmp"),
+        "SPARK_LOCAL_DIRS": str(home / "tmp"),
+        "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={home / 'tmp'}",
+        "JAVA_HOME": ensure_java(),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    command = [
+        "runuser",
+        "-u",
+        user,
+        "--",
+        "env",
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+        *user_python(user),
+        "-c",
+        USER_SCRIPT,
+        claim,
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=USER_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -170,7 +223,7 @@ def run_as(world, user: str, claim: str) -> dict:
         stdout, stderr = proc.communicate()
     lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"{user}: exit {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
-    return json.loads(lines[0][len("RESULT "):])
+    return json.loads(lines[0][len("RESULT ") :])
 
 
 def test_files_enforce_what_the_data_api_promises(world):

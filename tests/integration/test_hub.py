@@ -1,6 +1,7 @@
 """The real hub: JupyterHub + configurable-http-proxy + the reports and MLflow services, started once
 for this module by the same launcher as `workbench hub`, on 127.0.0.1 with free ports and temp state.
 People log in with their own passwords, as a browser would (form + cookies)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,10 +43,12 @@ def write_reports(folder: Path) -> None:
     run.mkdir(parents=True)
     (folder / "index.html").write_text(
         f"<!doctype html><html><head><title>{REPORT_TITLE}</title></head><body><h1>{REPORT_TITLE}</h1>"
-        f'<a id="latest-drift" href="runs/04_drift_monitor/20130601T000000Z/report.html">{DRIFT_TITLE}</a></body></html>')
+        f'<a id="latest-drift" href="runs/04_drift_monitor/20130601T000000Z/report.html">{DRIFT_TITLE}</a></body></html>'
+    )
     (run / "report.html").write_text(
         f"<!doctype html><html><head><title>{DRIFT_TITLE}</title></head><body><h1>{DRIFT_TITLE}</h1>"
-        '<svg id="chart" width="200" height="100"><rect x="10" y="20" width="30" height="80"/></svg></body></html>')
+        '<svg id="chart" width="200" height="100"><rect x="10" y="20" width="30" height="80"/></svg></body></html>'
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,10 @@ def test_anonymous_api_requests_are_refused(hub):
 def test_a_wrong_password_does_not_log_in(hub):
     c = client(hub)
     c.get("/hub/login")
-    r = c.post("/hub/login", data={"username": "sam", "password": "not-" + PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")})
+    r = c.post(
+        "/hub/login",
+        data={"username": "sam", "password": "not-" + PASSWORD, "_xsrf": c.cookies.get("_xsrf", path="/hub/")},
+    )
     assert r.url.path == "/hub/login" and "Invalid username or password" in r.text
 
 
@@ -171,9 +177,16 @@ def test_a_data_scientist_reads_the_masked_view_the_hubs_groups_allow(hub, ada_s
         pytest.skip("governance (masks, grants, audit behind workbench.data.load) is not merged in this workbench")
     tails = json.loads(ada_server(GOVERNED_READ).strip().splitlines()[-1])
     assert tails and all(len(t) == 64 and not t.startswith("N") for t in tails)  # salted hashes, not tail numbers
-    events = [json.loads(line) for f in sorted((hub.root / "audit").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    events = [
+        json.loads(line) for f in sorted((hub.root / "audit").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
     read = [e for e in events if e.get("dataset") == "planes"][-1]
-    assert (read["user"], read["groups"], read["source"], read["level"]) == ("ada", ["data-scientists"], "hub", "masked")
+    assert (read["user"], read["groups"], read["source"], read["level"]) == (
+        "ada",
+        ["data-scientists"],
+        "hub",
+        "masked",
+    )
 
 
 def _wait_server_ready(api: httpx.Client, name: str) -> None:
@@ -193,12 +206,31 @@ async def _execute(ws_url: str, token: str, code: str, timeout: float = 300) -> 
 
     conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
     msg_id = uuid.uuid4().hex
-    conn.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": uuid.uuid4().hex,
-                   "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True}}))
+    conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     out: list[str] = []
     try:
         while True:
@@ -245,8 +277,16 @@ def test_a_stakeholder_reads_the_latest_drift_report_in_chromium(hub, tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver_path), options=options)
     try:

@@ -1,6 +1,7 @@
 """The scheduler as a hub service: the hub starts `workbench scheduler`, which runs a due job under the
 service identity; the report appears on the reports site behind the hub's login. A hub of its own:
 the scheduler rewrites the reports index, which the other hub tests check against a fixed site."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,13 @@ def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub-scheduler")
     write_notebook(root / "notebooks")
     (root / "jobs.yaml").write_text(JOBS)
-    settings = hub_settings(root, USERS, hub_services=("reports", "scheduler"), notebooks_dir=str(root / "notebooks"),
-                            jobs_file=str(root / "jobs.yaml"))
+    settings = hub_settings(
+        root,
+        USERS,
+        hub_services=("reports", "scheduler"),
+        notebooks_dir=str(root / "notebooks"),
+        jobs_file=str(root / "jobs.yaml"),
+    )
     with running_hub(settings, root, ["sam"]) as hub:
         yield hub
 

@@ -1,11 +1,11 @@
 """End to end: the explore notebook on the sample lake through `workbench run`, and `workbench scheduler`."""
+
 from __future__ import annotations
 
 import json
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,14 +19,39 @@ pytestmark = pytest.mark.integration
 def test_explore_runs_on_the_lake_and_lands_on_the_reports_site(repo_settings, tmp_path):
     (tmp_path / "notebooks").mkdir()
     shutil.copy(REPO / "notebooks" / "01_explore.ipynb", tmp_path / "notebooks")
-    env = dict(WORKBENCH_LAKE_ROOT=str(REPO / "lake"), WORKBENCH_CATALOG_PATH=str(REPO / "hub_config" / "catalog.yaml"),
-               WORKBENCH_AUDIT_DIR=str(tmp_path / "audit"), WORKBENCH_SPARK_MASTER="local[2]",
-               WORKBENCH_SPARK_SHUFFLE_PARTITIONS="4")
-    out = workbench(tmp_path, "run", "explore", "-p", "dataset", "weather", "-p", "sample_rows", "300",
-                    "-p", "columns", "origin,temp,humid,wind_speed,wind_gust", "--quiet", timeout=600, **env)
+    env = dict(
+        WORKBENCH_LAKE_ROOT=str(REPO / "lake"),
+        WORKBENCH_CATALOG_PATH=str(REPO / "hub_config" / "catalog.yaml"),
+        WORKBENCH_AUDIT_DIR=str(tmp_path / "audit"),
+        WORKBENCH_SPARK_MASTER="local[2]",
+        WORKBENCH_SPARK_SHUFFLE_PARTITIONS="4",
+    )
+    out = workbench(
+        tmp_path,
+        "run",
+        "explore",
+        "-p",
+        "dataset",
+        "weather",
+        "-p",
+        "sample_rows",
+        "300",
+        "-p",
+        "columns",
+        "origin,temp,humid,wind_speed,wind_gust",
+        "--quiet",
+        timeout=600,
+        **env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     record = RunRecord.load(tmp_path / "reports" / "runs" / "01_explore" / out.stdout.strip())
-    assert record.status == "succeeded" and record.parameters["columns"] == ["origin", "temp", "humid", "wind_speed", "wind_gust"]
+    assert record.status == "succeeded" and record.parameters["columns"] == [
+        "origin",
+        "temp",
+        "humid",
+        "wind_speed",
+        "wind_gust",
+    ]
     metrics = record.published["metrics"]
     assert metrics["rows"] > 20_000 and 0.5 < metrics["max_null_share"] < 1  # wind_gust is mostly empty
     assert record.published["status"] == "warn"  # ... which the notebook flags
@@ -42,8 +67,9 @@ def test_explore_runs_on_the_lake_and_lands_on_the_reports_site(repo_settings, t
 
 def test_the_scheduler_runs_a_due_job_and_stops_cleanly(tmp_path):
     make_home(tmp_path)
-    (tmp_path / "jobs.yaml").write_text('jobs:\n  every-minute:\n    notebook: check\n    schedule: "* * * * *"\n'
-                                        '    parameters: {n: 7}\n')
+    (tmp_path / "jobs.yaml").write_text(
+        'jobs:\n  every-minute:\n    notebook: check\n    schedule: "* * * * *"\n    parameters: {n: 7}\n'
+    )
     proc = start_workbench(tmp_path, "scheduler", "--poll", "1")
     runs = tmp_path / "reports" / "runs" / "10_check"
     try:
@@ -67,13 +93,36 @@ def test_a_drifted_month_exits_2_and_the_index_flags_the_alert(tmp_path):
     """What `make demo` shows stakeholders: January against July on the real lake is an alert run."""
     (tmp_path / "notebooks").mkdir()
     shutil.copy(REPO / "notebooks" / "04_drift_monitor.ipynb", tmp_path / "notebooks")
-    env = dict(WORKBENCH_LAKE_ROOT=str(REPO / "lake"), WORKBENCH_CATALOG_PATH=str(REPO / "hub_config" / "catalog.yaml"),
-               WORKBENCH_AUDIT_DIR=str(tmp_path / "audit"), WORKBENCH_SPARK_MASTER="local[2]",
-               WORKBENCH_SPARK_SHUFFLE_PARTITIONS="4")
-    out = workbench(tmp_path, "run", "04_drift_monitor", "-p", "reference_where", "month IN (1)",
-                    "-p", "current_where", "month IN (7)", "-p", "features", '["dep_delay", "arr_delay", "hour", "carrier"]',
-                    "-p", "thresholds", '{"share_warn": 0.1, "share_alert": 0.25}', "-p", "sample_rows", "2000",
-                    "--quiet", timeout=900, **env)
+    env = dict(
+        WORKBENCH_LAKE_ROOT=str(REPO / "lake"),
+        WORKBENCH_CATALOG_PATH=str(REPO / "hub_config" / "catalog.yaml"),
+        WORKBENCH_AUDIT_DIR=str(tmp_path / "audit"),
+        WORKBENCH_SPARK_MASTER="local[2]",
+        WORKBENCH_SPARK_SHUFFLE_PARTITIONS="4",
+    )
+    out = workbench(
+        tmp_path,
+        "run",
+        "04_drift_monitor",
+        "-p",
+        "reference_where",
+        "month IN (1)",
+        "-p",
+        "current_where",
+        "month IN (7)",
+        "-p",
+        "features",
+        '["dep_delay", "arr_delay", "hour", "carrier"]',
+        "-p",
+        "thresholds",
+        '{"share_warn": 0.1, "share_alert": 0.25}',
+        "-p",
+        "sample_rows",
+        "2000",
+        "--quiet",
+        timeout=900,
+        **env,
+    )
     assert out.returncode == 2, out.stderr[-3000:]  # succeeded, but the notebook published an alert
     record = RunRecord.load(tmp_path / "reports" / "runs" / "04_drift_monitor" / out.stdout.strip())
     assert record.status == "succeeded" and record.published["status"] == "alert"

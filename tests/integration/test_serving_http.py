@@ -4,6 +4,7 @@ One server in a thread for the request-level tests (champion 70% / challenger 30
 'fragile' model as shadow, alias polling every 0.3 s), and `workbench serve` subprocesses for the
 prediction log under SIGTERM and SIGKILL.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,27 +36,32 @@ pytestmark = pytest.mark.integration
 
 NAME = SERVING_MODEL
 SECRET = "s3cr3t-value"
-WAIT = 120          # seconds to wait for something asynchronous (the machine may be busy); never asserted on
+WAIT = 120  # seconds to wait for something asynchronous (the machine may be busy); never asserted on
 
 
 @pytest.fixture(scope="module")
 def setup(trained_model, serving_models, mlflow_settings, spark, tmp_path_factory):
     versions = serving_models
-    settings = mlflow_settings.with_overrides(serving_cache_dir=str(tmp_path_factory.mktemp("cache")),
-                                              predictions_dir=str(tmp_path_factory.mktemp("predictions")))
+    settings = mlflow_settings.with_overrides(
+        serving_cache_dir=str(tmp_path_factory.mktemp("cache")),
+        predictions_dir=str(tmp_path_factory.mktemp("predictions")),
+    )
     snapshot_lookups(settings, ["flights_context"], spark)
     spec = trained_model.spec
     raw = raw_rows(spec, mlflow_settings, spark, n=40)
-    expected = {v: expected_scores(raw, registry.model_uri(NAME, versions[k]), spec, mlflow_settings, spark)
-                for k, v in (("lightgbm", str(versions["lightgbm"])), ("logistic", str(versions["logistic"])))}
+    expected = {
+        v: expected_scores(raw, registry.model_uri(NAME, versions[k]), spec, mlflow_settings, spark)
+        for k, v in (("lightgbm", str(versions["lightgbm"])), ("logistic", str(versions["logistic"])))
+    }
     return settings, versions, raw, expected
 
 
 @pytest.fixture(scope="module")
 def server(setup):
     settings, versions, raw, expected = setup
-    options = ServeOptions.from_settings(settings, NAME, split={"challenger": 30}, shadow="fragile",
-                                         reload_interval=0.3, timeout=60.0, fallback="none")
+    options = ServeOptions.from_settings(
+        settings, NAME, split={"challenger": 30}, shadow="fragile", reload_interval=0.3, timeout=60.0, fallback="none"
+    )
     app = create_app(settings, options, lookups=Lookups(settings))
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
@@ -150,8 +156,8 @@ def test_the_same_entity_always_gets_the_same_variant(server, setup):
 def _corpus(good: dict) -> list[tuple[str, str, bytes | str, str | None]]:
     """(name, method/path, body, content type): each must get a 4xx naming its problem."""
     j = "application/json"
-    drop = lambda k: {c: v for c, v in good.items() if c != k}   # noqa: E731
-    with_ = lambda **kw: json.dumps({**good, **kw})               # noqa: E731
+    drop = lambda k: {c: v for c, v in good.items() if c != k}  # noqa: E731
+    with_ = lambda **kw: json.dumps({**good, **kw})  # noqa: E731
     big = json.dumps([good] * 1001)
     return [
         ("malformed json", "/predict", b'{"origin": "JFK", ', j),
@@ -184,9 +190,24 @@ def _corpus(good: dict) -> list[tuple[str, str, bytes | str, str | None]]:
         ("10 MB body", "/predict", b"[" + b" " * (10 << 20) + b"]", j),
         ("too many rows", "/predict", big, j),
         ("tensor format", "/invocations", json.dumps({"instances": [[1, 2, 3]]}), j),
-        ("split row of the wrong length", "/invocations", json.dumps({"dataframe_split": {"columns": list(good), "data": [[1]]}}), j),
-        ("split columns not strings", "/invocations", json.dumps({"dataframe_split": {"columns": [1, 2], "data": []}}), j),
-        ("split data not a list", "/invocations", json.dumps({"dataframe_split": {"columns": list(good), "data": SECRET}}), j),
+        (
+            "split row of the wrong length",
+            "/invocations",
+            json.dumps({"dataframe_split": {"columns": list(good), "data": [[1]]}}),
+            j,
+        ),
+        (
+            "split columns not strings",
+            "/invocations",
+            json.dumps({"dataframe_split": {"columns": [1, 2], "data": []}}),
+            j,
+        ),
+        (
+            "split data not a list",
+            "/invocations",
+            json.dumps({"dataframe_split": {"columns": list(good), "data": SECRET}}),
+            j,
+        ),
         ("two formats", "/invocations", json.dumps({"dataframe_split": {}, "dataframe_records": []}), j),
         ("extra top-level key", "/invocations", json.dumps({"dataframe_records": [good], SECRET: 1}), j),
         ("records not a list", "/invocations", json.dumps({"dataframe_records": {"a": SECRET}}), j),
@@ -229,8 +250,10 @@ def test_a_failing_shadow_never_touches_the_primary(server, setup):
     for a in response.json()["predictions"]:
         assert not a["fallback"] and "carrier" in a["out_of_domain"]
         assert a["variant"] in ("champion", "challenger")
-    _eventually(lambda: _metric(client, "workbench_serving_shadow_failures_total") >= failures_before + 10,
-                "the shadow failures to be counted")
+    _eventually(
+        lambda: _metric(client, "workbench_serving_shadow_failures_total") >= failures_before + 10,
+        "the shadow failures to be counted",
+    )
     ok = client.post("/predict", json=[{**r, "entity_id": f"plane-{i}"} for i, r in enumerate(records(raw.head(10)))])
     assert all(not a["fallback"] for a in ok.json()["predictions"])
     _eventually(lambda: _metric(client, "workbench_serving_shadow_comparisons_total") > 0, "shadow comparisons")
@@ -245,10 +268,15 @@ def test_health_readiness_metrics_and_docs(server, setup):
     assert ready["variants"]["champion"]["version"] == versions["lightgbm"]
     assert ready["variants"]["challenger"]["percent"] == 30 and ready["variants"]["fragile"]["role"] == "shadow"
     text = client.get("/metrics").text
-    for name in ("workbench_serving_requests_total", "workbench_serving_request_latency_seconds_bucket",
-                 "workbench_serving_errors_total", "workbench_serving_predictions_total",
-                 "workbench_serving_prediction_latency_seconds_bucket", "workbench_serving_shadow_disagreement_ratio",
-                 "workbench_serving_batch_rows_bucket"):
+    for name in (
+        "workbench_serving_requests_total",
+        "workbench_serving_request_latency_seconds_bucket",
+        "workbench_serving_errors_total",
+        "workbench_serving_predictions_total",
+        "workbench_serving_prediction_latency_seconds_bucket",
+        "workbench_serving_shadow_disagreement_ratio",
+        "workbench_serving_batch_rows_bucket",
+    ):
         assert name in text, name
     assert 'variant="challenger"' in text
     spec = client.get("/openapi.json").json()
@@ -261,7 +289,9 @@ def test_hot_reload_swaps_a_good_version_and_keeps_serving_through_a_broken_one(
     client, service = server
     settings, versions, raw, expected = setup
     row = records(raw)[0]
-    entity = next(f"e{i}" for i in range(1000) if Router("champion", {"challenger": 30}, NAME).route(f"e{i}", "") == "champion")
+    entity = next(
+        f"e{i}" for i in range(1000) if Router("champion", {"challenger": 30}, NAME).route(f"e{i}", "") == "champion"
+    )
 
     def version() -> str:
         return client.post("/predict", json={**row, "entity_id": entity}).json()["predictions"][0]["model_version"]
@@ -272,8 +302,10 @@ def test_hot_reload_swaps_a_good_version_and_keeps_serving_through_a_broken_one(
     assert _metric(client, "workbench_serving_reloads_total", variant="champion", outcome="swapped") >= 1
 
     registry.set_alias(NAME, "champion", versions["broken"], reason="test: a broken version", settings=settings)
-    _eventually(lambda: _metric(client, "workbench_serving_reloads_total", variant="champion", outcome="failed") >= 1,
-                "the broken version to be refused")
+    _eventually(
+        lambda: _metric(client, "workbench_serving_reloads_total", variant="champion", outcome="failed") >= 1,
+        "the broken version to be refused",
+    )
     assert version() == str(versions["logistic"])
     assert "smoke test" in client.get("/readyz").json()["variants"]["champion"]["error"]
     registry.set_alias(NAME, "champion", versions["lightgbm"], reason="test: restore", settings=settings)
@@ -285,20 +317,50 @@ def _serve(setup, predictions: Path, **env_extra) -> tuple[subprocess.Popen, htt
     settings = setup[0]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-    env.update({"WORKBENCH_HOME": str(REPO), "WORKBENCH_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-                "WORKBENCH_MLFLOW_ARTIFACTS": settings.mlflow_artifacts, "WORKBENCH_SERVING_CACHE_DIR": settings.serving_cache_dir,
-                "WORKBENCH_PREDICTIONS_DIR": str(predictions), "WORKBENCH_SERVING_TIMEOUT_MS": "60000",
-                "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "0", "PYTHONPATH": str(REPO), **env_extra})
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--model", NAME, "--shadow", "challenger",
-                             "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env.update(
+        {
+            "WORKBENCH_HOME": str(REPO),
+            "WORKBENCH_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "WORKBENCH_MLFLOW_ARTIFACTS": settings.mlflow_artifacts,
+            "WORKBENCH_SERVING_CACHE_DIR": settings.serving_cache_dir,
+            "WORKBENCH_PREDICTIONS_DIR": str(predictions),
+            "WORKBENCH_SERVING_TIMEOUT_MS": "60000",
+            "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "0",
+            "PYTHONPATH": str(REPO),
+            **env_extra,
+        }
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "serve",
+            "--model",
+            NAME,
+            "--shadow",
+            "challenger",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT)
     _wait_ready(client, proc)
     return proc, client
 
 
-def _send(client: httpx.Client, rows: list[dict], acked: list[str], stop: threading.Event | None = None,
-          sent: list[str] | None = None) -> None:
+def _send(
+    client: httpx.Client,
+    rows: list[dict],
+    acked: list[str],
+    stop: threading.Event | None = None,
+    sent: list[str] | None = None,
+) -> None:
     for i, row in enumerate(rows):
         if stop is not None and stop.is_set():
             return
@@ -315,7 +377,11 @@ def _send(client: httpx.Client, rows: list[dict], acked: list[str], stop: thread
 
 def _logged(folder: Path) -> pd.DataFrame:
     files = sorted(folder.rglob("part-*.parquet"))
-    return pd.concat([pq.read_table(f).to_pandas() for f in files]) if files else pd.DataFrame(columns=["request_id", "shadow"])
+    return (
+        pd.concat([pq.read_table(f).to_pandas() for f in files])
+        if files
+        else pd.DataFrame(columns=["request_id", "shadow"])
+    )
 
 
 def test_every_acknowledged_request_is_in_the_log_after_a_graceful_shutdown(setup, tmp_path):
@@ -329,7 +395,7 @@ def test_every_acknowledged_request_is_in_the_log_after_a_graceful_shutdown(setu
         t.join()
     assert len(acked) == 4 * len(rows)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(WAIT) in (0, -signal.SIGTERM)     # uvicorn re-raises the signal once it has shut down cleanly
+    assert proc.wait(WAIT) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
     logged = _logged(tmp_path)
     assert set(acked) <= set(logged.loc[~logged.shadow, "request_id"])
     assert logged.loc[logged.shadow, "variant"].eq("challenger").all()
@@ -354,7 +420,7 @@ def test_after_sigkill_every_file_on_disk_is_readable_parquet(setup, tmp_path):
     files = sorted(tmp_path.rglob("part-*.parquet"))
     for f in files:
         assert pq.read_table(f).num_rows > 0
-    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()   # what the drift monitor does
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()  # what the drift monitor does
     logged = set(table.column("request_id").to_pylist())
-    assert logged and logged <= set(sent)          # whole rows of real requests, nothing half-written
+    assert logged and logged <= set(sent)  # whole rows of real requests, nothing half-written
     assert set(np.asarray(table.column("model_version").to_pylist())) <= {str(v) for v in setup[1].values()}

@@ -1,6 +1,7 @@
 """get_spark() against a real standalone cluster and a real Spark Connect server on 127.0.0.1,
 with only the spark_master setting changed. Each runs in a subprocess: a Python process holds one
 SparkContext, and the test session already has a local one."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,13 @@ def spark_home() -> Path:
 
 
 def daemon(action: str, cls: str, env: dict, *args: str) -> None:
-    subprocess.run([str(spark_home() / "sbin" / "spark-daemon.sh"), action, cls, "1", *args], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [str(spark_home() / "sbin" / "spark-daemon.sh"), action, cls, "1", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def wait_port(port: int, timeout: float = 60) -> None:
@@ -63,9 +69,15 @@ def daemon_env(tmp_path, repo_settings):
     from workbench.spark import ensure_java
 
     ensure_java()
-    return dict(os.environ, SPARK_HOME=str(spark_home()), SPARK_LOG_DIR=str(tmp_path / "logs"),
-                SPARK_PID_DIR=str(tmp_path / "pids"), SPARK_LOCAL_IP="127.0.0.1",
-                SPARK_WORKER_DIR=str(tmp_path / "work"), PYSPARK_PYTHON=sys.executable)
+    return dict(
+        os.environ,
+        SPARK_HOME=str(spark_home()),
+        SPARK_LOG_DIR=str(tmp_path / "logs"),
+        SPARK_PID_DIR=str(tmp_path / "pids"),
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_WORKER_DIR=str(tmp_path / "work"),
+        PYSPARK_PYTHON=sys.executable,
+    )
 
 
 def test_job_runs_on_a_standalone_cluster(daemon_env):
@@ -74,8 +86,20 @@ def test_job_runs_on_a_standalone_cluster(daemon_env):
     daemon("start", master_class, daemon_env, "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui))
     try:
         wait_port(port)
-        daemon("start", worker_class, daemon_env, "--host", "127.0.0.1", "--webui-port", str(wui), "--cores", "1",
-               "--memory", "1g", f"spark://127.0.0.1:{port}")
+        daemon(
+            "start",
+            worker_class,
+            daemon_env,
+            "--host",
+            "127.0.0.1",
+            "--webui-port",
+            str(wui),
+            "--cores",
+            "1",
+            "--memory",
+            "1g",
+            f"spark://127.0.0.1:{port}",
+        )
         time.sleep(3)
         out = run_job(f"spark://127.0.0.1:{port}")
         assert f"MASTER spark://127.0.0.1:{port}" in out
@@ -88,10 +112,23 @@ def test_job_runs_on_a_standalone_cluster(daemon_env):
 def test_job_runs_through_spark_connect(daemon_env):
     port = free_port()
     sbin = spark_home() / "sbin"
-    subprocess.run([str(sbin / "start-connect-server.sh"), "--master", "local[2]",
-                    "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
-                    "--conf", f"spark.connect.grpc.binding.port={port}", "--conf", "spark.ui.enabled=false"],
-                   env=daemon_env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            str(sbin / "start-connect-server.sh"),
+            "--master",
+            "local[2]",
+            "--conf",
+            "spark.connect.grpc.binding.address=127.0.0.1",
+            "--conf",
+            f"spark.connect.grpc.binding.port={port}",
+            "--conf",
+            "spark.ui.enabled=false",
+        ],
+        env=daemon_env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         wait_port(port, timeout=90)
         out = run_job(f"sc://127.0.0.1:{port}")

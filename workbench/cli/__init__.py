@@ -3,6 +3,7 @@
 Each command group lives in its own module here with a `register(subparsers)` function that adds
 its parser and sets `func` (called with the parsed args and returning an exit code).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,19 @@ __all__ = ["main", "build_parser"]
 
 # Command groups are the modules `*_cmd.py` in this package, discovered so that adding a group is
 # adding a file. These come first in `workbench --help`, the rest alphabetically after them.
-COMMAND_ORDER = ("lake_cmd", "config_cmd", "data_cmd", "run_cmd", "runs_cmd", "reports_cmd", "jobs_cmd",
-                 "scheduler_cmd", "models_cmd", "serve_cmd", "hub_cmd")
+COMMAND_ORDER = (
+    "lake_cmd",
+    "config_cmd",
+    "data_cmd",
+    "run_cmd",
+    "runs_cmd",
+    "reports_cmd",
+    "jobs_cmd",
+    "scheduler_cmd",
+    "models_cmd",
+    "serve_cmd",
+    "hub_cmd",
+)
 
 DESCRIPTION = """\
 A notebook-first machine-learning workbench.
@@ -36,8 +48,11 @@ def command_modules() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     modules = [importlib.import_module(f"{__name__}.{name}") for name in command_modules()]
     examples = "".join(f"  {cmd:<46} {text}\n" for m in modules for cmd, text in getattr(m, "EXAMPLES", ()))
-    parser = argparse.ArgumentParser(prog="workbench", description=DESCRIPTION.format(examples=examples),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description=DESCRIPTION.format(examples=examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")

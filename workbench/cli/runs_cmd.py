@@ -1,4 +1,5 @@
 """`workbench runs`: list notebook runs, or show one."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,19 +7,22 @@ import json
 
 from ..config import load_settings
 
-
-EXAMPLES = [('workbench runs', 'list notebook runs; `workbench runs show RUN_ID` for one')]
+EXAMPLES = [("workbench runs", "list notebook runs; `workbench runs show RUN_ID` for one")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "runs", help="list notebook runs (workbench runs [NOTEBOOK]) or show one (workbench runs show RUN_ID)",
+        "runs",
+        help="list notebook runs (workbench runs [NOTEBOOK]) or show one (workbench runs show RUN_ID)",
         description="List runs newest first, from the run.json files under reports/runs/. "
-                    "`workbench runs show RUN_ID` prints one run's record (a unique prefix of the id is enough). "
-                    "A run whose process died without finishing is shown as interrupted.",
+        "`workbench runs show RUN_ID` prints one run's record (a unique prefix of the id is enough). "
+        "A run whose process died without finishing is shown as interrupted.",
         epilog="examples:\n  workbench runs\n  workbench runs explore --limit 5\n  workbench runs show 20251122T0733",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="*", metavar="NOTEBOOK | show RUN_ID", help="a notebook to filter on, or `show RUN_ID`")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "what", nargs="*", metavar="NOTEBOOK | show RUN_ID", help="a notebook to filter on, or `show RUN_ID`"
+    )
     p.add_argument("--job", help="only runs of this scheduled job")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many runs to list (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -50,26 +54,43 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         print("No runs yet. Run a notebook with `workbench run NOTEBOOK`.")
         return 0
-    print(f"{'run id':<24} {'notebook':<20} {'status':<12} {'publ.':<6} {'started (UTC)':<20} {'duration':>9}  parameters")
+    print(
+        f"{'run id':<24} {'notebook':<20} {'status':<12} {'publ.':<6} {'started (UTC)':<20} {'duration':>9}  parameters"
+    )
     for r in shown:
         params = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in r.parameters.items())
         duration = f"{r.duration_s:.1f} s" if r.duration_s is not None else ""
-        print(f"{r.run_id:<24} {r.notebook:<20} {r.status:<12} {r.published_status or '':<6} "
-              f"{(r.started or '')[:19].replace('T', ' '):<20} {duration:>9}  {params}")
+        print(
+            f"{r.run_id:<24} {r.notebook:<20} {r.status:<12} {r.published_status or '':<6} "
+            f"{(r.started or '')[:19].replace('T', ' '):<20} {duration:>9}  {params}"
+        )
     if len(shown) < len(records):
         print(f"... {len(records) - len(shown)} older runs (--limit 0 lists all)")
     return 0
 
 
 def _show(r) -> None:
-    rows = [("run", r.run_id), ("notebook", f"{r.notebook} ({r.notebook_path})"), ("status", r.status),
-            ("published", r.published_status or "-"), ("started", r.started), ("ended", r.ended or "-"),
-            ("duration", f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"),
-            ("user", f"{r.user} ({r.identity})"), ("host", f"{r.host} pid {r.pid}"),
-            ("git", f"{r.git_commit or '-'}{' (modified)' if r.git_dirty else ''}"), ("kernel", r.kernel),
-            ("cell timeout", f"{r.cell_timeout_s} s" if r.cell_timeout_s else "none")]
+    rows = [
+        ("run", r.run_id),
+        ("notebook", f"{r.notebook} ({r.notebook_path})"),
+        ("status", r.status),
+        ("published", r.published_status or "-"),
+        ("started", r.started),
+        ("ended", r.ended or "-"),
+        ("duration", f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"),
+        ("user", f"{r.user} ({r.identity})"),
+        ("host", f"{r.host} pid {r.pid}"),
+        ("git", f"{r.git_commit or '-'}{' (modified)' if r.git_dirty else ''}"),
+        ("kernel", r.kernel),
+        ("cell timeout", f"{r.cell_timeout_s} s" if r.cell_timeout_s else "none"),
+    ]
     if r.job:
-        rows.append(("job", f"{r.job}{'/' + r.step if r.step else ''} scheduled for {r.scheduled_for or '-'}, attempt {r.attempt or 1}"))
+        rows.append(
+            (
+                "job",
+                f"{r.job}{'/' + r.step if r.step else ''} scheduled for {r.scheduled_for or '-'}, attempt {r.attempt or 1}",
+            )
+        )
     rows += [("folder", str(r.folder)), ("report", str(r.report_path) if r.report_path else "(none)")]
     for name, value in rows:
         print(f"{name:<13} {value}")
@@ -90,5 +111,9 @@ def _show(r) -> None:
             print(f"  figure {fig['name']} -> {fig['file']}")
     if r.error:
         err = r.error
-        where = f" at cell {err.get('execution_count') or err.get('cell_index')}" if err.get("cell_index") is not None else ""
+        where = (
+            f" at cell {err.get('execution_count') or err.get('cell_index')}"
+            if err.get("cell_index") is not None
+            else ""
+        )
         print(f"error{where}: {err.get('ename')}: {err.get('evalue') or err.get('message') or ''}")

@@ -1,4 +1,5 @@
 """`workbench scheduler`: run due jobs from jobs.yaml until stopped."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,12 +11,15 @@ from ..config import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scheduler", help="run the jobs in jobs.yaml on their schedules until stopped",
-                       description="Run due jobs (cron schedules in UTC) with retries and backoff, each step in its own "
-                                   "`workbench run` process as the service identity. A job never runs twice at once "
-                                   "(max_concurrent), a failing job never stops the scheduler, jobs.yaml is re-read on "
-                                   "every tick. Ctrl-C or SIGTERM stops running jobs cleanly (recorded as interrupted). "
-                                   "For cron or CI use `workbench jobs run-due --now` instead.")
+    p = sub.add_parser(
+        "scheduler",
+        help="run the jobs in jobs.yaml on their schedules until stopped",
+        description="Run due jobs (cron schedules in UTC) with retries and backoff, each step in its own "
+        "`workbench run` process as the service identity. A job never runs twice at once "
+        "(max_concurrent), a failing job never stops the scheduler, jobs.yaml is re-read on "
+        "every tick. Ctrl-C or SIGTERM stops running jobs cleanly (recorded as interrupted). "
+        "For cron or CI use `workbench jobs run-due --now` instead.",
+    )
     p.add_argument("--file", help="the jobs file (default: the jobs_file setting)")
     p.add_argument("--max-parallel", type=int, default=2, help="jobs running at the same time (default 2)")
     p.add_argument("--poll", type=float, default=30.0, help="seconds between checks of jobs.yaml at most (default 30)")

@@ -1,4 +1,5 @@
 """`workbench serve`: a registered model behind HTTP."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,28 @@ EXAMPLES = [("workbench serve --model flights-late", "serve models:/flights-late
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a registered model over HTTP (validation, A/B, shadow, fallback, logging)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "serve",
+        help="serve a registered model over HTTP (validation, A/B, shadow, fallback, logging)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", metavar="NAME", help="registered model name (default: the model_name setting)")
     p.add_argument("--alias", default="champion", help="alias answering requests (default: champion)")
     p.add_argument("--shadow", metavar="ALIAS", help="alias that gets a copy of every request; logged, never returned")
-    p.add_argument("--split", metavar="ALIAS=PERCENT", action="append", default=[],
-                   help="send PERCENT of entities (by a stable hash of entity_id) to ALIAS; repeatable (A/B, canary)")
-    p.add_argument("--fallback", metavar="CHAIN", help="'previous', 'constant:VALUE', 'none' or a chain 'previous,constant:0.2' "
-                                                      "(default: the serving_fallback setting)")
+    p.add_argument(
+        "--split",
+        metavar="ALIAS=PERCENT",
+        action="append",
+        default=[],
+        help="send PERCENT of entities (by a stable hash of entity_id) to ALIAS; repeatable (A/B, canary)",
+    )
+    p.add_argument(
+        "--fallback",
+        metavar="CHAIN",
+        help="'previous', 'constant:VALUE', 'none' or a chain 'previous,constant:0.2' "
+        "(default: the serving_fallback setting)",
+    )
     p.add_argument("--timeout-ms", type=int, help="per-request time budget (default: serving_timeout_ms)")
     p.add_argument("--no-log", action="store_true", help="do not write the prediction log")
     p.add_argument("--host", help="bind address (default: serving_host)")
@@ -50,11 +64,20 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    options = ServeOptions.from_settings(settings, args.model, alias=args.alias, shadow=args.shadow,
-                                         split=parse_split(args.split), fallback=args.fallback,
-                                         timeout=args.timeout_ms / 1000.0 if args.timeout_ms else None,
-                                         log_predictions=not args.no_log)
-    print(f"Serving models:/{options.model_name}@{options.alias} on http://{args.host or settings.serving_host}:"
-          f"{args.port or settings.serving_port} (docs at /docs)", flush=True)
+    options = ServeOptions.from_settings(
+        settings,
+        args.model,
+        alias=args.alias,
+        shadow=args.shadow,
+        split=parse_split(args.split),
+        fallback=args.fallback,
+        timeout=args.timeout_ms / 1000.0 if args.timeout_ms else None,
+        log_predictions=not args.no_log,
+    )
+    print(
+        f"Serving models:/{options.model_name}@{options.alias} on http://{args.host or settings.serving_host}:"
+        f"{args.port or settings.serving_port} (docs at /docs)",
+        flush=True,
+    )
     serve(settings, options, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
     return 0

@@ -3,10 +3,27 @@
 Note: `workbench.data.catalog` is the function listing what the caller may read; the catalog module
 itself is imported as `from workbench.data.catalog import load_catalog` (that form is unaffected).
 """
-from .access import ColumnAccess, DatasetAccess, GovernanceWarning, load, sample
+
+from .access import (
+    ColumnAccess,
+    DatasetAccess,
+    GovernanceWarning,
+    catalog,  # after the module import above: the public name is the function
+    load,
+    sample,
+)
 from .catalog import Catalog, Dataset, load_catalog
 from .publish import publish
-from .access import catalog  # after the module import above: the public name is the function
 
-__all__ = ["load", "sample", "catalog", "publish", "load_catalog", "Catalog", "Dataset", "DatasetAccess", "ColumnAccess",
-           "GovernanceWarning"]
+__all__ = [
+    "load",
+    "sample",
+    "catalog",
+    "publish",
+    "load_catalog",
+    "Catalog",
+    "Dataset",
+    "DatasetAccess",
+    "ColumnAccess",
+    "GovernanceWarning",
+]

@@ -10,11 +10,13 @@ Where the masks are applied depends on the profile:
 - `production`: masked and row-filtered reads go to the views `workbench data publish` wrote into
   the governed zone, and the filesystem itself refuses raw paths to anyone without `full` access.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
 from ..errors import AccessDenied, LakeError, UnknownDataset, WorkbenchError
@@ -45,11 +47,19 @@ def _warn_advisory(settings: Settings, identity: Identity) -> None:
             f"Data governance is ADVISORY in the 'local' profile: masks, row filters and grants are applied by workbench.data "
             f"for '{identity.user}' ({identity.source}), but anyone who can read {settings.lake} can read the raw files. "
             "The 'production' profile (system users, `workbench data publish`) enforces the boundary.",
-            GovernanceWarning, stacklevel=3)
+            GovernanceWarning,
+            stacklevel=3,
+        )
 
 
-def load(name: str, columns: Sequence[str] | None = None, where: str | None = None, purpose: str | None = None,
-         settings: Settings | None = None, spark=None) -> "DataFrame":
+def load(
+    name: str,
+    columns: Sequence[str] | None = None,
+    where: str | None = None,
+    purpose: str | None = None,
+    settings: Settings | None = None,
+    spark=None,
+) -> DataFrame:
     """A Spark DataFrame of the named dataset as the caller may see it.
 
     The caller's row filter and masks come first; then `where` (a Spark SQL predicate, evaluated on the
@@ -59,8 +69,15 @@ def load(name: str, columns: Sequence[str] | None = None, where: str | None = No
     settings = settings or load_settings()
     identity = current_identity(settings)
     _warn_advisory(settings, identity)
-    event: dict[str, Any] = dict(user=identity.user, groups=list(identity.groups), source=identity.source, dataset=name,
-                                 columns=list(columns) if columns else None, where=where, purpose=purpose)
+    event: dict[str, Any] = dict(
+        user=identity.user,
+        groups=list(identity.groups),
+        source=identity.source,
+        dataset=name,
+        columns=list(columns) if columns else None,
+        where=where,
+        purpose=purpose,
+    )
     cat = load_catalog(settings)
     if name not in cat.datasets:
         audit.record(settings, **event, outcome="unknown-dataset")
@@ -86,7 +103,7 @@ def load(name: str, columns: Sequence[str] | None = None, where: str | None = No
     return df
 
 
-def sample(name: str, n: int = 1000, seed: int = 42, **kwargs) -> "pd.DataFrame":
+def sample(name: str, n: int = 1000, seed: int = 42, **kwargs) -> pd.DataFrame:
     """Up to `n` rows of the dataset as pandas (governed like `load`), deterministic for a given seed."""
     df = load(name, **kwargs)
     total = df.count()
@@ -97,11 +114,13 @@ def sample(name: str, n: int = 1000, seed: int = 42, **kwargs) -> "pd.DataFrame"
 
 def _denied_message(ds: Dataset, identity: Identity) -> str:
     groups = ", ".join(identity.groups) or "none"
-    return (f"'{identity.user}' (groups: {groups}; identity: {identity.source}) has no grant to read dataset '{ds.name}'. "
-            f"Ask its owner, {ds.owner}, for access (a grant of 'masked' or 'full' to one of your groups in the catalog).")
+    return (
+        f"'{identity.user}' (groups: {groups}; identity: {identity.source}) has no grant to read dataset '{ds.name}'. "
+        f"Ask its owner, {ds.owner}, for access (a grant of 'masked' or 'full' to one of your groups in the catalog)."
+    )
 
 
-def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant, identity: Identity) -> "DataFrame":
+def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant, identity: Identity) -> DataFrame:
     if settings.profile == "production" and grant.view != VIEW_RAW:
         from .publish import current_version_uri, view_uri
 
@@ -110,30 +129,41 @@ def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant
         except PermissionError as exc:
             raise AccessDenied(_refused(ds, identity, grant, view_uri(settings, ds.name, grant.view))) from exc
         if uri is None:
-            raise LakeError(f"The '{grant.view}' view of dataset '{ds.name}' has not been published to {settings.governed_uri}. "
-                            f"Ask its owner, {ds.owner}, to run `workbench data publish`.")
+            raise LakeError(
+                f"The '{grant.view}' view of dataset '{ds.name}' has not been published to {settings.governed_uri}. "
+                f"Ask its owner, {ds.owner}, to run `workbench data publish`."
+            )
         return _read(spark, ds, uri, "parquet", identity, grant)
     raw = _read(spark, ds, ds.uri, ds.format, identity, grant)
     return govern(raw, cat, ds, grant, settings.mask_salt)
 
 
-def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Grant) -> "DataFrame":
+def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Grant) -> DataFrame:
     try:
         return spark.read.format(fmt).load(uri)
     except Exception as exc:
         text = str(exc)
-        if isinstance(exc, PermissionError) or "Permission denied" in text or "AccessControlException" in text or "AccessDenied" in text:
+        if (
+            isinstance(exc, PermissionError)
+            or "Permission denied" in text
+            or "AccessControlException" in text
+            or "AccessDenied" in text
+        ):
             raise AccessDenied(_refused(ds, identity, grant, uri)) from exc
-        raise LakeError(f"Dataset '{ds.name}' could not be read from {uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is "
-                        f"the sample lake, or `workbench data publish` if a governed view is missing.") from exc
+        raise LakeError(
+            f"Dataset '{ds.name}' could not be read from {uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is "
+            f"the sample lake, or `workbench data publish` if a governed view is missing."
+        ) from exc
 
 
 def _refused(ds: Dataset, identity: Identity, grant: Grant, uri: str) -> str:
-    return (f"The filesystem refused '{identity.user}' (groups: {', '.join(identity.groups) or 'none'}) reading the '{grant.view}' view of "
-            f"dataset '{ds.name}' at {uri}. Your system account is not in a group that may read it; ask the owner, {ds.owner}.")
+    return (
+        f"The filesystem refused '{identity.user}' (groups: {', '.join(identity.groups) or 'none'}) reading the '{grant.view}' view of "
+        f"dataset '{ds.name}' at {uri}. Your system account is not in a group that may read it; ask the owner, {ds.owner}."
+    )
 
 
-def _select(df: "DataFrame", ds: Dataset, grant: Grant, columns: Sequence[str] | None, where: str | None) -> "DataFrame":
+def _select(df: DataFrame, ds: Dataset, grant: Grant, columns: Sequence[str] | None, where: str | None) -> DataFrame:
     if where:
         from pyspark.errors import AnalysisException, ParseException
 
@@ -141,16 +171,22 @@ def _select(df: "DataFrame", ds: Dataset, grant: Grant, columns: Sequence[str] |
             df = df.where(where)
             df.schema
         except (AnalysisException, ParseException) as exc:
-            raise LakeError(f"The where= predicate for dataset '{ds.name}' is not valid Spark SQL over its columns "
-                            f"({', '.join(df.columns)}): {exc.__class__.__name__}.") from exc
+            raise LakeError(
+                f"The where= predicate for dataset '{ds.name}' is not valid Spark SQL over its columns "
+                f"({', '.join(df.columns)}): {exc.__class__.__name__}."
+            ) from exc
     if columns:
         withheld = [c for c in columns if c not in df.columns and ds.column(c) is not None]
         if withheld and grant.level != LEVEL_FULL:
-            raise AccessDenied(f"Column(s) {', '.join(withheld)} of dataset '{ds.name}' are not released at level '{grant.level}'. "
-                               f"Ask its owner, {ds.owner}, for 'full' access or leave them out.")
+            raise AccessDenied(
+                f"Column(s) {', '.join(withheld)} of dataset '{ds.name}' are not released at level '{grant.level}'. "
+                f"Ask its owner, {ds.owner}, for 'full' access or leave them out."
+            )
         missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise LakeError(f"Dataset '{ds.name}' has no column(s) {', '.join(missing)}. Its columns: {', '.join(df.columns)}.")
+            raise LakeError(
+                f"Dataset '{ds.name}' has no column(s) {', '.join(missing)}. Its columns: {', '.join(df.columns)}."
+            )
         df = df.select(*columns)
     return df
 
@@ -161,15 +197,15 @@ class ColumnAccess:
     name: str
     type: str
     classification: str
-    mask: str | None      # the mask applied at the caller's level (None: values as stored)
-    released: bool        # False when the column is dropped at the caller's level
+    mask: str | None  # the mask applied at the caller's level (None: values as stored)
+    released: bool  # False when the column is dropped at the caller's level
 
 
 @dataclass(frozen=True)
 class DatasetAccess:
     name: str
-    level: str            # masked or full (or none, with include_denied)
-    group: str            # the group whose grant applies
+    level: str  # masked or full (or none, with include_denied)
+    group: str  # the group whose grant applies
     row_filter: str | None
     owner: str
     zone: str
@@ -189,10 +225,25 @@ def catalog(settings: Settings | None = None, include_denied: bool = False) -> l
             continue
         level = grant.level if grant else "none"
         cols = tuple(
-            ColumnAccess(c.name, c.type, c.classification,
-                         str(c.mask) if c.mask and level == LEVEL_MASKED else None,
-                         not (level == LEVEL_MASKED and c.mask is not None and c.mask.kind == "drop"))
-            for c in ds.columns)
-        out.append(DatasetAccess(name, level, grant.group if grant else "", grant.row_filter if grant else None,
-                                 ds.owner, ds.zone, ds.description, cols))
+            ColumnAccess(
+                c.name,
+                c.type,
+                c.classification,
+                str(c.mask) if c.mask and level == LEVEL_MASKED else None,
+                not (level == LEVEL_MASKED and c.mask is not None and c.mask.kind == "drop"),
+            )
+            for c in ds.columns
+        )
+        out.append(
+            DatasetAccess(
+                name,
+                level,
+                grant.group if grant else "",
+                grant.row_filter if grant else None,
+                ds.owner,
+                ds.zone,
+                ds.description,
+                cols,
+            )
+        )
     return out

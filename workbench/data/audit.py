@@ -9,6 +9,7 @@ The log lives at the `audit_dir` setting (default <lake>/audit), which must be a
 path. A day file is created with mode 0622 (owner reads; others may only append), so one shared
 audit folder (mode 1733, see the README) serves every user of a multi-user host.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,9 +18,10 @@ import json
 import os
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..config import Settings
 from ..errors import AuditError, ConfigError
@@ -27,8 +29,24 @@ from ..storage import is_local, local_path
 
 __all__ = ["record", "query", "parse_since", "audit_folder", "day_file", "FIELDS", "AuditQuery"]
 
-FIELDS = ("time", "user", "groups", "source", "dataset", "columns", "where", "level", "view", "row_filter",
-          "purpose", "outcome", "reason", "profile", "host", "pid")
+FIELDS = (
+    "time",
+    "user",
+    "groups",
+    "source",
+    "dataset",
+    "columns",
+    "where",
+    "level",
+    "view",
+    "row_filter",
+    "purpose",
+    "outcome",
+    "reason",
+    "profile",
+    "host",
+    "pid",
+)
 OUTCOMES = ("allowed", "denied", "unknown-dataset", "error")
 FILE_MODE = 0o622
 _DAY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
@@ -37,20 +55,27 @@ _DAY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
 def audit_folder(settings: Settings) -> Path:
     uri = settings.audit_uri
     if not is_local(uri):
-        raise ConfigError(f"setting 'audit_dir' (from {settings.sources.get('audit_dir', 'default')}) is {uri}: the audit log needs a "
-                          "local or mounted path (it is appended and fsync'ed per record). Set WORKBENCH_AUDIT_DIR to one.")
+        raise ConfigError(
+            f"setting 'audit_dir' (from {settings.sources.get('audit_dir', 'default')}) is {uri}: the audit log needs a "
+            "local or mounted path (it is appended and fsync'ed per record). Set WORKBENCH_AUDIT_DIR to one."
+        )
     return local_path(uri)
 
 
 def day_file(settings: Settings, when: dt.datetime) -> Path:
-    return audit_folder(settings) / f"{when.astimezone(dt.timezone.utc):%Y-%m-%d}.jsonl"
+    return audit_folder(settings) / f"{when.astimezone(dt.UTC):%Y-%m-%d}.jsonl"
 
 
 def record(settings: Settings, **fields: Any) -> dict[str, Any]:
     """Append one audit record (fields from FIELDS; time, host and pid are filled in) and return it."""
-    now = dt.datetime.now(dt.timezone.utc)
-    entry = {name: None for name in FIELDS}
-    entry.update(time=now.isoformat(timespec="microseconds"), host=socket.gethostname(), pid=os.getpid(), profile=settings.profile)
+    now = dt.datetime.now(dt.UTC)
+    entry = dict.fromkeys(FIELDS)
+    entry.update(
+        time=now.isoformat(timespec="microseconds"),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        profile=settings.profile,
+    )
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown audit fields: {', '.join(sorted(unknown))}")
@@ -69,9 +94,11 @@ def record(settings: Settings, **fields: Any) -> dict[str, Any]:
         finally:
             os.close(fd)  # closing releases the lock
     except OSError as exc:
-        raise AuditError(f"Could not append to the audit log {path} ({exc.__class__.__name__}: {exc.strerror or exc}). "
-                         "The read was refused because it could not be recorded; check that the audit folder exists and is writable "
-                         "(setting audit_dir).") from exc
+        raise AuditError(
+            f"Could not append to the audit log {path} ({exc.__class__.__name__}: {exc.strerror or exc}). "
+            "The read was refused because it could not be recorded; check that the audit folder exists and is writable "
+            "(setting audit_dir)."
+        ) from exc
     return entry
 
 
@@ -95,7 +122,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """'2h', '7d', '30m', an ISO date ('2024-05-01') or datetime ('2024-05-01T12:00', UTC unless an offset is given)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     text = text.strip()
     match = _RELATIVE.match(text)
     if match:
@@ -103,19 +130,26 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"'since' expects a duration such as 2h or 7d, or an ISO date or time such as 2024-05-01 or "
-                          f"2024-05-01T12:00; found '{text}'.") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        raise ConfigError(
+            f"'since' expects a duration such as 2h or 7d, or an ISO date or time such as 2024-05-01 or "
+            f"2024-05-01T12:00; found '{text}'."
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 @dataclass
 class AuditQuery:
     records: list[dict[str, Any]]
-    skipped_lines: int   # lines that are not JSON (a record cut short by a crash); reported, never fatal
+    skipped_lines: int  # lines that are not JSON (a record cut short by a crash); reported, never fatal
 
 
-def query(settings: Settings, user: str | None = None, dataset: str | None = None, since: dt.datetime | None = None,
-          outcome: str | None = None) -> AuditQuery:
+def query(
+    settings: Settings,
+    user: str | None = None,
+    dataset: str | None = None,
+    since: dt.datetime | None = None,
+    outcome: str | None = None,
+) -> AuditQuery:
     """Audit records matching every given filter, oldest first."""
     folder = audit_folder(settings)
     records: list[dict[str, Any]] = []
@@ -141,7 +175,7 @@ def query(settings: Settings, user: str | None = None, dataset: str | None = Non
 def _day_files(folder: Path, since: dt.datetime | None) -> list[Path]:
     if not folder.is_dir():
         return []
-    first = since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d") if since else ""
+    first = since.astimezone(dt.UTC).strftime("%Y-%m-%d") if since else ""
     out = []
     for child in sorted(folder.iterdir()):
         match = _DAY_RE.match(child.name)
@@ -157,5 +191,7 @@ def _lines(path: Path) -> Iterator[str]:
                 if line.strip():
                     yield line
     except PermissionError as exc:
-        raise AuditError(f"The audit file {path} is not readable by this account; query the audit log as its owner "
-                         "(the data service account or a steward).") from exc
+        raise AuditError(
+            f"The audit file {path} is not readable by this account; query the audit log as its owner "
+            "(the data service account or a steward)."
+        ) from exc

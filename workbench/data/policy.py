@@ -8,21 +8,35 @@ A caller in several groups reads through ONE grant: the highest level; between e
 unfiltered grant before a filtered one; then the first group name. Grants do not combine, so a
 caller never sees rows of one grant with the masks of another.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import CatalogError
 from .catalog import LEVEL_FULL, LEVEL_MASKED, LEVEL_NONE, LEVELS, Catalog, Column, Dataset, check_schema
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column as SparkColumn, DataFrame
+    from pyspark.sql import Column as SparkColumn
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Grant", "effective_grant", "view_name", "readers_of", "govern", "mask_expression", "views_of", "REDACTED", "VIEW_MASKED", "VIEW_RAW"]
+__all__ = [
+    "Grant",
+    "effective_grant",
+    "view_name",
+    "readers_of",
+    "govern",
+    "mask_expression",
+    "views_of",
+    "REDACTED",
+    "VIEW_MASKED",
+    "VIEW_RAW",
+]
 
 REDACTED = "[redacted]"
 VIEW_MASKED = "masked"
@@ -53,8 +67,9 @@ def view_name(level: str, filter_group: str | None) -> str:
 def effective_grant(catalog: Catalog, dataset: Dataset, groups: Iterable[str]) -> Grant | None:
     """The one grant `groups` read `dataset` through, or None when no group has access."""
     grants = catalog.grants_for(dataset)
-    candidates = [Grant(grants[g], g, dataset.row_filters.get(g)) for g in set(groups)
-                  if grants.get(g, LEVEL_NONE) != LEVEL_NONE]
+    candidates = [
+        Grant(grants[g], g, dataset.row_filters.get(g)) for g in set(groups) if grants.get(g, LEVEL_NONE) != LEVEL_NONE
+    ]
     if not candidates:
         return None
     return min(candidates, key=lambda c: (-_RANK[c.level], c.row_filter is not None, c.group))
@@ -67,7 +82,9 @@ def readers_of(catalog: Catalog, dataset: Dataset, view: str) -> list[str]:
     if view == VIEW_RAW:
         return sorted(full)
     if view == VIEW_MASKED:
-        return sorted(full | {g for g, level in grants.items() if level == LEVEL_MASKED and g not in dataset.row_filters})
+        return sorted(
+            full | {g for g, level in grants.items() if level == LEVEL_MASKED and g not in dataset.row_filters}
+        )
     group = view.removeprefix("filtered-")
     return sorted(full | {group})
 
@@ -82,7 +99,7 @@ def views_of(catalog: Catalog, dataset: Dataset) -> list[Grant]:
 
 
 # ---- Spark -----------------------------------------------------------------------------------
-def mask_expression(column: Column, data_type, salt: str) -> "SparkColumn | None":
+def mask_expression(column: Column, data_type, salt: str) -> SparkColumn | None:
     """The Spark expression that masks `column` (None for `drop`). Keeps the name and the Spark type."""
     from pyspark.sql import functions as F
 
@@ -110,7 +127,7 @@ def mask_expression(column: Column, data_type, salt: str) -> "SparkColumn | None
     return out.cast(data_type).alias(column.name)
 
 
-def govern(df: "DataFrame", catalog: Catalog, dataset: Dataset, grant: Grant, salt: str) -> "DataFrame":
+def govern(df: DataFrame, catalog: Catalog, dataset: Dataset, grant: Grant, salt: str) -> DataFrame:
     """Apply `grant` to a DataFrame of the raw data: its row filter first (on raw values), then the
     masks. At the masked level, data columns the catalog does not describe are left out.
     Checks the catalog against the data's schema on the way (CatalogError naming the column)."""
@@ -123,13 +140,20 @@ def govern(df: "DataFrame", catalog: Catalog, dataset: Dataset, grant: Grant, sa
             df = df.where(F.expr(grant.row_filter))
             df.schema  # analyse now, so a bad predicate fails here with the catalog's name for it
         except (AnalysisException, ParseException) as exc:
-            raise CatalogError(f"{catalog.path}: dataset '{dataset.name}', field 'row_filters', group '{grant.group}': the predicate "
-                               f"is not valid Spark SQL for this data ({exc.__class__.__name__}: {_first_line(exc)}).") from exc
+            raise CatalogError(
+                f"{catalog.path}: dataset '{dataset.name}', field 'row_filters', group '{grant.group}': the predicate "
+                f"is not valid Spark SQL for this data ({exc.__class__.__name__}: {_first_line(exc)})."
+            ) from exc
     if grant.level == LEVEL_FULL:
         return df
     if unclassified:
-        log.warning("dataset '%s': column(s) %s are not in the catalog and are left out below level 'full'. "
-                    "Ask the owner (%s) to classify them.", dataset.name, ", ".join(unclassified), dataset.owner)
+        log.warning(
+            "dataset '%s': column(s) %s are not in the catalog and are left out below level 'full'. "
+            "Ask the owner (%s) to classify them.",
+            dataset.name,
+            ", ".join(unclassified),
+            dataset.owner,
+        )
     selected = []
     for f in df.schema.fields:
         column = dataset.column(f.name)
@@ -145,8 +169,10 @@ def govern(df: "DataFrame", catalog: Catalog, dataset: Dataset, grant: Grant, sa
             try:
                 df.select(expr).schema
             except (AnalysisException, ParseException) as exc:
-                raise CatalogError(f"{catalog.path}: dataset '{dataset.name}', column '{f.name}', field 'mask': the sql mask is not "
-                                   f"valid Spark SQL for this data ({exc.__class__.__name__}: {_first_line(exc)}).") from exc
+                raise CatalogError(
+                    f"{catalog.path}: dataset '{dataset.name}', column '{f.name}', field 'mask': the sql mask is not "
+                    f"valid Spark SQL for this data ({exc.__class__.__name__}: {_first_line(exc)})."
+                ) from exc
         selected.append(expr)
     return df.select(*selected)
 

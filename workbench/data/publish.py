@@ -16,6 +16,7 @@ are kept so a reader that started on the previous one can finish.
 More than one group per folder needs POSIX ACLs; they are written as the `system.posix_acl_access`
 extended attribute (the format of acl(5)), so no `setfacl` binary is needed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,9 +27,9 @@ import os
 import pwd
 import struct
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .. import storage
 from ..config import Settings, load_settings
@@ -68,8 +69,13 @@ def current_version_uri(settings: Settings, dataset: str, view: str, spark=None)
     return f"{base}/{max(versions)}" if versions else None
 
 
-def publish(settings: Settings | None = None, spark=None, datasets: Sequence[str] | None = None,
-            permissions: bool | None = None, progress: Callable[[str], None] = print) -> list[PublishedView]:
+def publish(
+    settings: Settings | None = None,
+    spark=None,
+    datasets: Sequence[str] | None = None,
+    permissions: bool | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[PublishedView]:
     """Write the governed views of `datasets` (default: all) and return what was written.
 
     `permissions` (default: on in the production profile for a local lake) also sets owner, group,
@@ -80,8 +86,10 @@ def publish(settings: Settings | None = None, spark=None, datasets: Sequence[str
 
     settings = settings or load_settings()
     if settings.profile == "production" and settings.mask_salt == DEFAULT_SALT:
-        raise ConfigError("setting 'mask_salt' still has its development default in the production profile: hashed columns "
-                          "would be reversible by anyone who knows it. Set WORKBENCH_MASK_SALT from your secret store.")
+        raise ConfigError(
+            "setting 'mask_salt' still has its development default in the production profile: hashed columns "
+            "would be reversible by anyone who knows it. Set WORKBENCH_MASK_SALT from your secret store."
+        )
     catalog = load_catalog(settings)
     names = list(datasets) if datasets else sorted(catalog.datasets)
     chosen = [catalog.get(name) for name in names]
@@ -89,16 +97,20 @@ def publish(settings: Settings | None = None, spark=None, datasets: Sequence[str
     for ds in chosen:
         grant = effective_grant(catalog, ds, identity.groups)
         if grant is None or grant.level != LEVEL_FULL or grant.row_filter:
-            raise AccessDenied(f"Publishing dataset '{ds.name}' needs unfiltered 'full' access; '{identity.user}' "
-                               f"(groups: {', '.join(identity.groups) or 'none'}) has {grant.level if grant else 'none'}. "
-                               f"Run it as the data service account or a member of a group the catalog grants 'full' (owner: {ds.owner}).")
+            raise AccessDenied(
+                f"Publishing dataset '{ds.name}' needs unfiltered 'full' access; '{identity.user}' "
+                f"(groups: {', '.join(identity.groups) or 'none'}) has {grant.level if grant else 'none'}. "
+                f"Run it as the data service account or a member of a group the catalog grants 'full' (owner: {ds.owner})."
+            )
     local = storage.is_local(settings.governed_uri)
     if permissions is None:
         permissions = settings.profile == "production" and local
     perms = _Permissions(settings) if permissions else None
     if perms and not local:
-        raise SetupError(f"Filesystem permissions can be set here only on a local or mounted lake; {settings.governed_uri} is not. "
-                         "Apply the owner, group and ACL layout in the README with `hdfs dfs -setfacl`, or run without --permissions.")
+        raise SetupError(
+            f"Filesystem permissions can be set here only on a local or mounted lake; {settings.governed_uri} is not. "
+            "Apply the owner, group and ACL layout in the README with `hdfs dfs -setfacl`, or run without --permissions."
+        )
     if perms:
         perms.audit_folder(audit.audit_folder(settings))
     spark = spark or get_spark("workbench-data-publish", settings)
@@ -114,10 +126,24 @@ def publish(settings: Settings | None = None, spark=None, datasets: Sequence[str
         for grant in views_of(catalog, ds):
             readers = readers_of(catalog, ds, grant.view)
             uri = _write_view(settings, spark, catalog, ds, raw, grant, readers, perms)
-            audit.record(settings, user=identity.user, groups=list(identity.groups), source=identity.source, dataset=ds.name,
-                         level=grant.level, view=grant.view, row_filter=grant.row_filter, purpose="publish", outcome="allowed")
-            written.append(PublishedView(ds.name, grant.view, uri, readers, bool(perms), perms.take_warnings() if perms else []))
-            progress(f"  {ds.name:<10} {grant.view:<24} -> {uri}  (readers: {', '.join(readers) or 'service account only'})")
+            audit.record(
+                settings,
+                user=identity.user,
+                groups=list(identity.groups),
+                source=identity.source,
+                dataset=ds.name,
+                level=grant.level,
+                view=grant.view,
+                row_filter=grant.row_filter,
+                purpose="publish",
+                outcome="allowed",
+            )
+            written.append(
+                PublishedView(ds.name, grant.view, uri, readers, bool(perms), perms.take_warnings() if perms else [])
+            )
+            progress(
+                f"  {ds.name:<10} {grant.view:<24} -> {uri}  (readers: {', '.join(readers) or 'service account only'})"
+            )
     return written
 
 
@@ -125,17 +151,27 @@ def _read_raw(spark, ds: Dataset):
     try:
         return spark.read.format(ds.format).load(ds.uri)
     except Exception as exc:
-        raise LakeError(f"Dataset '{ds.name}' could not be read from {ds.uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is the sample lake.") from exc
+        raise LakeError(
+            f"Dataset '{ds.name}' could not be read from {ds.uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is the sample lake."
+        ) from exc
 
 
-def _write_view(settings: Settings, spark, catalog: Catalog, ds: Dataset, raw, grant: Grant,
-                readers: list[str], perms: "_Permissions | None") -> str:
+def _write_view(
+    settings: Settings,
+    spark,
+    catalog: Catalog,
+    ds: Dataset,
+    raw,
+    grant: Grant,
+    readers: list[str],
+    perms: _Permissions | None,
+) -> str:
     base = view_uri(settings, ds.name, grant.view)
     if perms:
         storage.local_path(base).mkdir(parents=True, exist_ok=True)
         perms.restrict(storage.local_path(base), readers, f"{ds.name}/{grant.view}", recursive=False)
     df = govern(raw, catalog, ds, grant, settings.mask_salt)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     token = uuid.uuid4().hex[:8]
     staging, final = f"{base}/_staging-{token}", f"{base}/v{stamp}-{token}"
     writer = df.write.mode("errorifexists")
@@ -151,8 +187,10 @@ def _write_view(settings: Settings, spark, catalog: Catalog, ds: Dataset, raw, g
         storage.delete(staging, spark)
         if isinstance(exc, (SetupError, LakeError)):
             raise
-        raise LakeError(f"Could not write the '{grant.view}' view of dataset '{ds.name}' to {base} ({exc.__class__.__name__}). "
-                        "Check that the governed zone (setting governed_dir) is writable by this account.") from exc
+        raise LakeError(
+            f"Could not write the '{grant.view}' view of dataset '{ds.name}' to {base} ({exc.__class__.__name__}). "
+            "Check that the governed zone (setting governed_dir) is writable by this account."
+        ) from exc
     versions = sorted(name for name in storage.list_dir(base, spark) if name.startswith("v"))
     for old in versions[:-KEEP_VERSIONS]:
         storage.delete(f"{base}/{old}", spark)
@@ -180,8 +218,10 @@ class _Permissions:
         try:
             user = pwd.getpwnam(settings.service_user)
         except KeyError:
-            raise SetupError(f"The data service account '{settings.service_user}' (setting service_user) is not a system user here. "
-                             f"Create it (`useradd --system {settings.service_user}`) or set WORKBENCH_SERVICE_USER.") from None
+            raise SetupError(
+                f"The data service account '{settings.service_user}' (setting service_user) is not a system user here. "
+                f"Create it (`useradd --system {settings.service_user}`) or set WORKBENCH_SERVICE_USER."
+            ) from None
         self.uid, self.gid = user.pw_uid, user.pw_gid
         self._warnings: list[str] = []
 
@@ -238,6 +278,8 @@ class _Permissions:
             os.setxattr(path, ACL_XATTR, posix_acl(owner, group, extra_gids))
         except OSError as exc:
             if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise SetupError(f"{path}: this filesystem does not support POSIX ACLs, which are needed when more than one group may "
-                                 "read a folder. Mount it with ACL support (ext4/xfs have it by default) or grant one group per view.") from exc
+                raise SetupError(
+                    f"{path}: this filesystem does not support POSIX ACLs, which are needed when more than one group may "
+                    "read a folder. Mount it with ACL support (ext4/xfs have it by default) or grant one group per view."
+                ) from exc
             raise

@@ -4,6 +4,7 @@ how each column is classified and masked, and preview a few rows (a governed, au
     from workbench.data.widgets import browser
     browser()
 """
+
 from __future__ import annotations
 
 import html
@@ -26,15 +27,19 @@ def dataset_html(entry: DatasetAccess) -> str:
     esc = html.escape
     rows = "".join(
         f"<tr><td><code>{esc(c.name)}</code></td><td>{esc(c.type)}</td><td>{esc(c.classification)}</td>"
-        f"<td>{esc(c.mask or '') if c.released else 'withheld'}</td></tr>" for c in entry.columns)
+        f"<td>{esc(c.mask or '') if c.released else 'withheld'}</td></tr>"
+        for c in entry.columns
+    )
     row_filter = f"<br>Rows: only where <code>{esc(entry.row_filter)}</code>" if entry.row_filter else ""
-    return (f"<b>{esc(entry.name)}</b> &mdash; {esc(entry.description)}<br>Your level: <b>{esc(entry.level)}</b> "
-            f"(through group {esc(entry.group) or '-'}); owner: {esc(entry.owner)}; zone: {esc(entry.zone)}{row_filter}"
-            f"<table><thead><tr><th>column</th><th>type</th><th>classification</th><th>mask at your level</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+    return (
+        f"<b>{esc(entry.name)}</b> &mdash; {esc(entry.description)}<br>Your level: <b>{esc(entry.level)}</b> "
+        f"(through group {esc(entry.group) or '-'}); owner: {esc(entry.owner)}; zone: {esc(entry.zone)}{row_filter}"
+        f"<table><thead><tr><th>column</th><th>type</th><th>classification</th><th>mask at your level</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
-def browser(settings: Settings | None = None) -> "ipywidgets.VBox":
+def browser(settings: Settings | None = None) -> ipywidgets.VBox:
     """An ipywidgets browser of the datasets the caller may read."""
     try:
         import ipywidgets as widgets
@@ -45,9 +50,13 @@ def browser(settings: Settings | None = None) -> "ipywidgets.VBox":
     entries = {e.name: e for e in catalog(settings)}
     if not entries:
         return widgets.VBox([widgets.HTML("You may read no dataset yet: ask a dataset owner for a grant.")])
-    picker = widgets.Dropdown(options=[(f"{e.name} ({e.level})", e.name) for e in entries.values()], description="Dataset")
+    picker = widgets.Dropdown(
+        options=[(f"{e.name} ({e.level})", e.name) for e in entries.values()], description="Dataset"
+    )
     details = widgets.HTML(dataset_html(next(iter(entries.values()))))
-    button = widgets.Button(description=f"Preview {PREVIEW_ROWS} rows", tooltip="a governed read, recorded in the audit log")
+    button = widgets.Button(
+        description=f"Preview {PREVIEW_ROWS} rows", tooltip="a governed read, recorded in the audit log"
+    )
     output = widgets.Output()
 
     def on_pick(change) -> None:

@@ -20,14 +20,16 @@ the columns PREDICTION_LOG_COLUMNS, plus the model's input columns:
 Labels are joined on entity_id: one label per entity (the largest target if the dataset has several
 rows for one entity); a prediction whose label has not arrived yet counts for drift, not performance.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -42,9 +44,24 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 __all__ = [
-    "PREDICTION_LOG_COLUMNS", "LABEL", "PREDICTION", "RUN_DIR_ENV", "Windows", "load_windows", "load_prediction_log",
-    "join_labels", "data_quality", "Performance", "binary_performance", "performance_status", "artifact_dir",
-    "PerformanceDrift", "prediction_drift", "performance_drift", "window_explanation_drift", "show_html",
+    "PREDICTION_LOG_COLUMNS",
+    "LABEL",
+    "PREDICTION",
+    "RUN_DIR_ENV",
+    "Windows",
+    "load_windows",
+    "load_prediction_log",
+    "join_labels",
+    "data_quality",
+    "Performance",
+    "binary_performance",
+    "performance_status",
+    "artifact_dir",
+    "PerformanceDrift",
+    "prediction_drift",
+    "performance_drift",
+    "window_explanation_drift",
+    "show_html",
 ]
 
 PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_version", "variant", "timestamp")
@@ -58,16 +75,16 @@ PURPOSE = "drift monitoring"
 class Windows:
     """Reference and current window, with the columns to compare and, for a model, its view of them."""
 
-    reference: "DataFrame"
-    current: "DataFrame"
+    reference: DataFrame
+    current: DataFrame
     numerical: list[str]
     categorical: list[str]
-    source: str = "dataset"             # "dataset" | "prediction log"
+    source: str = "dataset"  # "dataset" | "prediction log"
     model_uri: str | None = None
-    spec: Any = None                    # workbench.training.ModelSpec
-    version: Any = None                 # workbench.registry.ModelVersionInfo, for a registered model
-    label: str | None = None            # column with the label (1/0, or the target for regression)
-    prediction: str | None = None       # column with the model's score
+    spec: Any = None  # workbench.training.ModelSpec
+    version: Any = None  # workbench.registry.ModelVersionInfo, for a registered model
+    label: str | None = None  # column with the label (1/0, or the target for regression)
+    prediction: str | None = None  # column with the model's score
     persisted: list = field(default_factory=list, repr=False)
 
     @property
@@ -85,10 +102,18 @@ class Windows:
         self.persisted.clear()
 
 
-def load_windows(dataset: str, reference_where: str | None, current_where: str | None,
-                 features: Sequence[str] | None = None, model: str | None = None, predictions: bool = False,
-                 entity_key: str | None = None, categorical: Sequence[str] | None = None,
-                 settings: Settings | None = None, spark=None) -> Windows:
+def load_windows(
+    dataset: str,
+    reference_where: str | None,
+    current_where: str | None,
+    features: Sequence[str] | None = None,
+    model: str | None = None,
+    predictions: bool = False,
+    entity_key: str | None = None,
+    categorical: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    spark=None,
+) -> Windows:
     """The two windows to compare.
 
     features: columns to compare (default: the model's input columns). model: a model URI
@@ -107,7 +132,9 @@ def load_windows(dataset: str, reference_where: str | None, current_where: str |
         spec, version = _model(model, settings)
     wanted = list(features or (spec.features if spec else []))
     if not wanted:
-        raise DriftError("no features to compare: pass `features` (column names), or a `model` whose input columns are used.")
+        raise DriftError(
+            "no features to compare: pass `features` (column names), or a `model` whose input columns are used."
+        )
 
     reference = load(dataset, where=reference_where or None, purpose=PURPOSE, settings=settings, spark=spark)
     if predictions:
@@ -115,8 +142,16 @@ def load_windows(dataset: str, reference_where: str | None, current_where: str |
     else:
         current = load(dataset, where=current_where or None, purpose=PURPOSE, settings=settings, spark=spark)
 
-    windows = Windows(reference, current, [], [], source="prediction log" if predictions else "dataset",
-                      model_uri=model or None, spec=spec, version=version)
+    windows = Windows(
+        reference,
+        current,
+        [],
+        [],
+        source="prediction log" if predictions else "dataset",
+        model_uri=model or None,
+        spec=spec,
+        version=version,
+    )
     if spec is not None:
         # score the raw rows, then decorate: Decorator.apply_spark on an already decorated frame drops
         # the columns it adds, so the two cannot be chained the other way round
@@ -124,7 +159,9 @@ def load_windows(dataset: str, reference_where: str | None, current_where: str |
         windows.label, windows.prediction = LABEL, PREDICTION
         if predictions:
             if not entity_key:
-                raise DriftError("predictions = True needs `entity_key`: the Spark SQL expression on the dataset that equals the log's entity_id.")
+                raise DriftError(
+                    "predictions = True needs `entity_key`: the Spark SQL expression on the dataset that equals the log's entity_id."
+                )
             labels = load(dataset, purpose=PURPOSE, settings=settings, spark=spark)
             windows.current = join_labels(current, labels, entity_key, spec.target, spec.label_threshold)
         else:
@@ -138,12 +175,16 @@ def load_windows(dataset: str, reference_where: str | None, current_where: str |
     missing = [c for c in wanted if c not in windows.current.columns]
     if missing:
         where = "the prediction log" if predictions else "the current window"
-        raise DriftError(f"feature(s) {', '.join(missing)} not in {where}. Its columns: {', '.join(windows.current.columns)}.")
-    windows.numerical, windows.categorical = split_features(windows.reference, wanted, categorical=[c for c in (categorical or []) if c in wanted])
+        raise DriftError(
+            f"feature(s) {', '.join(missing)} not in {where}. Its columns: {', '.join(windows.current.columns)}."
+        )
+    windows.numerical, windows.categorical = split_features(
+        windows.reference, wanted, categorical=[c for c in (categorical or []) if c in wanted]
+    )
     return windows
 
 
-def load_prediction_log(settings: Settings | None = None, where: str | None = None, spark=None) -> "DataFrame":
+def load_prediction_log(settings: Settings | None = None, where: str | None = None, spark=None) -> DataFrame:
     """The serving wrapper's prediction log (parquet under the `predictions_dir` setting), optionally filtered."""
     from .. import storage
     from ..spark import get_spark
@@ -152,18 +193,23 @@ def load_prediction_log(settings: Settings | None = None, where: str | None = No
     spark = spark or get_spark(settings=settings)
     uri = settings.predictions_uri
     if not storage.exists(uri, spark):
-        raise DriftError("There is no prediction log yet at the location of the predictions_dir setting. The serving wrapper "
-                         "writes it while it answers requests; until then monitor the dataset (predictions = False).")
+        raise DriftError(
+            "There is no prediction log yet at the location of the predictions_dir setting. The serving wrapper "
+            "writes it while it answers requests; until then monitor the dataset (predictions = False)."
+        )
     df = spark.read.parquet(uri)
     missing = [c for c in PREDICTION_LOG_COLUMNS if c not in df.columns]
     if missing:
-        raise DriftError(f"The prediction log has no column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_LOG_COLUMNS)} "
-                         "plus the model's input columns.")
+        raise DriftError(
+            f"The prediction log has no column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_LOG_COLUMNS)} "
+            "plus the model's input columns."
+        )
     return df.where(where) if where else df
 
 
-def join_labels(log: "DataFrame", labels: "DataFrame", entity_key: str, target: str,
-                label_threshold: float | None) -> "DataFrame":
+def join_labels(
+    log: DataFrame, labels: DataFrame, entity_key: str, target: str, label_threshold: float | None
+) -> DataFrame:
     """The log with a LABEL column: `target > label_threshold` (or the target itself when None) of the
     dataset row whose `entity_key` equals the log's entity_id; null while the label has not arrived."""
     from pyspark.sql import functions as F
@@ -171,14 +217,30 @@ def join_labels(log: "DataFrame", labels: "DataFrame", entity_key: str, target: 
     if target not in labels.columns:
         raise DriftError(f"the dataset has no column '{target}' (the model's target) to take labels from.")
     try:
-        keyed = labels.select(F.expr(entity_key).cast("string").alias("entity_id"), F.col(target).cast("double").alias("__target"))
+        keyed = labels.select(
+            F.expr(entity_key).cast("string").alias("entity_id"), F.col(target).cast("double").alias("__target")
+        )
     except Exception as exc:
-        raise DriftError(f"entity_key is not a valid Spark SQL expression on the dataset ({exc.__class__.__name__}). "
-                         "Use column names of the dataset, e.g. concat_ws('-', carrier, flight, time_hour).") from exc
-    truth = keyed.where(F.col("entity_id").isNotNull() & F.col("__target").isNotNull()).groupBy("entity_id").agg(F.max("__target").alias("__target"))
-    label = (F.col("__target") > F.lit(float(label_threshold))).cast("int") if label_threshold is not None else F.col("__target")
-    return (log.withColumn("entity_id", F.col("entity_id").cast("string")).join(truth, "entity_id", "left")
-            .withColumn(LABEL, F.when(F.col("__target").isNotNull(), label)).drop("__target"))
+        raise DriftError(
+            f"entity_key is not a valid Spark SQL expression on the dataset ({exc.__class__.__name__}). "
+            "Use column names of the dataset, e.g. concat_ws('-', carrier, flight, time_hour)."
+        ) from exc
+    truth = (
+        keyed.where(F.col("entity_id").isNotNull() & F.col("__target").isNotNull())
+        .groupBy("entity_id")
+        .agg(F.max("__target").alias("__target"))
+    )
+    label = (
+        (F.col("__target") > F.lit(float(label_threshold))).cast("int")
+        if label_threshold is not None
+        else F.col("__target")
+    )
+    return (
+        log.withColumn("entity_id", F.col("entity_id").cast("string"))
+        .join(truth, "entity_id", "left")
+        .withColumn(LABEL, F.when(F.col("__target").isNotNull(), label))
+        .drop("__target")
+    )
 
 
 def _model(model: str, settings: Settings):
@@ -196,11 +258,11 @@ def _model(model: str, settings: Settings):
     return spec, version
 
 
-def _decorate(df: "DataFrame", spec, settings: Settings, spark) -> "DataFrame":
+def _decorate(df: DataFrame, spec, settings: Settings, spark) -> DataFrame:
     return spec.decorator(settings, spark).apply_spark(df)
 
 
-def _labelled(df: "DataFrame", spec) -> "DataFrame":
+def _labelled(df: DataFrame, spec) -> DataFrame:
     from pyspark.sql import functions as F
 
     if spec.target not in df.columns:
@@ -210,14 +272,16 @@ def _labelled(df: "DataFrame", spec) -> "DataFrame":
     return df.withColumn(LABEL, F.when(y.isNotNull(), label))
 
 
-def _score(df: "DataFrame", model: str, settings: Settings) -> "DataFrame":
+def _score(df: DataFrame, model: str, settings: Settings) -> DataFrame:
     from ..training import score_spark
 
     return score_spark(df, model, settings, output_column=PREDICTION)
 
 
 # ---- data quality ------------------------------------------------------------------------------------
-def data_quality(windows: Windows, schema_path: str | None = None, settings: Settings | None = None) -> tuple[str, "pd.DataFrame"]:
+def data_quality(
+    windows: Windows, schema_path: str | None = None, settings: Settings | None = None
+) -> tuple[str, pd.DataFrame]:
     """(where the schema came from, anomalies of the current window's features as a table).
 
     The schema is, in order: the JSON file `schema_path`; the model's training schema (`schema.json`
@@ -269,7 +333,7 @@ class Performance:
         return asdict(self)
 
 
-def binary_performance(df: "DataFrame", score: str, label: str, decimals: int = 4) -> Performance:
+def binary_performance(df: DataFrame, score: str, label: str, decimals: int = 4) -> Performance:
     """AUC from a histogram of scores per class (scores rounded to `decimals`; ties count half),
     so it runs in one aggregation at any size. Rows without a label or a score are left out."""
     from pyspark.sql import functions as F
@@ -280,10 +344,16 @@ def binary_performance(df: "DataFrame", score: str, label: str, decimals: int = 
     y = F.col(label).cast("double")
     s = F.col(score).cast("double")
     data = df.where(y.isNotNull() & s.isNotNull() & ~F.isnan(s))
-    hist = (data.groupBy(F.round(s, decimals).alias("s"))
-            .agg(F.sum(F.when(y > 0, 1).otherwise(0)).alias("pos"), F.sum(F.when(y > 0, 0).otherwise(1)).alias("neg"),
-                 F.sum(s).alias("sum"))
-            .orderBy("s").toPandas())
+    hist = (
+        data.groupBy(F.round(s, decimals).alias("s"))
+        .agg(
+            F.sum(F.when(y > 0, 1).otherwise(0)).alias("pos"),
+            F.sum(F.when(y > 0, 0).otherwise(1)).alias("neg"),
+            F.sum(s).alias("sum"),
+        )
+        .orderBy("s")
+        .toPandas()
+    )
     if hist.empty:
         raise DriftError(f"no rows with both '{score}' and '{label}' to measure performance on.")
     pos, neg = hist["pos"].to_numpy(float), hist["neg"].to_numpy(float)
@@ -308,9 +378,9 @@ def performance_status(baseline_auc: float | None, current_auc: float | None, th
 class PerformanceDrift:
     """AUC at training (from the registry), on the reference and on the current window, and the status."""
 
-    table: "pd.DataFrame"
+    table: pd.DataFrame
     status: str
-    baseline: str                       # which AUC the current one is compared with
+    baseline: str  # which AUC the current one is compared with
     metrics: dict[str, float]
 
 
@@ -320,11 +390,14 @@ def prediction_drift(windows: Windows, thresholds: Thresholds | Mapping[str, Any
 
     if not windows.prediction or windows.prediction not in windows.reference.columns:
         return None
-    return compute_drift(windows.reference, windows.current, [windows.prediction], numerical=[windows.prediction],
-                         thresholds=thresholds)
+    return compute_drift(
+        windows.reference, windows.current, [windows.prediction], numerical=[windows.prediction], thresholds=thresholds
+    )
 
 
-def performance_drift(windows: Windows, thresholds: Thresholds | Mapping[str, Any] | None = None) -> PerformanceDrift | None:
+def performance_drift(
+    windows: Windows, thresholds: Thresholds | Mapping[str, Any] | None = None
+) -> PerformanceDrift | None:
     """AUC now vs at training (or vs the reference window when the registry has no training AUC);
     None without a classifier or labels."""
     import pandas as pd
@@ -335,7 +408,15 @@ def performance_drift(windows: Windows, thresholds: Thresholds | Mapping[str, An
     rows, metrics = [], {}
     training_auc = windows.training_metrics.get("roc_auc")
     if training_auc is not None:
-        rows.append({"window": "training holdout", "rows": None, "auc": training_auc, "positive_rate": windows.training_metrics.get("positive_rate"), "mean_score": None})
+        rows.append(
+            {
+                "window": "training holdout",
+                "rows": None,
+                "auc": training_auc,
+                "positive_rate": windows.training_metrics.get("positive_rate"),
+                "mean_score": None,
+            }
+        )
         metrics["model.auc_training"] = float(training_auc)
     for name, df in (("reference", windows.reference), ("current", windows.current)):
         if windows.prediction in df.columns and windows.label in df.columns:
@@ -349,11 +430,15 @@ def performance_drift(windows: Windows, thresholds: Thresholds | Mapping[str, An
     status = performance_status(base_auc, metrics.get("model.auc_current"), thresholds)
     if base_auc is not None and "model.auc_current" in metrics:
         metrics["model.auc_drop"] = base_auc - metrics["model.auc_current"]
-    return PerformanceDrift(pd.DataFrame(rows, columns=["window", "rows", "auc", "positive_rate", "mean_score"]), status, baseline, metrics)
+    return PerformanceDrift(
+        pd.DataFrame(rows, columns=["window", "rows", "auc", "positive_rate", "mean_score"]), status, baseline, metrics
+    )
 
 
 # ---- explanation drift -------------------------------------------------------------------------------
-def window_explanation_drift(windows: Windows, rows: int = 1000, settings: Settings | None = None) -> "pd.DataFrame | None":
+def window_explanation_drift(
+    windows: Windows, rows: int = 1000, settings: Settings | None = None
+) -> pd.DataFrame | None:
     """Explanation drift of the model between the windows: mean |SHAP| per feature on bounded samples
     of raw rows, features whose influence moved most first (`workbench.explain.attribution_drift`).
 
@@ -387,8 +472,10 @@ def show_html(path: str | Path, title: str, height: int = 900):
     run_dir = os.environ.get(RUN_DIR_ENV)
     src = str(path.relative_to(run_dir)) if run_dir and path.is_relative_to(run_dir) else path.resolve().as_uri()
     src = escape(src, quote=True)
-    return HTML(f'<p><a href="{src}" target="_blank">{escape(title)}</a> (opens the standalone report)</p>'
-                f'<iframe src="{src}" title="{escape(title, quote=True)}" style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>')
+    return HTML(
+        f'<p><a href="{src}" target="_blank">{escape(title)}</a> (opens the standalone report)</p>'
+        f'<iframe src="{src}" title="{escape(title, quote=True)}" style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>'
+    )
 
 
 # ---- artifacts ---------------------------------------------------------------------------------------
@@ -398,5 +485,5 @@ def artifact_dir(settings: Settings | None = None, name: str = "drift") -> Path:
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
     settings = settings or load_settings()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return settings.path("reports_dir") / name / stamp

@@ -22,12 +22,14 @@ chi-square test for categorical features.
 (equal-width bins over the range of both windows, Sturges' count; value counts when the reference
 has at most 20 distinct values), so the two agree to float precision on the same data.
 """
+
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,11 +37,20 @@ from ..errors import DriftError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 __all__ = [
-    "METHODS", "STATUSES", "OTHER", "Thresholds", "FeatureDrift", "DriftReport", "compute_drift",
-    "split_features", "worst_status", "sample_windows", "bin_index",
+    "METHODS",
+    "STATUSES",
+    "OTHER",
+    "Thresholds",
+    "FeatureDrift",
+    "DriftReport",
+    "compute_drift",
+    "split_features",
+    "worst_status",
+    "sample_windows",
+    "bin_index",
 ]
 
 STATUSES = ("ok", "warn", "alert")
@@ -67,16 +78,18 @@ class Thresholds:
     features and, when a model is monitored, the drop of AUC from training (see `monitor`).
     """
 
-    numerical_method: str = "wasserstein"   # Evidently's default for large numerical columns
+    numerical_method: str = "wasserstein"  # Evidently's default for large numerical columns
     categorical_method: str = "jensenshannon"  # Evidently's default for large categorical columns
-    feature: Mapping[str, float] = field(default_factory=lambda: {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1, "chisquare": 0.05})
-    share_warn: float = 0.2    # share of drifted features that makes the run `warn`
-    share_alert: float = 0.5   # ... and `alert`
-    auc_drop_warn: float = 0.02   # AUC at training (else on the reference window) minus AUC now: `warn`
+    feature: Mapping[str, float] = field(
+        default_factory=lambda: {"psi": 0.1, "jensenshannon": 0.1, "wasserstein": 0.1, "chisquare": 0.05}
+    )
+    share_warn: float = 0.2  # share of drifted features that makes the run `warn`
+    share_alert: float = 0.5  # ... and `alert`
+    auc_drop_warn: float = 0.02  # AUC at training (else on the reference window) minus AUC now: `warn`
     auc_drop_alert: float = 0.05  # ... and `alert`
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "Thresholds":
+    def from_dict(cls, values: Mapping[str, Any] | None) -> Thresholds:
         """Thresholds from a notebook parameter; unknown keys and bad values raise DriftError."""
         if values is None:
             return cls()
@@ -85,7 +98,9 @@ class Thresholds:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise DriftError(f"thresholds: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}.")
+            raise DriftError(
+                f"thresholds: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}."
+            )
         merged = dict(values)
         if "feature" in merged:
             merged["feature"] = {**cls().feature, **dict(merged["feature"])}
@@ -103,7 +118,9 @@ class Thresholds:
             if method not in METHODS:
                 raise DriftError(f"thresholds.feature: unknown method '{method}'. Known: {', '.join(METHODS)}.")
             if not isinstance(value, (int, float)) or value < 0:
-                raise DriftError(f"thresholds.feature.{method}: expected a non-negative number, found a {type(value).__name__}.")
+                raise DriftError(
+                    f"thresholds.feature.{method}: expected a non-negative number, found a {type(value).__name__}."
+                )
         for lo, hi in (("share_warn", "share_alert"), ("auc_drop_warn", "auc_drop_alert")):
             if not 0 <= getattr(self, lo) <= getattr(self, hi):
                 raise DriftError(f"thresholds: expected 0 <= {lo} <= {hi}.")
@@ -142,8 +159,8 @@ class FeatureDrift:
     """Drift of one feature. Scores that do not apply to the feature's kind are None."""
 
     feature: str
-    kind: str                 # "numerical" | "categorical"
-    method: str               # the method that decides `drifted`
+    kind: str  # "numerical" | "categorical"
+    method: str  # the method that decides `drifted`
     score: float
     threshold: float
     drifted: bool
@@ -151,13 +168,13 @@ class FeatureDrift:
     jensenshannon: float
     wasserstein: float | None  # normalised by the reference standard deviation
     chisquare_p: float | None
-    reference_count: int       # non-missing values
+    reference_count: int  # non-missing values
     current_count: int
-    reference_missing: float   # share of rows where the feature is missing
+    reference_missing: float  # share of rows where the feature is missing
     current_missing: float
     reference_mean: float | None = None
     current_mean: float | None = None
-    bins: int = 0              # bins (numerical) or categories incl. __other__ (categorical) used for PSI/JS
+    bins: int = 0  # bins (numerical) or categories incl. __other__ (categorical) used for PSI/JS
 
 
 @dataclass
@@ -169,7 +186,7 @@ class DriftReport:
     current_rows: int
     thresholds: Thresholds
     binning: str
-    histograms: dict[str, "pd.DataFrame"] = field(default_factory=dict, repr=False)
+    histograms: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
     def drifted(self) -> list[str]:
@@ -187,9 +204,11 @@ class DriftReport:
         for f in self.features:
             if f.feature == name:
                 return f
-        raise DriftError(f"No drift result for feature '{name}'. Features: {', '.join(f.feature for f in self.features)}.")
+        raise DriftError(
+            f"No drift result for feature '{name}'. Features: {', '.join(f.feature for f in self.features)}."
+        )
 
-    def table(self) -> "pd.DataFrame":
+    def table(self) -> pd.DataFrame:
         """One row per feature: drifted ones first, then by PSI (comparable across kinds)."""
         import pandas as pd
 
@@ -198,16 +217,27 @@ class DriftReport:
 
     def metrics(self, prefix: str = "drift") -> dict[str, float]:
         """Flat metric name -> value, for `workbench.reports.publish`."""
-        out = {f"{prefix}.share_drifted": self.share_drifted, f"{prefix}.n_drifted": float(len(self.drifted)),
-               f"{prefix}.reference_rows": float(self.reference_rows), f"{prefix}.current_rows": float(self.current_rows)}
+        out = {
+            f"{prefix}.share_drifted": self.share_drifted,
+            f"{prefix}.n_drifted": float(len(self.drifted)),
+            f"{prefix}.reference_rows": float(self.reference_rows),
+            f"{prefix}.current_rows": float(self.current_rows),
+        }
         for f in self.features:
             out[f"{prefix}.{f.method}.{f.feature}"] = float(f.score)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "share_drifted": self.share_drifted, "drifted": self.drifted,
-                "reference_rows": self.reference_rows, "current_rows": self.current_rows, "binning": self.binning,
-                "thresholds": self.thresholds.to_dict(), "features": [asdict(f) for f in self.features]}
+        return {
+            "status": self.status,
+            "share_drifted": self.share_drifted,
+            "drifted": self.drifted,
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "binning": self.binning,
+            "thresholds": self.thresholds.to_dict(),
+            "features": [asdict(f) for f in self.features],
+        }
 
     def plot(self, features: Sequence[str] | None = None, top: int = 6):
         """A matplotlib figure of reference vs current distributions (default: the most drifted features)."""
@@ -232,8 +262,12 @@ class DriftReport:
 
 
 # ---- feature kinds ---------------------------------------------------------------------------------
-def split_features(df: "DataFrame", features: Sequence[str] | None = None, numerical: Sequence[str] | None = None,
-                   categorical: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+def split_features(
+    df: DataFrame,
+    features: Sequence[str] | None = None,
+    numerical: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
+) -> tuple[list[str], list[str]]:
     """(numerical, categorical) feature names. Explicit lists win; the rest follow the Spark type:
     numbers are numerical, strings and booleans categorical. Dates and timestamps are refused."""
     numerical, categorical = list(numerical or []), list(categorical or [])
@@ -250,8 +284,10 @@ def split_features(df: "DataFrame", features: Sequence[str] | None = None, numer
         elif t in ("string", "boolean") or t.startswith("varchar") or t.startswith("char"):
             categorical.append(name)
         else:
-            raise DriftError(f"feature '{name}' has type {t}; drift is computed for numbers, strings and booleans. "
-                             "Leave it out of `features` or derive a numeric feature from it (e.g. the hour).")
+            raise DriftError(
+                f"feature '{name}' has type {t}; drift is computed for numbers, strings and booleans. "
+                "Leave it out of `features` or derive a numeric feature from it (e.g. the hour)."
+            )
     if not numerical and not categorical:
         raise DriftError("no features to compare: pass `features` (column names).")
     return numerical, categorical
@@ -322,8 +358,9 @@ def _chisquare_p(ref: np.ndarray, cur: np.ndarray) -> float:
     return float(chisquare(cur, expected)[1])
 
 
-def _wasserstein(lo: np.ndarray, hi: np.ndarray, ref_n: np.ndarray, ref_s: np.ndarray,
-                 cur_n: np.ndarray, cur_s: np.ndarray) -> float:
+def _wasserstein(
+    lo: np.ndarray, hi: np.ndarray, ref_n: np.ndarray, ref_s: np.ndarray, cur_n: np.ndarray, cur_s: np.ndarray
+) -> float:
     """W1 = integral |F_ref - F_cur| from per-bin counts and sums.
 
     Within bin [a, b] the integral of a CDF F is F(a-)(b - a) + p b - S (p: the bin's mass, S: the
@@ -341,11 +378,21 @@ def _wasserstein(lo: np.ndarray, hi: np.ndarray, ref_n: np.ndarray, ref_s: np.nd
 
 
 # ---- the Spark path --------------------------------------------------------------------------------
-def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequence[str] | None = None, *,
-                  numerical: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
-                  thresholds: Thresholds | Mapping[str, Any] | None = None, binning: str = "quantile",
-                  bins: int = 20, resolution: int = 100, top_k: int = 50, edge_sample: int = 200_000,
-                  seed: int = 42) -> DriftReport:
+def compute_drift(
+    reference: DataFrame,
+    current: DataFrame,
+    features: Sequence[str] | None = None,
+    *,
+    numerical: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    binning: str = "quantile",
+    bins: int = 20,
+    resolution: int = 100,
+    top_k: int = 50,
+    edge_sample: int = 200_000,
+    seed: int = 42,
+) -> DriftReport:
     """Drift of every feature of `current` against `reference` (two Spark DataFrames), in two passes.
 
     `bins` reference-quantile bins for PSI and Jensen-Shannon; `resolution` finer bins (a multiple of
@@ -360,19 +407,26 @@ def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequen
     if binning not in BINNINGS:
         raise DriftError(f"binning: expected one of {', '.join(BINNINGS)}, found '{binning}'.")
     if bins < 2 or resolution < bins or resolution % bins:
-        raise DriftError(f"bins and resolution: expected 2 <= bins <= resolution with resolution a multiple of bins, found bins={bins}, resolution={resolution}.")
+        raise DriftError(
+            f"bins and resolution: expected 2 <= bins <= resolution with resolution a multiple of bins, found bins={bins}, resolution={resolution}."
+        )
     if top_k < 1:
         raise DriftError("top_k: expected a positive number of categories.")
     numerical, categorical = split_features(reference, features, numerical, categorical)
     names = numerical + categorical
     missing = [c for c in names if c not in current.columns]
     if missing:
-        raise DriftError(f"feature(s) {', '.join(missing)} not in the current window. Its columns: {', '.join(current.columns)}.")
+        raise DriftError(
+            f"feature(s) {', '.join(missing)} not in the current window. Its columns: {', '.join(current.columns)}."
+        )
 
     ref = reference.select(*[F.col(c) for c in names]).withColumn("__w", F.lit(0))
     cur = current.select(*[F.col(c) for c in names]).withColumn("__w", F.lit(1))
-    edges = (_reference_pass(ref, cur, numerical, binning, bins, resolution, edge_sample, seed)
-             if numerical else _Edges({}, {}, {}))
+    edges = (
+        _reference_pass(ref, cur, numerical, binning, bins, resolution, edge_sample, seed)
+        if numerical
+        else _Edges({}, {}, {})
+    )
     table = _histogram_pass(ref.unionByName(cur), numerical, categorical, edges.fine, top_k, edges.center)
     fine, coarse, ref_std = edges.fine, edges.coarse, edges.std
     index = {c: i for i, c in enumerate(names)}
@@ -381,7 +435,7 @@ def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequen
             part = table[(table["f"] == index[c]) & (table["__w"] == 0) & (table["b"] != MISSING_BIN)]
             n = float(part["n"].sum())
             mean_dev = float(part["s"].sum()) / n - edges.center[c] if n else 0.0
-            ref_std[c] = math.sqrt(max(float(part["q"].sum()) / n - mean_dev ** 2, 0.0)) if n else 0.0
+            ref_std[c] = math.sqrt(max(float(part["q"].sum()) / n - mean_dev**2, 0.0)) if n else 0.0
     rows_per_window = table[table["f"] == 0].groupby("__w")["n"].sum()
     ref_rows, cur_rows = int(rows_per_window.get(0, 0)), int(rows_per_window.get(1, 0))
     if not ref_rows:
@@ -402,7 +456,9 @@ def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequen
         fd.reference_missing = float(miss.get(0, 0)) / ref_rows
         fd.current_missing = float(miss.get(1, 0)) / cur_rows
         if fd.reference_count == 0 or fd.current_count == 0:
-            raise DriftError(f"feature '{c}' has no values in the {'reference' if fd.reference_count == 0 else 'current'} window.")
+            raise DriftError(
+                f"feature '{c}' has no values in the {'reference' if fd.reference_count == 0 else 'current'} window."
+            )
         results.append(fd)
         histograms[c] = hist
     return DriftReport(results, ref_rows, cur_rows, thresholds, binning, histograms)
@@ -410,14 +466,22 @@ def compute_drift(reference: "DataFrame", current: "DataFrame", features: Sequen
 
 @dataclass
 class _Edges:
-    fine: dict[str, list[float]]    # numerical features binned by edges (the others by value)
+    fine: dict[str, list[float]]  # numerical features binned by edges (the others by value)
     coarse: dict[str, list[float]]
-    std: dict[str, float]           # reference population standard deviation per numerical feature
+    std: dict[str, float]  # reference population standard deviation per numerical feature
     center: dict[str, float] = field(default_factory=dict)  # a typical value (sample median): shift for sums of squares
 
 
-def _reference_pass(ref: "DataFrame", cur: "DataFrame", numerical: list[str], binning: str, bins: int,
-                    resolution: int, edge_sample: int, seed: int) -> _Edges:
+def _reference_pass(
+    ref: DataFrame,
+    cur: DataFrame,
+    numerical: list[str],
+    binning: str,
+    bins: int,
+    resolution: int,
+    edge_sample: int,
+    seed: int,
+) -> _Edges:
     """Pass 1. Quantile binning: a count of the reference, then its quantiles from a uniform sample of
     at most about `edge_sample` rows (numpy on the driver: memory bounded by the sample, not the data).
     Edges from a sample are valid bins, and the counts in them (pass 2) are exact; the standard
@@ -452,8 +516,14 @@ def _reference_pass(ref: "DataFrame", cur: "DataFrame", numerical: list[str], bi
         x = F.col(c).cast("double")
         x = F.when(~F.isnan(x), x)
         rx = F.when(is_ref, x)
-        aggs += [F.stddev_pop(rx).alias(f"s{i}"), F.count(rx).alias(f"n{i}"), F.min(x).alias(f"lo{i}"),
-                 F.max(x).alias(f"hi{i}"), F.count(x).alias(f"nb{i}"), F.approx_count_distinct(rx, 0.01).alias(f"d{i}")]
+        aggs += [
+            F.stddev_pop(rx).alias(f"s{i}"),
+            F.count(rx).alias(f"n{i}"),
+            F.min(x).alias(f"lo{i}"),
+            F.max(x).alias(f"hi{i}"),
+            F.count(x).alias(f"nb{i}"),
+            F.approx_count_distinct(rx, 0.01).alias(f"d{i}"),
+        ]
     first = ref.unionByName(cur).agg(*aggs).first()
     if not first["__ref_rows"]:
         raise DriftError("the reference window has no rows: check its filter (reference_where).")
@@ -462,7 +532,9 @@ def _reference_pass(ref: "DataFrame", cur: "DataFrame", numerical: list[str], bi
         if not first[f"n{i}"]:
             raise DriftError(f"feature '{c}' has no values in the reference window.")
         if first[f"d{i}"] > EVIDENTLY_DISCRETE_MAX:
-            edges.fine[c] = edges.coarse[c] = _sturges_edges(float(first[f"lo{i}"]), float(first[f"hi{i}"]), int(first[f"nb{i}"]))
+            edges.fine[c] = edges.coarse[c] = _sturges_edges(
+                float(first[f"lo{i}"]), float(first[f"hi{i}"]), int(first[f"nb{i}"])
+            )
             edges.center[c] = 0.5 * (float(first[f"lo{i}"]) + float(first[f"hi{i}"]))
     return edges
 
@@ -470,8 +542,14 @@ def _reference_pass(ref: "DataFrame", cur: "DataFrame", numerical: list[str], bi
 COLUMNS = ["__w", "f", "b", "v", "n", "s", "q", "lo", "hi"]
 
 
-def _histogram_pass(both: "DataFrame", numerical: list[str], categorical: list[str], fine: dict[str, list[float]],
-                    top_k: int, center: Mapping[str, float] | None = None) -> "pd.DataFrame":
+def _histogram_pass(
+    both: DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    fine: dict[str, list[float]],
+    top_k: int,
+    center: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """Pass 2 over both windows: per (window `__w`, feature index `f`, bin `b` or category `v`) the
     count `n`, sum `s`, sum of squares around the feature's center `q`, min `lo` and max `hi`.
 
@@ -492,8 +570,9 @@ def _histogram_pass(both: "DataFrame", numerical: list[str], categorical: list[s
     return pd.DataFrame([r.asDict() for r in parts], columns=COLUMNS)
 
 
-def _binned_counts(both: "DataFrame", features: list[tuple[int, str]], fine: dict[str, list[float]],
-                   center: Mapping[str, float]) -> list:
+def _binned_counts(
+    both: DataFrame, features: list[tuple[int, str]], fine: dict[str, list[float]], center: Mapping[str, float]
+) -> list:
     """Bins from Spark ML's Bucketizer (a binary search per value in the JVM), unpivoted into
     (feature, bin) pairs and aggregated in one hash aggregation."""
     from pyspark.ml.feature import Bucketizer
@@ -501,22 +580,34 @@ def _binned_counts(both: "DataFrame", features: list[tuple[int, str]], fine: dic
 
     data = both.select("__w", *[F.col(c).cast("double").alias(f"__c{i}") for i, c in features])
     cols = [f"__c{i}" for i, _ in features]
-    data = Bucketizer(splitsArray=[_splits(fine[c]) for _, c in features], inputCols=cols,
-                      outputCols=[f"{col}b" for col in cols], handleInvalid="keep").transform(data)
+    data = Bucketizer(
+        splitsArray=[_splits(fine[c]) for _, c in features],
+        inputCols=cols,
+        outputCols=[f"{col}b" for col in cols],
+        handleInvalid="keep",
+    ).transform(data)
     rows = []
     for i, c in features:
         x = F.col(f"__c{i}")
         dev = x - F.lit(float(center.get(c, 0.0)))
         b = F.when(x.isNull() | F.isnan(x), F.lit(MISSING_BIN)).otherwise(F.col(f"__c{i}b").cast("int"))
         rows.append(F.struct(F.lit(i).alias("f"), b.alias("b"), x.alias("x"), (dev * dev).alias("x2")))
-    agg = (data.select("__w", F.inline(F.array(*rows)))
-           .groupBy("__w", "f", "b").agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("s"), F.sum("x2").alias("q"),
-                                        F.min("x").alias("lo"), F.max("x").alias("hi"))
-           .select("__w", "f", "b", F.lit(None).cast("string").alias("v"), "n", "s", "q", "lo", "hi"))
+    agg = (
+        data.select("__w", F.inline(F.array(*rows)))
+        .groupBy("__w", "f", "b")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum("x").alias("s"),
+            F.sum("x2").alias("q"),
+            F.min("x").alias("lo"),
+            F.max("x").alias("hi"),
+        )
+        .select("__w", "f", "b", F.lit(None).cast("string").alias("v"), "n", "s", "q", "lo", "hi")
+    )
     return agg.collect()
 
 
-def _value_counts(both: "DataFrame", features: list[tuple[int, str]], numerical: set[str], top_k: int) -> list:
+def _value_counts(both: DataFrame, features: list[tuple[int, str]], numerical: set[str], top_k: int) -> list:
     """Counts per value, unpivoted into (feature, value) pairs; the top_k values of each feature kept."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -526,34 +617,52 @@ def _value_counts(both: "DataFrame", features: list[tuple[int, str]], numerical:
         col = F.col(c)
         x = col.cast("double") if c in numerical else F.lit(None).cast("double")
         missing = (x.isNull() | F.isnan(x)) if c in numerical else col.isNull()
-        rows.append(F.struct(F.lit(i).alias("f"), F.when(missing, F.lit(MISSING_BIN)).cast("int").alias("b"),
-                             F.when(~missing, col.cast("string")).alias("v"), x.alias("x")))
-    agg = (both.select("__w", F.inline(F.array(*rows)))
-           .groupBy("__w", "f", "b", "v").agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("s"),
-                                             F.min("x").alias("lo"), F.max("x").alias("hi")))
+        rows.append(
+            F.struct(
+                F.lit(i).alias("f"),
+                F.when(missing, F.lit(MISSING_BIN)).cast("int").alias("b"),
+                F.when(~missing, col.cast("string")).alias("v"),
+                x.alias("x"),
+            )
+        )
+    agg = (
+        both.select("__w", F.inline(F.array(*rows)))
+        .groupBy("__w", "f", "b", "v")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("s"), F.min("x").alias("lo"), F.max("x").alias("hi"))
+    )
     rank = F.dense_rank().over(Window.partitionBy("f").orderBy(F.desc("tot"), F.asc_nulls_first("b"), F.asc("v")))
-    agg = (agg.withColumn("tot", F.sum("n").over(Window.partitionBy("f", "b", "v"))).withColumn("rk", rank)
-           .withColumn("v", F.when(F.col("v").isNotNull() & (F.col("rk") > top_k), F.lit(OTHER)).otherwise(F.col("v")))
-           .groupBy("__w", "f", "b", "v").agg(F.sum("n").alias("n"), F.sum("s").alias("s"), F.min("lo").alias("lo"),
-                                              F.max("hi").alias("hi"))
-           .select("__w", "f", "b", "v", "n", "s", F.lit(None).cast("double").alias("q"), "lo", "hi"))
+    agg = (
+        agg.withColumn("tot", F.sum("n").over(Window.partitionBy("f", "b", "v")))
+        .withColumn("rk", rank)
+        .withColumn("v", F.when(F.col("v").isNotNull() & (F.col("rk") > top_k), F.lit(OTHER)).otherwise(F.col("v")))
+        .groupBy("__w", "f", "b", "v")
+        .agg(F.sum("n").alias("n"), F.sum("s").alias("s"), F.min("lo").alias("lo"), F.max("hi").alias("hi"))
+        .select("__w", "f", "b", "v", "n", "s", F.lit(None).cast("double").alias("q"), "lo", "hi")
+    )
     return agg.collect()
 
 
-def _window_arrays(present: "pd.DataFrame", key: str, keys: list) -> dict[int, dict[str, np.ndarray]]:
+def _window_arrays(present: pd.DataFrame, key: str, keys: list) -> dict[int, dict[str, np.ndarray]]:
     import pandas as pd
 
     out = {}
     for w in (0, 1):
         part = present[present["__w"] == w].set_index(key)
-        numbers = {col: pd.to_numeric(part[col], errors="coerce").astype(float).reindex(keys) for col in ("n", "s", "lo", "hi")}
-        out[w] = {"n": numbers["n"].fillna(0.0).to_numpy(), "s": numbers["s"].fillna(0.0).to_numpy(),
-                  "lo": numbers["lo"].to_numpy(), "hi": numbers["hi"].to_numpy()}
+        numbers = {
+            col: pd.to_numeric(part[col], errors="coerce").astype(float).reindex(keys) for col in ("n", "s", "lo", "hi")
+        }
+        out[w] = {
+            "n": numbers["n"].fillna(0.0).to_numpy(),
+            "s": numbers["s"].fillna(0.0).to_numpy(),
+            "lo": numbers["lo"].to_numpy(),
+            "hi": numbers["hi"].to_numpy(),
+        }
     return out
 
 
-def _numeric_drift(name: str, present: "pd.DataFrame", fine: list[float], coarse: list[float], std: float,
-                   thresholds: Thresholds) -> tuple[FeatureDrift, "pd.DataFrame"]:
+def _numeric_drift(
+    name: str, present: pd.DataFrame, fine: list[float], coarse: list[float], std: float, thresholds: Thresholds
+) -> tuple[FeatureDrift, pd.DataFrame]:
     import pandas as pd
 
     keys = list(range(len(fine) + 1))  # bin 0 below the first edge .. bin len(fine) above the last
@@ -573,21 +682,41 @@ def _numeric_drift(name: str, present: "pd.DataFrame", fine: list[float], coarse
     for outer in (0, q):  # outer bins count only when a window has values there
         keep[outer] = rc[outer] + cc[outer] > 0
     rc, cc = rc[keep], cc[keep]
-    labels = ["< " + _fmt(coarse[0])] + [f"[{_fmt(a)}, {_fmt(b)})" for a, b in zip(coarse[:-1], coarse[1:])] + ["> " + _fmt(coarse[-1])]
+    labels = (
+        ["< " + _fmt(coarse[0])]
+        + [f"[{_fmt(a)}, {_fmt(b)})" for a, b in zip(coarse[:-1], coarse[1:])]
+        + ["> " + _fmt(coarse[-1])]
+    )
     labels = [lab for lab, k in zip(labels, keep) if k]
     psi, js = _psi(rc, cc), _jensenshannon(rc, cc)
     method = thresholds.numerical_method
     score = {"psi": psi, "jensenshannon": js, "wasserstein": wd}[method]
-    fd = FeatureDrift(name, "numerical", method, score, thresholds.feature[method], thresholds.is_drift(method, score),
-                      psi, js, wd, None, int(rn.sum()), int(cn.sum()), 0.0, 0.0,
-                      reference_mean=float(w[0]["s"].sum() / rn.sum()) if rn.sum() else None,
-                      current_mean=float(w[1]["s"].sum() / cn.sum()) if cn.sum() else None, bins=int(len(rc)))
+    fd = FeatureDrift(
+        name,
+        "numerical",
+        method,
+        score,
+        thresholds.feature[method],
+        thresholds.is_drift(method, score),
+        psi,
+        js,
+        wd,
+        None,
+        int(rn.sum()),
+        int(cn.sum()),
+        0.0,
+        0.0,
+        reference_mean=float(w[0]["s"].sum() / rn.sum()) if rn.sum() else None,
+        current_mean=float(w[1]["s"].sum() / cn.sum()) if cn.sum() else None,
+        bins=int(len(rc)),
+    )
     hist = pd.DataFrame({"label": labels, "reference": rc / rc.sum(), "current": cc / cc.sum()})
     return fd, hist
 
 
-def _categorical_drift(name: str, kind: str, present: "pd.DataFrame", std: float | None,
-                       thresholds: Thresholds) -> tuple[FeatureDrift, "pd.DataFrame"]:
+def _categorical_drift(
+    name: str, kind: str, present: pd.DataFrame, std: float | None, thresholds: Thresholds
+) -> tuple[FeatureDrift, pd.DataFrame]:
     import pandas as pd
 
     totals = present.groupby("v")["n"].sum().sort_values(ascending=False, kind="stable")
@@ -603,8 +732,23 @@ def _categorical_drift(name: str, kind: str, present: "pd.DataFrame", std: float
         wd = float(np.sum(np.abs(np.cumsum(r) - np.cumsum(c))[:-1] * np.diff(v))) / max(std or 0.0, 0.001)
     method = thresholds.method_for(kind)
     score = {"psi": psi, "jensenshannon": js, "wasserstein": wd, "chisquare": p}[method]
-    fd = FeatureDrift(name, kind, method, score, thresholds.feature[method], thresholds.is_drift(method, score),
-                      psi, js, wd, p, int(rn.sum()), int(cn.sum()), 0.0, 0.0, bins=len(keys))
+    fd = FeatureDrift(
+        name,
+        kind,
+        method,
+        score,
+        thresholds.feature[method],
+        thresholds.is_drift(method, score),
+        psi,
+        js,
+        wd,
+        p,
+        int(rn.sum()),
+        int(cn.sum()),
+        0.0,
+        0.0,
+        bins=len(keys),
+    )
     if kind == "numerical":
         fd.reference_mean = float(w[0]["s"].sum() / rn.sum()) if rn.sum() else None
         fd.current_mean = float(w[1]["s"].sum() / cn.sum()) if cn.sum() else None
@@ -617,9 +761,15 @@ def _fmt(x: float) -> str:
 
 
 # ---- bounded samples for Evidently -------------------------------------------------------------------
-def sample_windows(reference: "DataFrame", current: "DataFrame", n: int, columns: Sequence[str] | None = None,
-                   reference_rows: int | None = None, current_rows: int | None = None,
-                   seed: int = 42) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+def sample_windows(
+    reference: DataFrame,
+    current: DataFrame,
+    n: int,
+    columns: Sequence[str] | None = None,
+    reference_rows: int | None = None,
+    current_rows: int | None = None,
+    seed: int = 42,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """At most `n` rows of each window as pandas, uniformly at random, for Evidently: a Bernoulli
     sample of slightly more than `n` rows, shuffled, then cut at `n` (a plain limit would favour the
     first files). Pass the row counts when known (a DriftReport has them) to save a count per window.

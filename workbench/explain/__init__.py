@@ -13,15 +13,58 @@
 Modules: `core` (loading, explanations, lineage, drift, MLflow summary), `shap_adapter` and
 `lime_adapter` (the only modules importing shap and lime), `plots`, `widgets`, `spark`.
 """
-from .core import (Agreement, Explanation, LocalExplanation, ModelExplainer, TrainingWindow, agreement_table, attribution_drift,
-                   compare_rankings, load_explainer, log_explanation_summary, sample_rows, training_window)
-from .plots import dependence_plot, dependence_plots, figure_png, lime_plot, local_figure, ranking_plot, summary_plot, waterfall_plot
+
+from .core import (
+    Agreement,
+    Explanation,
+    LocalExplanation,
+    ModelExplainer,
+    TrainingWindow,
+    agreement_table,
+    attribution_drift,
+    compare_rankings,
+    load_explainer,
+    log_explanation_summary,
+    sample_rows,
+    training_window,
+)
+from .plots import (
+    dependence_plot,
+    dependence_plots,
+    figure_png,
+    lime_plot,
+    local_figure,
+    ranking_plot,
+    summary_plot,
+    waterfall_plot,
+)
 from .spark import explain_spark, ranking_spark, shap_spark
 from .widgets import ExplanationExplorer, explore
 
 __all__ = [
-    "load_explainer", "ModelExplainer", "Explanation", "LocalExplanation", "Agreement", "TrainingWindow",
-    "sample_rows", "training_window", "agreement_table", "attribution_drift", "compare_rankings", "log_explanation_summary",
-    "summary_plot", "ranking_plot", "dependence_plot", "dependence_plots", "waterfall_plot", "lime_plot",
-    "local_figure", "figure_png", "explain_spark", "shap_spark", "ranking_spark", "explore", "ExplanationExplorer",
+    "load_explainer",
+    "ModelExplainer",
+    "Explanation",
+    "LocalExplanation",
+    "Agreement",
+    "TrainingWindow",
+    "sample_rows",
+    "training_window",
+    "agreement_table",
+    "attribution_drift",
+    "compare_rankings",
+    "log_explanation_summary",
+    "summary_plot",
+    "ranking_plot",
+    "dependence_plot",
+    "dependence_plots",
+    "waterfall_plot",
+    "lime_plot",
+    "local_figure",
+    "figure_png",
+    "explain_spark",
+    "shap_spark",
+    "ranking_spark",
+    "explore",
+    "ExplanationExplorer",
 ]

@@ -12,11 +12,12 @@ Raw rows are decorated by the model's recorded feature function and selected/coe
 SHAP) are sampled from the training window recorded in the model's lineage: the dataset and
 `train_where` of its training run, narrowed to the time range its training part covered.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,25 @@ from ..training import ModelSpec
 from . import shap_adapter
 from .lime_adapter import DEFAULT_SAMPLES, lime_weights
 
-__all__ = ["ModelExplainer", "Predictor", "agreement", "agreement_table", "ranking_of", "Explanation", "LocalExplanation", "Agreement", "TrainingWindow", "load_explainer",
-           "sample_rows", "training_window", "attribution_drift", "compare_rankings", "log_explanation_summary",
-           "METHODS", "ARTIFACT_DIR"]
+__all__ = [
+    "ModelExplainer",
+    "Predictor",
+    "agreement",
+    "agreement_table",
+    "ranking_of",
+    "Explanation",
+    "LocalExplanation",
+    "Agreement",
+    "TrainingWindow",
+    "load_explainer",
+    "sample_rows",
+    "training_window",
+    "attribution_drift",
+    "compare_rankings",
+    "log_explanation_summary",
+    "METHODS",
+    "ARTIFACT_DIR",
+]
 
 METHODS = ("auto", "tree", "permutation")
 ARTIFACT_DIR = "explain"
@@ -51,9 +68,9 @@ class Explanation:
 
     values: pd.DataFrame
     base_values: pd.Series
-    prediction: pd.Series                 # P(positive) for a classifier, the prediction for a regressor
-    data: pd.DataFrame                    # the model input (decorated feature values) of each row
-    raw: pd.DataFrame                     # the rows as given
+    prediction: pd.Series  # P(positive) for a classifier, the prediction for a regressor
+    data: pd.DataFrame  # the model input (decorated feature values) of each row
+    raw: pd.DataFrame  # the rows as given
     output_kind: str
     method: str
     model_uri: str
@@ -80,8 +97,9 @@ class Explanation:
 
     def row(self, row_id) -> pd.Series:
         if row_id not in self.values.index:
-            raise ExplainError(f"Row id {row_id!r} is not among the {len(self)} explained rows; "
-                               "pick one of the frame's index values.")
+            raise ExplainError(
+                f"Row id {row_id!r} is not among the {len(self)} explained rows; pick one of the frame's index values."
+            )
         return self.values.loc[row_id]
 
 
@@ -90,22 +108,33 @@ class Agreement:
     """How far SHAP and LIME tell the same story for one row, over the top features by |SHAP|."""
 
     top: int
-    sign_agreement: float          # share of the top features where both give the same direction
-    top_overlap: float             # share of SHAP's top features that are also among LIME's top
-    rank_correlation: float        # Spearman correlation of the two attributions over both top sets
+    sign_agreement: float  # share of the top features where both give the same direction
+    top_overlap: float  # share of SHAP's top features that are also among LIME's top
+    rank_correlation: float  # Spearman correlation of the two attributions over both top sets
 
     def statement(self) -> str:
         n_same = int(round(self.sign_agreement * self.top))
         corr = "n/a" if np.isnan(self.rank_correlation) else f"{self.rank_correlation:+.2f}"
-        verdict = ("agree" if self.sign_agreement >= 0.8 and self.top_overlap >= 0.6
-                   else "partly agree" if self.sign_agreement >= 0.5 else "disagree")
-        return (f"SHAP and LIME {verdict}: same direction for {n_same} of the top {self.top} features, "
-                f"{int(round(self.top_overlap * self.top))} of the top {self.top} shared, "
-                f"rank correlation {corr} (Spearman).")
+        verdict = (
+            "agree"
+            if self.sign_agreement >= 0.8 and self.top_overlap >= 0.6
+            else "partly agree"
+            if self.sign_agreement >= 0.5
+            else "disagree"
+        )
+        return (
+            f"SHAP and LIME {verdict}: same direction for {n_same} of the top {self.top} features, "
+            f"{int(round(self.top_overlap * self.top))} of the top {self.top} shared, "
+            f"rank correlation {corr} (Spearman)."
+        )
 
     def as_dict(self) -> dict[str, float]:
-        return {"top": self.top, "sign_agreement": self.sign_agreement, "top_overlap": self.top_overlap,
-                "rank_correlation": self.rank_correlation}
+        return {
+            "top": self.top,
+            "sign_agreement": self.sign_agreement,
+            "top_overlap": self.top_overlap,
+            "rank_correlation": self.rank_correlation,
+        }
 
 
 @dataclass
@@ -126,8 +155,9 @@ class LocalExplanation:
     def table(self) -> pd.DataFrame:
         """Feature, value, SHAP and LIME side by side, largest |SHAP| first."""
         order = self.shap.abs().sort_values(ascending=False).index
-        return pd.DataFrame({"value": self.data[order].astype(object), "shap": self.shap[order],
-                             "lime": self.lime[order]}).rename_axis("feature")
+        return pd.DataFrame(
+            {"value": self.data[order].astype(object), "shap": self.shap[order], "lime": self.lime[order]}
+        ).rename_axis("feature")
 
 
 @dataclass(frozen=True)
@@ -135,7 +165,7 @@ class TrainingWindow:
     """Where a model's training rows came from, read from its training run."""
 
     dataset: str
-    where: str | None             # a Spark SQL predicate selecting the training part
+    where: str | None  # a Spark SQL predicate selecting the training part
     run_id: str | None
     time_column: str = ""
     time_range: tuple[str, ...] = ()
@@ -165,10 +195,26 @@ class Predictor:
 class ModelExplainer:
     """A loaded model with what it takes to explain it. Build one with `load_explainer`."""
 
-    def __init__(self, model_uri: str, spec: ModelSpec, decorator, pipeline=None, pyfunc=None, *, window: TrainingWindow | None = None,
-                 background: pd.DataFrame | None = None, n_background: int = 200, method: str = "auto",
-                 feature_perturbation: str = "tree_path_dependent", lime_samples: int = DEFAULT_SAMPLES, seed: int = 0,
-                 version: int | None = None, name: str | None = None, settings: Settings | None = None, spark=None):
+    def __init__(
+        self,
+        model_uri: str,
+        spec: ModelSpec,
+        decorator,
+        pipeline=None,
+        pyfunc=None,
+        *,
+        window: TrainingWindow | None = None,
+        background: pd.DataFrame | None = None,
+        n_background: int = 200,
+        method: str = "auto",
+        feature_perturbation: str = "tree_path_dependent",
+        lime_samples: int = DEFAULT_SAMPLES,
+        seed: int = 0,
+        version: int | None = None,
+        name: str | None = None,
+        settings: Settings | None = None,
+        spark=None,
+    ):
         if method not in METHODS:
             raise ExplainError(f"Parameter 'method' is '{method}'; expected one of {', '.join(METHODS)}.")
         if pipeline is None and pyfunc is None:
@@ -176,7 +222,11 @@ class ModelExplainer:
         self.model_uri, self.spec, self.decorator = model_uri, spec, decorator
         self.pipeline, self.pyfunc = pipeline, pyfunc
         self.window, self.n_background, self.seed = window, int(n_background), int(seed)
-        self.requested_method, self.feature_perturbation, self.lime_samples = method, feature_perturbation, int(lime_samples)
+        self.requested_method, self.feature_perturbation, self.lime_samples = (
+            method,
+            feature_perturbation,
+            int(lime_samples),
+        )
         self.version, self.name = version, name
         self.settings, self._spark = settings, spark
         self._background = background
@@ -194,15 +244,25 @@ class ModelExplainer:
         """Model-input rows sampled from the training window (loaded on first use)."""
         if self._background is None:
             if self.n_background <= 0 or self.window is None:
-                self._background = pd.DataFrame({c: pd.Series(dtype="float64" if c in self.spec.numeric else object)
-                                                 for c in self.features})
+                self._background = pd.DataFrame(
+                    {c: pd.Series(dtype="float64" if c in self.spec.numeric else object) for c in self.features}
+                )
             else:
-                raw = sample_rows(self.window.dataset, where=self.window.where, n=self.n_background, seed=self.seed,
-                                  columns=list(self.spec.raw_columns), purpose=f"explain background for {self.model_uri}",
-                                  settings=self.settings, spark=self._spark)
+                raw = sample_rows(
+                    self.window.dataset,
+                    where=self.window.where,
+                    n=self.n_background,
+                    seed=self.seed,
+                    columns=list(self.spec.raw_columns),
+                    purpose=f"explain background for {self.model_uri}",
+                    settings=self.settings,
+                    spark=self._spark,
+                )
                 if raw.empty:
-                    raise ExplainError(f"The training window of {self.model_uri} (dataset '{self.window.dataset}', "
-                                       f"where {self.window.where or 'no filter'}) has no rows now; pass background rows explicitly.")
+                    raise ExplainError(
+                        f"The training window of {self.model_uri} (dataset '{self.window.dataset}', "
+                        f"where {self.window.where or 'no filter'}) has no rows now; pass background rows explicitly."
+                    )
                 self._background = self.prepare(raw).reset_index(drop=True)
         return self._background
 
@@ -211,17 +271,26 @@ class ModelExplainer:
         if self._attributor is None:
             if self.method == "tree":
                 needs = self.feature_perturbation == "interventional"
-                self._attributor = shap_adapter.TreeAttributor(self.pipeline, self.features, self.spec.task, self.feature_perturbation,
-                                                               self.background if needs else None)
+                self._attributor = shap_adapter.TreeAttributor(
+                    self.pipeline,
+                    self.features,
+                    self.spec.task,
+                    self.feature_perturbation,
+                    self.background if needs else None,
+                )
             else:
                 codec = shap_adapter.Codec.fit(list(self.spec.numeric), list(self.spec.categorical), self.background)
-                self._attributor = shap_adapter.PermutationAttributor(self.predictor, codec, self.background, self.spec.task, seed=self.seed)
+                self._attributor = shap_adapter.PermutationAttributor(
+                    self.predictor, codec, self.background, self.spec.task, seed=self.seed
+                )
         return self._attributor
 
     def _choose_method(self, method: str) -> str:
         tree_ok, why = self._tree_possible()
         if method == "tree" and not tree_ok:
-            raise ExplainError(f"method='tree' is not possible for {self.model_uri}: {why} Use method='auto' or 'permutation'.")
+            raise ExplainError(
+                f"method='tree' is not possible for {self.model_uri}: {why} Use method='auto' or 'permutation'."
+            )
         if method == "auto":
             return "tree" if tree_ok else "permutation"
         return method
@@ -246,21 +315,36 @@ class ModelExplainer:
     def describe(self) -> dict[str, Any]:
         """What is explained and how: model, version, method, and the training window."""
         w = self.window
-        return {"model": self.model_uri, "version": self.version, "task": self.spec.task, "method": self.method,
-                "feature_perturbation": self.feature_perturbation if self.method == "tree" else "interventional (permutation)",
-                "output": self.output_kind, "features": len(self.features), "feature_function": self.spec.feature_function,
-                "training_dataset": w.dataset if w else "", "training_window": (w.where or "") if w else "",
-                "background_rows": self.n_background, **({"note": w.note} if w and w.note else {})}
+        return {
+            "model": self.model_uri,
+            "version": self.version,
+            "task": self.spec.task,
+            "method": self.method,
+            "feature_perturbation": self.feature_perturbation
+            if self.method == "tree"
+            else "interventional (permutation)",
+            "output": self.output_kind,
+            "features": len(self.features),
+            "feature_function": self.spec.feature_function,
+            "training_dataset": w.dataset if w else "",
+            "training_window": (w.where or "") if w else "",
+            "background_rows": self.n_background,
+            **({"note": w.note} if w and w.note else {}),
+        }
 
     # -- model calls -------------------------------------------------------------------------------
     def prepare(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Raw rows -> the model's input (decorated, selected, coerced), keeping the row index."""
         missing = [c for c in self.spec.raw_columns if c not in raw.columns]
         if missing:
-            raise ExplainError(f"The rows lack column(s) {', '.join(missing)} that model {self.model_uri} needs "
-                               f"(feature function '{self.spec.feature_function}'). Load them from the dataset too.")
+            raise ExplainError(
+                f"The rows lack column(s) {', '.join(missing)} that model {self.model_uri} needs "
+                f"(feature function '{self.spec.feature_function}'). Load them from the dataset too."
+            )
         if raw.index.has_duplicates:
-            raise ExplainError("The rows' index has duplicate values; row ids must be unique (reset_index() gives 0..n-1).")
+            raise ExplainError(
+                "The rows' index has duplicate values; row ids must be unique (reset_index() gives 0..n-1)."
+            )
         return self.spec.prepare(raw, self.decorator)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -273,10 +357,16 @@ class ModelExplainer:
         X = self.prepare(raw)
         values, base, prediction = self.attributor.attribute(X)
         index = X.index
-        return Explanation(values=pd.DataFrame(values, index=index, columns=self.features),
-                           base_values=pd.Series(base, index=index, name="base_value"),
-                           prediction=pd.Series(prediction, index=index, name="prediction"),
-                           data=X, raw=raw, output_kind=self.output_kind, method=self._method_label(), model_uri=self.model_uri)
+        return Explanation(
+            values=pd.DataFrame(values, index=index, columns=self.features),
+            base_values=pd.Series(base, index=index, name="base_value"),
+            prediction=pd.Series(prediction, index=index, name="prediction"),
+            data=X,
+            raw=raw,
+            output_kind=self.output_kind,
+            method=self._method_label(),
+            model_uri=self.model_uri,
+        )
 
     def _method_label(self) -> str:
         return f"tree ({self.feature_perturbation})" if self.method == "tree" else "permutation"
@@ -285,18 +375,35 @@ class ModelExplainer:
         """LIME weights (by feature name) for one explained row, and LIME's local R^2."""
         explanation.row(row_id)
         row = explanation.data.loc[[row_id]]
-        codec = shap_adapter.Codec.fit(list(self.spec.numeric), list(self.spec.categorical), self.background, explanation.data)
-        return lime_weights(row, self.predictor, codec, self.background, self.spec.task,
-                            num_samples=num_samples or self.lime_samples, seed=self.seed)
+        codec = shap_adapter.Codec.fit(
+            list(self.spec.numeric), list(self.spec.categorical), self.background, explanation.data
+        )
+        return lime_weights(
+            row,
+            self.predictor,
+            codec,
+            self.background,
+            self.spec.task,
+            num_samples=num_samples or self.lime_samples,
+            seed=self.seed,
+        )
 
     def local(self, explanation: Explanation, row_id, top: int = 5, num_samples: int | None = None) -> LocalExplanation:
         """SHAP and LIME for the same row, side by side, with their agreement."""
         shap_values = explanation.row(row_id)
         lime, score = self.lime(explanation, row_id, num_samples)
-        return LocalExplanation(row_id=row_id, prediction=float(explanation.prediction.loc[row_id]),
-                                output=float(explanation.output.loc[row_id]), base_value=float(explanation.base_values.loc[row_id]),
-                                shap=shap_values, lime=lime, lime_score=score, data=explanation.data.loc[row_id],
-                                agreement=agreement(shap_values, lime, top), output_kind=explanation.output_kind)
+        return LocalExplanation(
+            row_id=row_id,
+            prediction=float(explanation.prediction.loc[row_id]),
+            output=float(explanation.output.loc[row_id]),
+            base_value=float(explanation.base_values.loc[row_id]),
+            shap=shap_values,
+            lime=lime,
+            lime_score=score,
+            data=explanation.data.loc[row_id],
+            agreement=agreement(shap_values, lime, top),
+            output_kind=explanation.output_kind,
+        )
 
 
 def agreement(shap_values: pd.Series, lime: pd.Series, top: int = 5) -> Agreement:
@@ -311,30 +418,58 @@ def agreement(shap_values: pd.Series, lime: pd.Series, top: int = 5) -> Agreemen
     corr = float("nan")
     if len(union) >= 3 and shap_values[union].nunique() > 1 and lime[union].nunique() > 1:
         corr = float(spearmanr(shap_values[union].to_numpy(), lime[union].to_numpy()).statistic)
-    return Agreement(top=top, sign_agreement=float(np.mean(same)), top_overlap=len(set(shap_top) & set(lime_top)) / top,
-                     rank_correlation=corr)
+    return Agreement(
+        top=top,
+        sign_agreement=float(np.mean(same)),
+        top_overlap=len(set(shap_top) & set(lime_top)) / top,
+        rank_correlation=corr,
+    )
 
 
 def agreement_table(locals_: list[LocalExplanation]) -> pd.DataFrame:
     """One line per locally explained row: prediction, SHAP/LIME agreement figures and the statement."""
-    return pd.DataFrame([{"row_id": l.row_id, "prediction": l.prediction, **l.agreement.as_dict(),
-                          "lime_fit_r2": l.lime_score, "statement": l.agreement.statement()} for l in locals_])
+    return pd.DataFrame(
+        [
+            {
+                "row_id": l.row_id,
+                "prediction": l.prediction,
+                **l.agreement.as_dict(),
+                "lime_fit_r2": l.lime_score,
+                "statement": l.agreement.statement(),
+            }
+            for l in locals_
+        ]
+    )
 
 
 def ranking_of(values: pd.DataFrame) -> pd.DataFrame:
     mean_abs = values.abs().mean(axis=0)
     total = float(mean_abs.sum())
-    table = pd.DataFrame({"feature": mean_abs.index, "mean_abs_shap": mean_abs.to_numpy(),
-                          "share": mean_abs.to_numpy() / total if total > 0 else 0.0})
+    table = pd.DataFrame(
+        {
+            "feature": mean_abs.index,
+            "mean_abs_shap": mean_abs.to_numpy(),
+            "share": mean_abs.to_numpy() / total if total > 0 else 0.0,
+        }
+    )
     table = table.sort_values("mean_abs_shap", ascending=False, kind="mergesort").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table
 
 
 # ---- loading ------------------------------------------------------------------------------------------------
-def load_explainer(model_uri: str, settings: Settings | None = None, spark=None, *, n_background: int = 200,
-                   background: pd.DataFrame | None = None, method: str = "auto", feature_perturbation: str = "tree_path_dependent",
-                   lime_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> ModelExplainer:
+def load_explainer(
+    model_uri: str,
+    settings: Settings | None = None,
+    spark=None,
+    *,
+    n_background: int = 200,
+    background: pd.DataFrame | None = None,
+    method: str = "auto",
+    feature_perturbation: str = "tree_path_dependent",
+    lime_samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> ModelExplainer:
     """Load `model_uri` (`models:/NAME@alias`, `models:/NAME/3`, `models:/m-...`) and get ready to explain it.
 
     background: raw rows to use instead of sampling `n_background` rows from the training window.
@@ -350,21 +485,37 @@ def load_explainer(model_uri: str, settings: Settings | None = None, spark=None,
     except WorkbenchError:
         raise
     except Exception as exc:
-        raise ExplainError(f"Could not load model {model_uri} from {settings.registry_uri} ({exc.__class__.__name__}). "
-                           "Check the name and alias with `workbench models list`, or train one first.") from exc
+        raise ExplainError(
+            f"Could not load model {model_uri} from {settings.registry_uri} ({exc.__class__.__name__}). "
+            "Check the name and alias with `workbench models list`, or train one first."
+        ) from exc
     spec = ModelSpec.from_model(pyfunc)
     try:
         pipeline = pyfunc.get_raw_model()
-    except Exception:   # not a flavor that exposes its raw model: explain through the pyfunc
+    except Exception:  # not a flavor that exposes its raw model: explain through the pyfunc
         pipeline = None
     if pipeline is not None and not hasattr(pipeline, "predict"):
         pipeline = None
     name, version = _registered(model_uri, settings)
     window = training_window(model_uri, spec, settings, run_id=pyfunc.metadata.run_id)
     decorator = spec.decorator(settings, spark)
-    explainer = ModelExplainer(model_uri, spec, decorator, pipeline, pyfunc, window=window, n_background=n_background,
-                               method=method, feature_perturbation=feature_perturbation, lime_samples=lime_samples, seed=seed,
-                               version=version, name=name, settings=settings, spark=spark)
+    explainer = ModelExplainer(
+        model_uri,
+        spec,
+        decorator,
+        pipeline,
+        pyfunc,
+        window=window,
+        n_background=n_background,
+        method=method,
+        feature_perturbation=feature_perturbation,
+        lime_samples=lime_samples,
+        seed=seed,
+        version=version,
+        name=name,
+        settings=settings,
+        spark=spark,
+    )
     if background is not None:
         explainer._background = explainer.prepare(background).reset_index(drop=True)
         explainer.n_background = len(explainer._background)
@@ -379,7 +530,9 @@ def _registered(model_uri: str, settings: Settings) -> tuple[str | None, int | N
     return info.name, info.version
 
 
-def training_window(model_uri: str, spec: ModelSpec, settings: Settings | None = None, run_id: str | None = None) -> TrainingWindow:
+def training_window(
+    model_uri: str, spec: ModelSpec, settings: Settings | None = None, run_id: str | None = None
+) -> TrainingWindow:
     """The dataset and filter that selected the model's training rows, from its training run.
 
     Uses the run's `train_where` and the `train_time_range` recorded in `data_identity.json`
@@ -396,13 +549,18 @@ def training_window(model_uri: str, spec: ModelSpec, settings: Settings | None =
 
         run_id = get_model_info(model_uri).run_id
     if not run_id:
-        return TrainingWindow(dataset=spec.dataset, where=None, run_id=None, note="the model has no training run; background is drawn from the whole dataset")
+        return TrainingWindow(
+            dataset=spec.dataset,
+            where=None,
+            run_id=None,
+            note="the model has no training run; background is drawn from the whole dataset",
+        )
     params = MlflowClient(tracking_uri=settings.tracking_uri).get_run(run_id).data.params
     dataset = params.get("dataset") or spec.dataset
     train_where = params.get("train_where", "")
     try:
         identity = mlflow.artifacts.load_dict(f"runs:/{run_id}/data_identity.json")
-    except Exception:   # an older run without the artifact: the filter alone
+    except Exception:  # an older run without the artifact: the filter alone
         identity = {}
     time_range = tuple(identity.get("train_time_range") or ())
     parts = [f"({train_where})"] if train_where else []
@@ -410,12 +568,27 @@ def training_window(model_uri: str, spec: ModelSpec, settings: Settings | None =
         lo, hi = (v.replace("'", "") for v in time_range)
         parts.append(f"`{spec.time_column}` >= '{lo}' AND `{spec.time_column}` <= '{hi}'")
     note = "" if identity else "the training run has no data_identity.json; the window is train_where alone"
-    return TrainingWindow(dataset=dataset, where=" AND ".join(parts) or None, run_id=run_id, time_column=spec.time_column,
-                          time_range=time_range, train_where=train_where, note=note)
+    return TrainingWindow(
+        dataset=dataset,
+        where=" AND ".join(parts) or None,
+        run_id=run_id,
+        time_column=spec.time_column,
+        time_range=time_range,
+        train_where=train_where,
+        note=note,
+    )
 
 
-def sample_rows(dataset: str, where: str | None = None, n: int = 200, seed: int = 0, columns: list[str] | None = None,
-                purpose: str = "explain", settings: Settings | None = None, spark=None) -> pd.DataFrame:
+def sample_rows(
+    dataset: str,
+    where: str | None = None,
+    n: int = 200,
+    seed: int = 0,
+    columns: list[str] | None = None,
+    purpose: str = "explain",
+    settings: Settings | None = None,
+    spark=None,
+) -> pd.DataFrame:
     """`n` random raw rows of `dataset` (all of them if fewer), read through workbench.data, ids 0..n-1.
 
     The same arguments give the same rows in the same order (a seeded random order, top n: one pass
@@ -442,22 +615,46 @@ def compare_rankings(reference: pd.DataFrame, current: pd.DataFrame) -> pd.DataF
     cur = current.set_index("feature")
     features = list(dict.fromkeys([*ref.index, *cur.index]))
     ref, cur = ref.reindex(features), cur.reindex(features)
-    out = pd.DataFrame({
-        "feature": features,
-        "reference": ref["mean_abs_shap"].fillna(0.0).to_numpy(), "current": cur["mean_abs_shap"].fillna(0.0).to_numpy(),
-        "reference_share": ref["share"].fillna(0.0).to_numpy(), "current_share": cur["share"].fillna(0.0).to_numpy(),
-        "reference_rank": ref["rank"].to_numpy(), "current_rank": cur["rank"].to_numpy()})
+    out = pd.DataFrame(
+        {
+            "feature": features,
+            "reference": ref["mean_abs_shap"].fillna(0.0).to_numpy(),
+            "current": cur["mean_abs_shap"].fillna(0.0).to_numpy(),
+            "reference_share": ref["share"].fillna(0.0).to_numpy(),
+            "current_share": cur["share"].fillna(0.0).to_numpy(),
+            "reference_rank": ref["rank"].to_numpy(),
+            "current_rank": cur["rank"].to_numpy(),
+        }
+    )
     out["change"] = out["current"] - out["reference"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["relative_change"] = np.where(out["reference"] > 0, out["change"] / out["reference"], np.nan)
     out["share_change"] = out["current_share"] - out["reference_share"]
     order = out["change"].abs().sort_values(ascending=False, kind="mergesort").index
-    return out.loc[order, ["feature", "reference", "current", "change", "relative_change", "reference_share",
-                           "current_share", "share_change", "reference_rank", "current_rank"]].reset_index(drop=True)
+    return out.loc[
+        order,
+        [
+            "feature",
+            "reference",
+            "current",
+            "change",
+            "relative_change",
+            "reference_share",
+            "current_share",
+            "share_change",
+            "reference_rank",
+            "current_rank",
+        ],
+    ].reset_index(drop=True)
 
 
-def attribution_drift(model_uri: str, reference_pdf: pd.DataFrame, current_pdf: pd.DataFrame, settings: Settings | None = None,
-                      explainer: ModelExplainer | None = None) -> pd.DataFrame:
+def attribution_drift(
+    model_uri: str,
+    reference_pdf: pd.DataFrame,
+    current_pdf: pd.DataFrame,
+    settings: Settings | None = None,
+    explainer: ModelExplainer | None = None,
+) -> pd.DataFrame:
     """Explanation drift: mean |SHAP| per feature on a reference and a current frame of raw rows.
 
     Returns `compare_rankings(...)`: one row per feature, the features whose influence moved most
@@ -472,8 +669,14 @@ def attribution_drift(model_uri: str, reference_pdf: pd.DataFrame, current_pdf: 
 
 
 # ---- the global summary, logged with the model ----------------------------------------------------------------
-def log_explanation_summary(model_uri: str, rows: pd.DataFrame | None = None, settings: Settings | None = None,
-                            explainer: ModelExplainer | None = None, n_rows: int = 1000, max_display: int = 15) -> dict[str, Any]:
+def log_explanation_summary(
+    model_uri: str,
+    rows: pd.DataFrame | None = None,
+    settings: Settings | None = None,
+    explainer: ModelExplainer | None = None,
+    n_rows: int = 1000,
+    max_display: int = 15,
+) -> dict[str, Any]:
     """Log what drives the model as artifacts of its training run (the run behind the registered version).
 
     Writes `explain/global_ranking.json` (mean |SHAP| per feature, method, rows, window),
@@ -492,19 +695,43 @@ def log_explanation_summary(model_uri: str, rows: pd.DataFrame | None = None, se
         raise ExplainError(f"Model {model_uri} has no training run to log the explanation summary to.")
     if rows is None:
         w = explainer.window
-        rows = sample_rows(w.dataset, where=w.where, n=n_rows, seed=explainer.seed, columns=list(explainer.spec.raw_columns),
-                           purpose=f"explanation summary for {model_uri}", settings=settings, spark=explainer._spark)
+        rows = sample_rows(
+            w.dataset,
+            where=w.where,
+            n=n_rows,
+            seed=explainer.seed,
+            columns=list(explainer.spec.raw_columns),
+            purpose=f"explanation summary for {model_uri}",
+            settings=settings,
+            spark=explainer._spark,
+        )
     e = explainer.explain(rows)
     ranking = e.ranking()
-    summary = {"model": model_uri, "version": explainer.version, "method": e.method, "output": e.output_kind,
-               "rows": len(e), "window": explainer.describe()["training_window"],
-               "ranking": [{"feature": r.feature, "mean_abs_shap": float(r.mean_abs_shap), "share": float(r.share)}
-                           for r in ranking.itertuples()]}
+    summary = {
+        "model": model_uri,
+        "version": explainer.version,
+        "method": e.method,
+        "output": e.output_kind,
+        "rows": len(e),
+        "window": explainer.describe()["training_window"],
+        "ranking": [
+            {"feature": r.feature, "mean_abs_shap": float(r.mean_abs_shap), "share": float(r.share)}
+            for r in ranking.itertuples()
+        ],
+    }
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     client.log_text(run_id, json.dumps(summary, indent=2), f"{ARTIFACT_DIR}/global_ranking.json")
     client.log_figure(run_id, plots.summary_plot(e, max_display=max_display), f"{ARTIFACT_DIR}/summary.png")
     client.log_figure(run_id, plots.ranking_plot(e, max_display=max_display), f"{ARTIFACT_DIR}/ranking.png")
     top = ",".join(ranking["feature"].head(5))
     client.set_tag(run_id, TOP_FEATURES_TAG, top)
-    return {"run_id": run_id, "artifacts": [f"{ARTIFACT_DIR}/global_ranking.json", f"{ARTIFACT_DIR}/summary.png",
-                                            f"{ARTIFACT_DIR}/ranking.png"], "top_features": top.split(","), "rows": len(e)}
+    return {
+        "run_id": run_id,
+        "artifacts": [
+            f"{ARTIFACT_DIR}/global_ranking.json",
+            f"{ARTIFACT_DIR}/summary.png",
+            f"{ARTIFACT_DIR}/ranking.png",
+        ],
+        "top_features": top.split(","),
+        "rows": len(e),
+    }

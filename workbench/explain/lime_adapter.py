@@ -9,10 +9,11 @@ median for LIME only (the pipeline imputes them the same way before the model se
 The weights are in the model's probability units (P(positive) for a classifier), one per named
 feature: LIME's "this feature's bin" effect, comparable in sign and rank with SHAP's.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,15 @@ __all__ = ["lime_weights", "DEFAULT_SAMPLES"]
 DEFAULT_SAMPLES = 3000
 
 
-def lime_weights(row: pd.DataFrame, predict: Callable[[pd.DataFrame], np.ndarray], codec: Codec, background: pd.DataFrame,
-                 task: str, num_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> tuple[pd.Series, float]:
+def lime_weights(
+    row: pd.DataFrame,
+    predict: Callable[[pd.DataFrame], np.ndarray],
+    codec: Codec,
+    background: pd.DataFrame,
+    task: str,
+    num_samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> tuple[pd.Series, float]:
     """LIME weights for one model-input row: (weights by feature name, LIME's local fit R^2).
 
     `predict` maps a model-input frame to P(positive) (classification) or predictions (regression).
@@ -34,7 +42,7 @@ def lime_weights(row: pd.DataFrame, predict: Callable[[pd.DataFrame], np.ndarray
     """
     try:
         from lime.lime_tabular import LimeTabularExplainer
-    except ImportError as exc:   # pragma: no cover - lime is a core dependency
+    except ImportError as exc:  # pragma: no cover - lime is a core dependency
         raise SetupError("LIME is not installed: `pip install 'lime>=0.2.0.1'`.") from exc
     if len(row) != 1:
         raise ExplainError(f"LIME explains one row at a time; got {len(row)} rows.")
@@ -52,7 +60,10 @@ def lime_weights(row: pd.DataFrame, predict: Callable[[pd.DataFrame], np.ndarray
         if np.isnan(instance[j]):
             instance[j] = medians[j]
     categorical_idx = list(range(n_numeric, len(codec.features)))
-    names = {j: [("(missing)" if v is None else str(v)) for v in codec.categories[c]] for j, c in zip(categorical_idx, codec.categorical)}
+    names = {
+        j: [("(missing)" if v is None else str(v)) for v in codec.categories[c]]
+        for j, c in zip(categorical_idx, codec.categorical)
+    }
 
     def classifier_fn(codes: np.ndarray) -> np.ndarray:
         scores = np.asarray(predict(codec.decode(codes)), dtype=np.float64)
@@ -61,11 +72,17 @@ def lime_weights(row: pd.DataFrame, predict: Callable[[pd.DataFrame], np.ndarray
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         explainer = LimeTabularExplainer(
-            training, feature_names=codec.features, categorical_features=categorical_idx, categorical_names=names,
-            mode="classification" if task == "classification" else "regression", discretize_continuous=True,
-            random_state=seed)
-        explanation = explainer.explain_instance(instance, classifier_fn, labels=(1,), num_features=len(codec.features),
-                                                 num_samples=num_samples)
+            training,
+            feature_names=codec.features,
+            categorical_features=categorical_idx,
+            categorical_names=names,
+            mode="classification" if task == "classification" else "regression",
+            discretize_continuous=True,
+            random_state=seed,
+        )
+        explanation = explainer.explain_instance(
+            instance, classifier_fn, labels=(1,), num_features=len(codec.features), num_samples=num_samples
+        )
     weights = pd.Series(0.0, index=codec.features, dtype=np.float64)
     for j, w in explanation.as_map()[1]:
         weights.iloc[j] = float(w)

@@ -4,10 +4,11 @@ Jupyter shows a returned figure as an image (`ExplanationFigure._repr_png_`); `f
 bytes the explorer widget uses; MLflow logs the figures as they are. The beeswarm comes from shap (`shap_adapter.beeswarm`); the waterfall,
 dependence and LIME charts are drawn here so local charts can sit side by side in one figure.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,17 @@ from ..errors import ExplainError
 from . import shap_adapter
 from .core import Explanation, LocalExplanation
 
-__all__ = ["ExplanationFigure", "summary_plot", "ranking_plot", "dependence_plot", "dependence_plots", "waterfall_plot", "lime_plot",
-           "local_figure", "figure_png"]
+__all__ = [
+    "ExplanationFigure",
+    "summary_plot",
+    "ranking_plot",
+    "dependence_plot",
+    "dependence_plots",
+    "waterfall_plot",
+    "lime_plot",
+    "local_figure",
+    "figure_png",
+]
 
 POSITIVE, NEGATIVE = "#d62728", "#1f77b4"
 MAX_CATEGORIES = 15
@@ -47,7 +57,9 @@ def summary_plot(e: Explanation, max_display: int = 15) -> Figure:
     n = min(max_display, len(e.features))
     fig = _figure(figsize=(8, 0.4 * n + 1.5))
     ax = fig.subplots()
-    shap_adapter.beeswarm(e.values.to_numpy(), e.data, e.base_values.to_numpy(), e.features, ax, max_display=max_display)
+    shap_adapter.beeswarm(
+        e.values.to_numpy(), e.data, e.base_values.to_numpy(), e.features, ax, max_display=max_display
+    )
     ax.set_title(f"What drives the model: SHAP values of {len(e)} rows ({e.output_kind})", fontsize=10)
     fig.tight_layout()
     return fig
@@ -79,8 +91,14 @@ def dependence_plot(e: Explanation, feature: str, ax=None) -> Figure:
         ax.scatter(x, y, s=8, alpha=0.5, color=NEGATIVE)
         missing = x.isna()
         if missing.any():
-            ax.scatter(np.full(int(missing.sum()), np.nanmin(x.to_numpy()) if (~missing).any() else 0.0), y[missing],
-                       s=8, alpha=0.5, color="grey", label="missing")
+            ax.scatter(
+                np.full(int(missing.sum()), np.nanmin(x.to_numpy()) if (~missing).any() else 0.0),
+                y[missing],
+                s=8,
+                alpha=0.5,
+                color="grey",
+                label="missing",
+            )
             ax.legend(fontsize=8)
     else:
         labels = x.fillna("(missing)").astype(str)
@@ -132,11 +150,11 @@ def waterfall_plot(local: LocalExplanation, max_display: int = 10, ax=None) -> F
         fig = _figure(figsize=(7, 0.4 * max_display + 1.5))
         ax = fig.subplots()
     order = list(local.shap.abs().sort_values(ascending=False, kind="mergesort").index)
-    shown = order if len(order) <= max_display else order[:max_display - 1]
+    shown = order if len(order) <= max_display else order[: max_display - 1]
     items = [(f"{f} = {_fmt(local.data[f])}", float(local.shap[f])) for f in shown]
     if len(order) > len(shown):
-        items.append((f"{len(order) - len(shown)} other features", float(local.shap[order[len(shown):]].sum())))
-    items = items[::-1]                      # bottom row first: the smallest, then up to the largest
+        items.append((f"{len(order) - len(shown)} other features", float(local.shap[order[len(shown) :]].sum())))
+    items = items[::-1]  # bottom row first: the smallest, then up to the largest
     start = local.base_value
     edges = [start]
     for y, (label, value) in enumerate(items):
@@ -166,7 +184,9 @@ def lime_plot(local: LocalExplanation, max_display: int = 10, ax=None) -> Figure
         ax = fig.subplots()
     order = list(local.lime.abs().sort_values(ascending=False, kind="mergesort").index[:max_display])[::-1]
     weights = local.lime[order]
-    ax.barh(range(len(order)), weights.to_numpy(), color=[POSITIVE if w >= 0 else NEGATIVE for w in weights], height=0.6)
+    ax.barh(
+        range(len(order)), weights.to_numpy(), color=[POSITIVE if w >= 0 else NEGATIVE for w in weights], height=0.6
+    )
     ax.set_yticks(range(len(order)), [f"{f} = {_fmt(local.data[f])}" for f in order], fontsize=8)
     ax.axvline(0, color="grey", lw=0.6)
     ax.set_xlabel("LIME weight (probability)" if local.output_kind == "log-odds" else "LIME weight")

@@ -13,19 +13,28 @@ attributions per *raw* model feature (the columns of `ModelSpec.features`), neve
   integer-coded for the masker (`Codec`) and decoded before the model sees them. Its output is the
   log-odds of P(positive) for a classifier, so both attributors explain the same scale.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ExplainError, SetupError
 
-__all__ = ["Codec", "TreeAttributor", "PermutationAttributor", "feature_map", "is_tree_model",
-           "beeswarm", "TREE_PERTURBATIONS"]
+__all__ = [
+    "Codec",
+    "TreeAttributor",
+    "PermutationAttributor",
+    "feature_map",
+    "is_tree_model",
+    "beeswarm",
+    "TREE_PERTURBATIONS",
+]
 
 TREE_PERTURBATIONS = ("tree_path_dependent", "interventional")
 _EPS = 1e-12
@@ -42,11 +51,13 @@ def feature_map(preprocess, features: list[str]) -> np.ndarray:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
-    while isinstance(preprocess, Pipeline) and len(preprocess.steps) == 1:   # pipeline[:-1] wraps the one step
+    while isinstance(preprocess, Pipeline) and len(preprocess.steps) == 1:  # pipeline[:-1] wraps the one step
         preprocess = preprocess.steps[0][1]
     if not isinstance(preprocess, ColumnTransformer):
-        raise ExplainError(f"The pipeline's preprocessing is a {type(preprocess).__name__}, expected a ColumnTransformer; "
-                           "use method='permutation' for this model.")
+        raise ExplainError(
+            f"The pipeline's preprocessing is a {type(preprocess).__name__}, expected a ColumnTransformer; "
+            "use method='permutation' for this model."
+        )
     index = {f: i for i, f in enumerate(features)}
     names_in = list(getattr(preprocess, "feature_names_in_", features))
     owners: list[int] = []
@@ -59,13 +70,17 @@ def feature_map(preprocess, features: list[str]) -> np.ndarray:
             continue
         unknown = [c for c in columns if c not in index]
         if unknown:
-            raise ExplainError(f"The pipeline transforms column(s) {', '.join(unknown)} that are not among the model's features.")
+            raise ExplainError(
+                f"The pipeline transforms column(s) {', '.join(unknown)} that are not among the model's features."
+            )
         for column, count in zip(columns, _output_counts(transformer, columns)):
             owners.extend([index[column]] * count)
     produced = len(preprocess.get_feature_names_out())
     if len(owners) != produced:
-        raise ExplainError(f"Could not map the pipeline's {produced} transformed columns back to its features "
-                           f"(mapped {len(owners)}); use method='permutation' for this model.")
+        raise ExplainError(
+            f"Could not map the pipeline's {produced} transformed columns back to its features "
+            f"(mapped {len(owners)}); use method='permutation' for this model."
+        )
     return np.asarray(owners, dtype=np.int64)
 
 
@@ -73,15 +88,17 @@ def _output_counts(transformer, columns: list[str]) -> list[int]:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    if isinstance(transformer, str):             # 'passthrough'
+    if isinstance(transformer, str):  # 'passthrough'
         return [1] * len(columns)
     last = transformer.steps[-1][1] if isinstance(transformer, Pipeline) else transformer
     if isinstance(last, OneHotEncoder):
         return _onehot_counts(last)
     if len(transformer.get_feature_names_out(columns)) == len(columns):
         return [1] * len(columns)
-    raise ExplainError(f"The pipeline step {type(last).__name__} does not map columns one-to-one; "
-                       "use method='permutation' for this model.")
+    raise ExplainError(
+        f"The pipeline step {type(last).__name__} does not map columns one-to-one; "
+        "use method='permutation' for this model."
+    )
 
 
 def _onehot_counts(encoder) -> list[int]:
@@ -119,7 +136,7 @@ def is_tree_model(estimator) -> bool:
             warnings.simplefilter("ignore")
             shap.TreeExplainer(estimator)
         return True
-    except Exception:   # shap raises InvalidModelError, TypeError or others for models it does not know
+    except Exception:  # shap raises InvalidModelError, TypeError or others for models it does not know
         return False
 
 
@@ -145,7 +162,9 @@ class TreeAttributor:
 
     def __post_init__(self):
         if self.feature_perturbation not in TREE_PERTURBATIONS:
-            raise ExplainError(f"Parameter 'feature_perturbation' is '{self.feature_perturbation}'; expected one of {', '.join(TREE_PERTURBATIONS)}.")
+            raise ExplainError(
+                f"Parameter 'feature_perturbation' is '{self.feature_perturbation}'; expected one of {', '.join(TREE_PERTURBATIONS)}."
+            )
         if self.feature_perturbation == "interventional" and (self.background is None or not len(self.background)):
             raise ExplainError("feature_perturbation='interventional' needs background rows; pass n_background > 0.")
         self._owners = feature_map(self.pipeline[:-1], self.features)
@@ -156,7 +175,7 @@ class TreeAttributor:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_explainer"] = None          # rebuilt lazily where it is used (e.g. once per Spark worker)
+        state["_explainer"] = None  # rebuilt lazily where it is used (e.g. once per Spark worker)
         return state
 
     def single_threaded(self) -> None:
@@ -172,11 +191,15 @@ class TreeAttributor:
             shap = _shap()
             estimator = self.pipeline[-1]
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # LightGBM's "binary output format changed" notice
+                warnings.simplefilter("ignore")  # LightGBM's "binary output format changed" notice
                 if self.feature_perturbation == "interventional":
                     data = self._transform(self.background)
-                    self._explainer = shap.TreeExplainer(estimator, data=data.to_numpy(dtype=np.float64),
-                                                         feature_perturbation="interventional", model_output="raw")
+                    self._explainer = shap.TreeExplainer(
+                        estimator,
+                        data=data.to_numpy(dtype=np.float64),
+                        feature_perturbation="interventional",
+                        model_output="raw",
+                    )
                 else:
                     self._explainer = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
         return self._explainer
@@ -196,10 +219,10 @@ class TreeAttributor:
             warnings.simplefilter("ignore")
             values = explainer.shap_values(Z.to_numpy(dtype=np.float64), check_additivity=False)
         expected = np.asarray(explainer.expected_value, dtype=np.float64).reshape(-1)
-        if isinstance(values, list):          # older shap: one array per class
+        if isinstance(values, list):  # older shap: one array per class
             values = values[-1]
         values = np.asarray(values, dtype=np.float64)
-        if values.ndim == 3:                  # (rows, columns, classes): explain the positive class
+        if values.ndim == 3:  # (rows, columns, classes): explain the positive class
             values, expected = values[:, :, -1], expected[-1:]
         base = np.full(n, expected[-1])
         estimator = self.pipeline[-1]
@@ -220,10 +243,14 @@ class Codec:
     categories: dict[str, list] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, numeric: list[str], categorical: list[str], *frames: pd.DataFrame) -> "Codec":
+    def fit(cls, numeric: list[str], categorical: list[str], *frames: pd.DataFrame) -> Codec:
         categories = {}
         for c in categorical:
-            seen = pd.concat([f[c] for f in frames if f is not None and len(f)], ignore_index=True) if frames else pd.Series([], dtype=object)
+            seen = (
+                pd.concat([f[c] for f in frames if f is not None and len(f)], ignore_index=True)
+                if frames
+                else pd.Series([], dtype=object)
+            )
             values = sorted({v for v in seen if v is not None and not (isinstance(v, float) and np.isnan(v))}, key=str)
             categories[c] = [None, *values]
         return cls(list(numeric), list(categorical), categories)
@@ -236,7 +263,10 @@ class Codec:
         """Add categories first seen in X (so any row can be coded)."""
         for c in self.categorical:
             known = set(self.categories[c])
-            new = sorted({v for v in X[c] if v is not None and not (isinstance(v, float) and np.isnan(v)) and v not in known}, key=str)
+            new = sorted(
+                {v for v in X[c] if v is not None and not (isinstance(v, float) and np.isnan(v)) and v not in known},
+                key=str,
+            )
             self.categories[c].extend(new)
 
     def encode(self, X: pd.DataFrame) -> np.ndarray:
@@ -245,7 +275,9 @@ class Codec:
             out[:, j] = pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         for k, c in enumerate(self.categorical):
             lookup = {v: i for i, v in enumerate(self.categories[c])}
-            out[:, len(self.numeric) + k] = [lookup.get(None if v is None or (isinstance(v, float) and np.isnan(v)) else v, 0) for v in X[c]]
+            out[:, len(self.numeric) + k] = [
+                lookup.get(None if v is None or (isinstance(v, float) and np.isnan(v)) else v, 0) for v in X[c]
+            ]
         return out
 
     def decode(self, codes: np.ndarray) -> pd.DataFrame:
@@ -275,9 +307,9 @@ class PermutationAttributor:
     codec: Codec
     background: pd.DataFrame
     task: str
-    permutations: int = 4                 # antithetic permutations per row: exact additivity from 1, less noise with more
-    max_background: int = 50              # background rows the masker averages over
-    max_evals: int | None = None          # overrides permutations * (2 * features + 1)
+    permutations: int = 4  # antithetic permutations per row: exact additivity from 1, less noise with more
+    max_background: int = 50  # background rows the masker averages over
+    max_evals: int | None = None  # overrides permutations * (2 * features + 1)
     seed: int = 0
     method: str = field(init=False, default="permutation")
     feature_perturbation: str = field(init=False, default="interventional")
@@ -312,7 +344,9 @@ class PermutationAttributor:
         explainer = shap.PermutationExplainer(self._output, masker, seed=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = explainer(self.codec.encode(X), max_evals=self.max_evals or self.permutations * (2 * m + 1), silent=True)
+            result = explainer(
+                self.codec.encode(X), max_evals=self.max_evals or self.permutations * (2 * m + 1), silent=True
+            )
         values = np.asarray(result.values, dtype=np.float64)
         base = np.asarray(result.base_values, dtype=np.float64).reshape(n)
         prediction = np.asarray(self.predict(X), dtype=np.float64)
@@ -320,14 +354,17 @@ class PermutationAttributor:
 
 
 # ---- plots drawn by shap ----------------------------------------------------------------------------
-def beeswarm(values: np.ndarray, data: pd.DataFrame, base_values: np.ndarray, features: list[str], ax, max_display: int = 15) -> None:
+def beeswarm(
+    values: np.ndarray, data: pd.DataFrame, base_values: np.ndarray, features: list[str], ax, max_display: int = 15
+) -> None:
     """shap's beeswarm (summary) plot on a given matplotlib axis; categorical features are drawn grey."""
     shap = _shap()
     display = data[features].astype(object).where(data[features].notna(), None)
-    explanation = shap.Explanation(values=values, base_values=base_values, data=display.to_numpy(dtype=object),
-                                   feature_names=list(features))
+    explanation = shap.Explanation(
+        values=values, base_values=base_values, data=display.to_numpy(dtype=object), feature_names=list(features)
+    )
     state = np.random.get_state()
-    np.random.seed(0)                     # beeswarm jitters with the global RNG: keep plots reproducible
+    np.random.seed(0)  # beeswarm jitters with the global RNG: keep plots reproducible
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -339,6 +376,6 @@ def beeswarm(values: np.ndarray, data: pd.DataFrame, base_values: np.ndarray, fe
 def _shap():
     try:
         import shap
-    except ImportError as exc:   # pragma: no cover - shap is a core dependency
+    except ImportError as exc:  # pragma: no cover - shap is a core dependency
         raise SetupError("SHAP is not installed: `pip install 'shap>=0.48'`.") from exc
     return shap

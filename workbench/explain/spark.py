@@ -15,12 +15,14 @@ explainer once, then reuses it for every batch and task it runs.
 Output columns: the input's columns, `prediction` (P(positive) or the prediction), `shap_base_value`,
 and `shap_<feature>` for every raw model feature (output units: log-odds for a classifier).
 """
+
 from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -63,8 +65,13 @@ class _Payload:
             return pd.concat([out, pd.DataFrame(extra, dtype="float64")], axis=1)
         X = model_frame(self.decorator.apply_pandas(batch.reset_index(drop=True)), self.numeric, self.categorical)
         values, base, prediction = self.attributor.attribute(X)
-        extra = pd.DataFrame({PREDICTION: prediction, BASE_VALUE: base,
-                              **{PREFIX + f: values[:, j] for j, f in enumerate(self.features)}})
+        extra = pd.DataFrame(
+            {
+                PREDICTION: prediction,
+                BASE_VALUE: base,
+                **{PREFIX + f: values[:, j] for j, f in enumerate(self.features)},
+            }
+        )
         return pd.concat([out, extra], axis=1)
 
 
@@ -86,16 +93,23 @@ def _explain_partition(token: str, source, batches: Iterator[pd.DataFrame]) -> I
         yield payload.explain_batch(batch)
 
 
-def _plan(model_uri: str, spark_df: "DataFrame", settings: Settings | None, explainer: ModelExplainer | None,
-          keep: list[str] | None):
+def _plan(
+    model_uri: str,
+    spark_df: DataFrame,
+    settings: Settings | None,
+    explainer: ModelExplainer | None,
+    keep: list[str] | None,
+):
     from pyspark.sql.types import DoubleType, StructField, StructType
 
     explainer = explainer or load_explainer(model_uri, settings, spark_df.sparkSession)
     spec = explainer.spec
     missing = [c for c in spec.raw_columns if c not in spark_df.columns]
     if missing:
-        raise ExplainError(f"The DataFrame lacks column(s) {', '.join(missing)} that model {model_uri} needs "
-                           f"(feature function '{spec.feature_function}'). Select them from the dataset too.")
+        raise ExplainError(
+            f"The DataFrame lacks column(s) {', '.join(missing)} that model {model_uri} needs "
+            f"(feature function '{spec.feature_function}'). Select them from the dataset too."
+        )
     keep = list(spark_df.columns) if keep is None else list(keep)
     unknown = [c for c in keep if c not in spark_df.columns]
     if unknown:
@@ -103,17 +117,20 @@ def _plan(model_uri: str, spark_df: "DataFrame", settings: Settings | None, expl
     added = [PREDICTION, BASE_VALUE, *(PREFIX + f for f in spec.features)]
     clash = [c for c in added if c in keep]
     if clash:
-        raise ExplainError(f"The DataFrame already has column(s) {', '.join(clash)}, which the explanation adds; "
-                           "drop or rename them, or leave them out with `keep`.")
+        raise ExplainError(
+            f"The DataFrame already has column(s) {', '.join(clash)}, which the explanation adds; "
+            "drop or rename them, or leave them out with `keep`."
+        )
     fields = {f.name: f for f in spark_df.schema.fields}
     schema = StructType([fields[c] for c in keep] + [StructField(c, DoubleType(), True) for c in added])
-    payload = _Payload(explainer.decorator, explainer.attributor, list(spec.numeric), list(spec.categorical),
-                       list(spec.features), keep)
+    payload = _Payload(
+        explainer.decorator, explainer.attributor, list(spec.numeric), list(spec.categorical), list(spec.features), keep
+    )
     source, broadcast = payload, None
     try:
         broadcast = spark_df.sparkSession.sparkContext.broadcast(payload)
         source = broadcast
-    except Exception:   # Spark Connect has no SparkContext: the payload travels inside the UDF instead
+    except Exception:  # Spark Connect has no SparkContext: the payload travels inside the UDF instead
         pass
     token = uuid.uuid4().hex
     # mapInPandas hands the function only the batches, so the raw columns needed for decoration ride along.
@@ -122,16 +139,28 @@ def _plan(model_uri: str, spark_df: "DataFrame", settings: Settings | None, expl
     return df, broadcast, explainer
 
 
-def shap_spark(model_uri: str, spark_df: "DataFrame", settings: Settings | None = None, explainer: ModelExplainer | None = None,
-               keep: list[str] | None = None) -> "DataFrame":
+def shap_spark(
+    model_uri: str,
+    spark_df: DataFrame,
+    settings: Settings | None = None,
+    explainer: ModelExplainer | None = None,
+    keep: list[str] | None = None,
+) -> DataFrame:
     """A lazy DataFrame of `keep` (default: all input columns) + prediction + SHAP value columns."""
     df, _, _ = _plan(model_uri, spark_df, settings, explainer, keep)
     return df
 
 
-def explain_spark(model_uri: str, spark_df: "DataFrame", output: str | None = None, settings: Settings | None = None,
-                  explainer: ModelExplainer | None = None, keep: list[str] | None = None, mode: str = "errorifexists",
-                  partitions: int | None = None) -> str:
+def explain_spark(
+    model_uri: str,
+    spark_df: DataFrame,
+    output: str | None = None,
+    settings: Settings | None = None,
+    explainer: ModelExplainer | None = None,
+    keep: list[str] | None = None,
+    mode: str = "errorifexists",
+    partitions: int | None = None,
+) -> str:
     """Explain every row of `spark_df` and write parquet; returns the output URI.
 
     output: where to write; default `<input folder>_shap/<model>-v<version>` next to the files the
@@ -157,7 +186,7 @@ def explain_spark(model_uri: str, spark_df: "DataFrame", output: str | None = No
     return output
 
 
-def ranking_spark(explained: "DataFrame", prefix: str = PREFIX) -> pd.DataFrame:
+def ranking_spark(explained: DataFrame, prefix: str = PREFIX) -> pd.DataFrame:
     """Global ranking (mean |SHAP| per feature) of a `shap_spark` / `explain_spark` output, computed by Spark.
 
     Same columns as `Explanation.ranking()`, so two windows compare with `compare_rankings`."""
@@ -169,14 +198,16 @@ def ranking_spark(explained: "DataFrame", prefix: str = PREFIX) -> pd.DataFrame:
     row = explained.agg(*[F.avg(F.abs(F.col(c))).alias(c) for c in columns]).collect()[0]
     from .core import ranking_of
 
-    means = pd.DataFrame([[float(row[c] or 0.0) for c in columns]], columns=[c[len(prefix):] for c in columns])
+    means = pd.DataFrame([[float(row[c] or 0.0) for c in columns]], columns=[c[len(prefix) :] for c in columns])
     return ranking_of(means)
 
 
-def _next_to_input(spark_df: "DataFrame", explainer: ModelExplainer) -> str:
+def _next_to_input(spark_df: DataFrame, explainer: ModelExplainer) -> str:
     files = spark_df.inputFiles()
     if not files:
-        raise ExplainError("The DataFrame was not read from files, so there is no folder to write next to; pass `output`.")
+        raise ExplainError(
+            "The DataFrame was not read from files, so there is no folder to write next to; pass `output`."
+        )
     folders = [f.rsplit("/", 1)[0].split("/") for f in files]
     common = folders[0]
     for parts in folders[1:]:

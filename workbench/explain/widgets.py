@@ -9,10 +9,12 @@ dependence-plot feature dropdown. Every control is an ipywidgets widget with an 
 `explorer.summary.value` and the PNG bytes of `explorer.waterfall` / `explorer.lime` / `explorer.dependence_plot`.
 Local explanations are computed on demand (LIME takes a moment) and cached per row.
 """
+
 from __future__ import annotations
 
 import html
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +34,15 @@ def _scalar(value: Any) -> Any:
 class ExplanationExplorer:
     """ipywidgets explorer over the rows of one Explanation (see the module docstring)."""
 
-    def __init__(self, explainer: ModelExplainer, explanation: Explanation, filters: Sequence[str] = ("carrier", "month"),
-                 top: int = 5, max_display: int = 10, dependence: str | None = None):
+    def __init__(
+        self,
+        explainer: ModelExplainer,
+        explanation: Explanation,
+        filters: Sequence[str] = ("carrier", "month"),
+        top: int = 5,
+        max_display: int = 10,
+        dependence: str | None = None,
+    ):
         import ipywidgets as W
 
         self.explainer, self.explanation = explainer, explanation
@@ -56,20 +65,24 @@ class ExplanationExplorer:
         self.row = W.Dropdown(options=self._options(ids), value=ids[0] if ids else None, description="row")
         self.row.observe(self._on_row, names="value")
         ranked = list(explanation.ranking()["feature"])
-        self.dependence = W.Dropdown(options=ranked, value=dependence if dependence in ranked else ranked[0], description="dependence")
+        self.dependence = W.Dropdown(
+            options=ranked, value=dependence if dependence in ranked else ranked[0], description="dependence"
+        )
         self.dependence.observe(self._on_dependence, names="value")
 
         self.summary = W.HTML()
         self.waterfall = W.Image(format="png")
         self.lime = W.Image(format="png")
         self.dependence_plot = W.Image(format="png")
-        self.widget = W.VBox([
-            W.HBox([*self.filters.values(), self.row]),
-            self.summary,
-            W.HBox([self.waterfall, self.lime]),
-            self.dependence,
-            self.dependence_plot,
-        ])
+        self.widget = W.VBox(
+            [
+                W.HBox([*self.filters.values(), self.row]),
+                self.summary,
+                W.HBox([self.waterfall, self.lime]),
+                self.dependence,
+                self.dependence_plot,
+            ]
+        )
         self._show_row(self.row.value)
         self._show_dependence(self.dependence.value)
 
@@ -142,13 +155,23 @@ class ExplanationExplorer:
         label = "P(positive)" if local.output_kind == "log-odds" else "prediction"
         raw = self.explanation.raw.loc[local.row_id]
         shown = ", ".join(f"{html.escape(str(c))}={html.escape(str(_scalar(raw[c])))}" for c in self.filters)
-        return (f"<b>Row {html.escape(str(local.row_id))}</b>{' (' + shown + ')' if shown else ''}: "
-                f"{label} <b>{local.prediction:.3f}</b> "
-                f"({local.output_kind} {local.output:+.3f}, base {local.base_value:+.3f}).<br>"
-                f"{html.escape(local.agreement.statement())}")
+        return (
+            f"<b>Row {html.escape(str(local.row_id))}</b>{' (' + shown + ')' if shown else ''}: "
+            f"{label} <b>{local.prediction:.3f}</b> "
+            f"({local.output_kind} {local.output:+.3f}, base {local.base_value:+.3f}).<br>"
+            f"{html.escape(local.agreement.statement())}"
+        )
 
 
-def explore(explainer: ModelExplainer, explanation: Explanation, filters: Sequence[str] = ("carrier", "month"),
-            top: int = 5, max_display: int = 10, dependence: str | None = None) -> ExplanationExplorer:
+def explore(
+    explainer: ModelExplainer,
+    explanation: Explanation,
+    filters: Sequence[str] = ("carrier", "month"),
+    top: int = 5,
+    max_display: int = 10,
+    dependence: str | None = None,
+) -> ExplanationExplorer:
     """The explorer widget over `explanation`'s rows (filters: raw columns to pick rows by)."""
-    return ExplanationExplorer(explainer, explanation, filters=filters, top=top, max_display=max_display, dependence=dependence)
+    return ExplanationExplorer(
+        explainer, explanation, filters=filters, top=top, max_display=max_display, dependence=dependence
+    )

@@ -10,15 +10,30 @@
 
 Names are loaded on first use, so a hub service can import this package and listen within a second.
 """
+
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["apply_config", "server_environment", "service_environment", "load_users_file", "UsersFile", "GroupSpec",
-           "REQUIRED_GROUPS"]
+__all__ = [
+    "apply_config",
+    "server_environment",
+    "service_environment",
+    "load_users_file",
+    "UsersFile",
+    "GroupSpec",
+    "REQUIRED_GROUPS",
+]
 
-_WHERE = {"apply_config": "configure", "server_environment": "configure", "service_environment": "configure",
-          "load_users_file": "users", "UsersFile": "users", "GroupSpec": "users", "REQUIRED_GROUPS": "users"}
+_WHERE = {
+    "apply_config": "configure",
+    "server_environment": "configure",
+    "service_environment": "configure",
+    "load_users_file": "users",
+    "UsersFile": "users",
+    "GroupSpec": "users",
+    "REQUIRED_GROUPS": "users",
+}
 
 
 def __getattr__(name: str):

@@ -4,6 +4,7 @@ People normally sign up at /hub/signup and an admin authorizes them at /hub/auth
 functions are for the first admin (created before the hub starts, so nobody can sign up under that
 name first) and for an admin who sets a password for someone by command.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,15 +24,19 @@ def check_password_strength(password: str) -> None:
     """Raise ConfigError if NativeAuthenticator (as configured by workbench.hub) would refuse this password."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ConfigError(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
-    common = Path(importlib.util.find_spec("nativeauthenticator").submodule_search_locations[0]) / "common-credentials.txt"
+    common = (
+        Path(importlib.util.find_spec("nativeauthenticator").submodule_search_locations[0]) / "common-credentials.txt"
+    )
     if common.is_file() and password in set(common.read_text().splitlines()):
         raise ConfigError("That password is on the list of common passwords. Choose another.")
 
 
 def _session(settings: Settings):
     if settings.profile != "local":
-        raise ConfigError("Hub accounts with passwords exist only in the local profile; in production people log in "
-                          "with their system (PAM) or OAuth accounts.")
+        raise ConfigError(
+            "Hub accounts with passwords exist only in the local profile; in production people log in "
+            "with their system (PAM) or OAuth accounts."
+        )
     from jupyterhub import orm
     from nativeauthenticator.orm import UserInfo  # registers its table with the hub's metadata
 

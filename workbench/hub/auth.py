@@ -4,6 +4,7 @@
 the ones the users file declares, applied by the hub (`manage_groups`) at login and at every auth
 refresh, so removing someone from a group in the file takes effect without a restart.
 """
+
 from __future__ import annotations
 
 from jupyterhub.auth import Authenticator, PAMAuthenticator

@@ -8,6 +8,7 @@ nothing but a traitlets `Config` to be tested. Two profiles, chosen by the `prof
 - `production`: PAM (system users; see the README for GenericOAuthenticator), LocalProcessSpawner
   running each server as its system user, a PostgreSQL hub database (`hub_db_url`), optional TLS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,16 @@ from ..config import ENV_PREFIX, Settings
 from ..errors import ConfigError
 from .users import CachedUsersFile, UsersFile, load_users_file
 
-__all__ = ["apply_config", "database_url", "server_environment", "service_environment", "hub_environment", "LandingPage", "HomePage", "ApplyGroupLimits"]
+__all__ = [
+    "apply_config",
+    "database_url",
+    "server_environment",
+    "service_environment",
+    "hub_environment",
+    "LandingPage",
+    "HomePage",
+    "ApplyGroupLimits",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +82,10 @@ def _hub(settings: Settings, c, state: Path) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     if settings.profile == "production" and not settings.hub_db_url:
-        raise ConfigError("The production profile needs setting 'hub_db_url' (e.g. postgresql://hub@db/jupyterhub); "
-                          "SQLite is for the local profile.")
+        raise ConfigError(
+            "The production profile needs setting 'hub_db_url' (e.g. postgresql://hub@db/jupyterhub); "
+            "SQLite is for the local profile."
+        )
     c.JupyterHub.db_url = database_url(settings)
     if settings.hub_ssl_cert:
         c.JupyterHub.ssl_cert = str(settings.path("hub_ssl_cert"))
@@ -126,49 +138,99 @@ def _services(settings: Settings) -> list[dict]:
     services: list[dict] = []
     for name, port in (("reports", settings.reports_port), ("mlflow", settings.mlflow_ui_port)):
         if name in wanted:
-            services.append({
-                "name": name, "url": f"http://127.0.0.1:{port}", "command": [python, "-m", "workbench.hub.service", name],
-                "environment": env, "cwd": settings.home, "oauth_no_confirm": True, "display": True,
-                "info": {"description": SERVICE_DESCRIPTIONS[name]}})
+            services.append(
+                {
+                    "name": name,
+                    "url": f"http://127.0.0.1:{port}",
+                    "command": [python, "-m", "workbench.hub.service", name],
+                    "environment": env,
+                    "cwd": settings.home,
+                    "oauth_no_confirm": True,
+                    "display": True,
+                    "info": {"description": SERVICE_DESCRIPTIONS[name]},
+                }
+            )
     if "idle-culler" in wanted:
         timeout = settings.hub_idle_timeout
-        services.append({
-            "name": "idle-culler", "display": False,
-            "command": [python, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
-                        f"--cull-every={max(30, min(300, timeout // 2))}"]})
+        services.append(
+            {
+                "name": "idle-culler",
+                "display": False,
+                "command": [
+                    python,
+                    "-m",
+                    "jupyterhub_idle_culler",
+                    f"--timeout={timeout}",
+                    f"--cull-every={max(30, min(300, timeout // 2))}",
+                ],
+            }
+        )
     if "scheduler" in wanted:
         if _cli_has("scheduler"):
-            services.append({
-                "name": "scheduler", "display": False, "command": [python, "-m", "workbench", "scheduler"],
-                "environment": {**env, "WORKBENCH_JOB_IDENTITY": "service"}, "cwd": settings.home})
+            services.append(
+                {
+                    "name": "scheduler",
+                    "display": False,
+                    "command": [python, "-m", "workbench", "scheduler"],
+                    "environment": {**env, "WORKBENCH_JOB_IDENTITY": "service"},
+                    "cwd": settings.home,
+                }
+            )
         else:  # a hub-managed service that exits is restarted at once, forever: do not start one that cannot run
             log.warning("hub service 'scheduler' skipped: this workbench has no `workbench scheduler` command")
     return services
 
 
 def _roles(settings: Settings, users: UsersFile, services: list[str]) -> list[dict]:
-    roles = [{"name": "user", "description": "Every user: who they are. Servers and services come from group roles.",
-              "scopes": BASE_USER_SCOPES}]
+    roles = [
+        {
+            "name": "user",
+            "description": "Every user: who they are. Servers and services come from group roles.",
+            "scopes": BASE_USER_SCOPES,
+        }
+    ]
     for group in users.groups.values():
         scopes = (["self"] if group.server else []) + [
-            f"access:services!service={s}" for s in group.services if s in services]
+            f"access:services!service={s}" for s in group.services if s in services
+        ]
         if scopes:
-            roles.append({"name": f"workbench-{group.name}", "description": group.description or group.name,
-                          "scopes": scopes, "groups": [group.name]})
+            roles.append(
+                {
+                    "name": f"workbench-{group.name}",
+                    "description": group.description or group.name,
+                    "scopes": scopes,
+                    "groups": [group.name],
+                }
+            )
     # The first admin by name (its account exists before anyone can sign up), the rest through their group.
-    roles.append({"name": "admin", "users": [settings.hub_admin_user],
-                  "groups": [g.name for g in users.groups.values() if g.admin]})
+    roles.append(
+        {
+            "name": "admin",
+            "users": [settings.hub_admin_user],
+            "groups": [g.name for g in users.groups.values() if g.admin],
+        }
+    )
     if "idle-culler" in services:
-        roles.append({"name": "idle-culler", "description": "Stop servers idle for hub_idle_timeout seconds",
-                      "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
+        roles.append(
+            {
+                "name": "idle-culler",
+                "description": "Stop servers idle for hub_idle_timeout seconds",
+                "scopes": CULLER_SCOPES,
+                "services": ["idle-culler"],
+            }
+        )
     return roles
 
 
 def server_environment(settings: Settings) -> dict[str, str]:
     """WORKBENCH_* for single-user servers: the hub's settings, minus secrets, the hub's own settings, and
     identity (a server learns its user and groups from the hub, never from a variable)."""
-    return _environment(settings, lambda f: not (f.metadata.get("secret") or f.name in ("user", "groups")
-                                                 or f.name.startswith(("hub_", "proxy_"))))
+    return _environment(
+        settings,
+        lambda f: (
+            not (f.metadata.get("secret") or f.name in ("user", "groups") or f.name.startswith(("hub_", "proxy_")))
+        ),
+    )
 
 
 def service_environment(settings: Settings) -> dict[str, str]:
@@ -200,15 +262,20 @@ def _cli_has(command: str) -> bool:
     from ..cli import build_parser
 
     parser = build_parser()
-    return any(command in action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return any(
+        command in action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
 
 
 def _may_only_read_reports(users: CachedUsersFile, user) -> bool:
     """True for someone whose groups give no server of their own but do give the reports (stakeholders)."""
     specs = users.get().groups
     groups = [specs[g.name] for g in user.groups if g.name in specs]
-    return not getattr(user, "admin", False) and not any(g.server for g in groups) \
+    return (
+        not getattr(user, "admin", False)
+        and not any(g.server for g in groups)
         and any("reports" in g.services for g in groups)
+    )
 
 
 class LandingPage:
@@ -250,4 +317,7 @@ class ApplyGroupLimits:
         if "memory" in limits:
             spawner.mem_limit = limits["memory"]
         if "spark_driver_memory" in limits:
-            spawner.environment = {**spawner.environment, ENV_PREFIX + "SPARK_DRIVER_MEMORY": limits["spark_driver_memory"]}
+            spawner.environment = {
+                **spawner.environment,
+                ENV_PREFIX + "SPARK_DRIVER_MEMORY": limits["spark_driver_memory"],
+            }

@@ -4,6 +4,7 @@
 waits until the proxy answers, and stops it with SIGTERM (the hub then stops the user servers,
 the services and the proxy). `serve()` is `workbench hub`: first admin, start, print, wait for Ctrl-C.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from ..config import Settings
 from ..errors import ConfigError, SetupError
@@ -44,12 +46,14 @@ class HubProcess:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "jupyterhub", "-f", str(self.settings.path("hub_config_file"))]
 
-    def start(self, timeout: float = START_TIMEOUT) -> "HubProcess":
+    def start(self, timeout: float = START_TIMEOUT) -> HubProcess:
         s = self.settings
         proxy = s.path("proxy_command")
         if not os.access(proxy, os.X_OK):
-            raise SetupError(f"The hub's proxy is not installed at {proxy}. Run `make setup` (npm install configurable-http-proxy) "
-                             "or set WORKBENCH_PROXY_COMMAND.")
+            raise SetupError(
+                f"The hub's proxy is not installed at {proxy}. Run `make setup` (npm install configurable-http-proxy) "
+                "or set WORKBENCH_PROXY_COMMAND."
+            )
         if not s.path("hub_config_file").is_file():
             raise ConfigError(f"No hub configuration at {s.path('hub_config_file')}. Set WORKBENCH_HUB_CONFIG_FILE.")
         state = s.path("hub_state_dir")
@@ -57,8 +61,14 @@ class HubProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
         env.update(hub_environment(s))
         # Its own session: Ctrl-C reaches only `workbench hub`, which then stops the hub once, in order.
-        self.proc = subprocess.Popen(self.command(), cwd=state, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT if self.log else None, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=state,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT if self.log else None,
+            start_new_session=True,
+        )
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -116,7 +126,7 @@ class HubProcess:
                 time.sleep(0.1)
         pid_file.unlink(missing_ok=True)
 
-    def __enter__(self) -> "HubProcess":
+    def __enter__(self) -> HubProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -132,9 +142,11 @@ def ensure_first_admin(settings: Settings, prompt: Callable[[str], str] | None) 
     password = settings.hub_admin_password
     if not password:
         if prompt is None:
-            raise ConfigError(f"The first admin '{settings.hub_admin_user}' has no account yet and there is no terminal to ask "
-                              "for a password. Set WORKBENCH_HUB_ADMIN_PASSWORD (at least "
-                              f"{accounts.MIN_PASSWORD_LENGTH} characters) for the first start.")
+            raise ConfigError(
+                f"The first admin '{settings.hub_admin_user}' has no account yet and there is no terminal to ask "
+                "for a password. Set WORKBENCH_HUB_ADMIN_PASSWORD (at least "
+                f"{accounts.MIN_PASSWORD_LENGTH} characters) for the first start."
+            )
         password = prompt(f"Choose a password for the hub's first admin '{settings.hub_admin_user}': ")
         accounts.check_password_strength(password)
         if prompt("Repeat it: ") != password:
@@ -154,12 +166,16 @@ def serve(settings: Settings, prompt: Callable[[str], str] | None, out: Callable
     except KeyboardInterrupt:
         hub.stop()
         return 130
-    out(f"\nThe hub is up: {hub.url}\n"
+    out(
+        f"\nThe hub is up: {hub.url}\n"
         f"  log in as '{settings.hub_admin_user}'; others sign up at {hub.url}hub/signup and you authorize them at "
         f"{hub.url}hub/authorize.\n"
         f"  Groups come from {settings.path('hub_users_file')}.\n"
-        + "".join(f"  {name}: {hub.url}services/{name}/\n" for name in ("reports", "mlflow") if name in settings.hub_services)
-        + "Press Ctrl-C to stop.")
+        + "".join(
+            f"  {name}: {hub.url}services/{name}/\n" for name in ("reports", "mlflow") if name in settings.hub_services
+        )
+        + "Press Ctrl-C to stop."
+    )
     try:
         code = hub.wait()
         out(f"The hub exited with status {code}.")

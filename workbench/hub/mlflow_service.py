@@ -11,6 +11,7 @@ MLflow's JavaScript sends JSON POSTs (searches) without JupyterHub's `_xsrf` tok
 cookie-authenticated write is accepted when the browser vouches that it comes from the same origin
 (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to the host); a page on another site cannot.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,20 @@ __all__ = ["MLflowUpstream", "make_app", "main"]
 log = logging.getLogger("workbench.hub.mlflow")
 
 # Headers that belong to one connection, or to the hub and its users, and must not reach MLflow.
-DROP_REQUEST = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
-                "cookie", "authorization", "origin", "referer", "content-length"}
+DROP_REQUEST = {
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "cookie",
+    "authorization",
+    "origin",
+    "referer",
+    "content-length",
+}
 DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"}
 READY_TIMEOUT = 300.0  # seconds; a loaded machine takes 30+ s to start mlflow server
 STOP_GRACE = 5.0  # seconds mlflow server gets to exit after SIGTERM before SIGKILL
@@ -61,21 +74,43 @@ class MLflowUpstream:
         self.prefix = prefix.rstrip("/")
         self.folder = Path(tempfile.mkdtemp(prefix="workbench-mlflow-"))  # mode 0700
         self.socket = self.folder / "mlflow.sock"
-        self.client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.socket)),
-                                        base_url="http://localhost", timeout=httpx.Timeout(300.0, connect=5.0))
+        self.client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(self.socket)),
+            base_url="http://localhost",
+            timeout=httpx.Timeout(300.0, connect=5.0),
+        )
         self.proc: asyncio.subprocess.Process | None = None
         self.ready = False
         # Tracking on a remote server: it has its own UI, and there is no store here to serve.
         self.remote = urlparse(settings.tracking_uri).scheme in ("http", "https", "databricks")
-        self.unavailable = (f"MLflow tracking is on a remote server ({settings.tracking_uri}); open its own UI there."
-                            if self.remote else "MLflow is starting; reload this page in a few seconds.")
+        self.unavailable = (
+            f"MLflow tracking is on a remote server ({settings.tracking_uri}); open its own UI there."
+            if self.remote
+            else "MLflow is starting; reload this page in a few seconds."
+        )
 
     def command(self) -> list[str]:
         s = self.settings
-        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", s.tracking_uri,
-                "--registry-store-uri", s.registry_uri, "--default-artifact-root", s.artifacts_uri,
-                "--artifacts-destination", s.artifacts_uri, "--workers", "1", "--static-prefix", self.prefix,
-                "--uvicorn-opts", f"--uds {shlex.quote(str(self.socket))}"]
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            s.tracking_uri,
+            "--registry-store-uri",
+            s.registry_uri,
+            "--default-artifact-root",
+            s.artifacts_uri,
+            "--artifacts-destination",
+            s.artifacts_uri,
+            "--workers",
+            "1",
+            "--static-prefix",
+            self.prefix,
+            "--uvicorn-opts",
+            f"--uds {shlex.quote(str(self.socket))}",
+        ]
 
     async def start(self, stop: asyncio.Event) -> None:
         if self.remote:
@@ -83,8 +118,9 @@ class MLflowUpstream:
             return
         # MLflow's job runner (GenAI jobs) is a second process the UI does not need.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = await asyncio.create_subprocess_exec(*self.command(), cwd=self.settings.home, env=env,
-                                                         start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.command(), cwd=self.settings.home, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         asyncio.create_task(self._watch(stop))
         asyncio.create_task(self._wait_ready())
 
@@ -114,7 +150,7 @@ class MLflowUpstream:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
-            except (ProcessLookupError, asyncio.TimeoutError):
+            except (TimeoutError, ProcessLookupError):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -147,8 +183,11 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             return
         headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in DROP_REQUEST}
         request = self.upstream.client.build_request(
-            self.request.method, self.request.uri, headers=headers,
-            content=self.request.body if self.request.method not in ("GET", "HEAD") else None)
+            self.request.method,
+            self.request.uri,
+            headers=headers,
+            content=self.request.body if self.request.method not in ("GET", "HEAD") else None,
+        )
         try:
             response = await self.upstream.client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -172,10 +211,13 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
 
 
 def make_app(upstream: MLflowUpstream, prefix: str) -> web.Application:
-    return web.Application([
-        (prefix + "oauth_callback", HubOAuthCallbackHandler),
-        (prefix.rstrip("/") + "(/.*)?", ProxyHandler, {"upstream": upstream}),
-    ], cookie_secret=secrets.token_bytes(32))
+    return web.Application(
+        [
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+            (prefix.rstrip("/") + "(/.*)?", ProxyHandler, {"upstream": upstream}),
+        ],
+        cookie_secret=secrets.token_bytes(32),
+    )
 
 
 def main(sock: socket.socket) -> None:

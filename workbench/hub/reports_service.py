@@ -5,6 +5,7 @@ environment. Whoever opens it logs in at the hub; the hub lets through only peop
 give them `access:services!service=reports` (see workbench.hub.configure), everyone else gets 403.
 Files are served read-only; a folder without an index.html gets a plain listing.
 """
+
 from __future__ import annotations
 
 import html
@@ -51,12 +52,16 @@ class ReportsHandler(HubOAuthenticated, web.StaticFileHandler):
         entries = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name)) if folder.exists() else []
         items = "".join(
             f'<li><a href="{quote(p.name)}{"/" if p.is_dir() else ""}">{html.escape(p.name)}{"/" if p.is_dir() else ""}</a></li>'
-            for p in entries if not p.name.startswith("."))
+            for p in entries
+            if not p.name.startswith(".")
+        )
         title = html.escape("/" + path if path else "Reports")
         body = f"<ul>{items}</ul>" if items else "<p>No reports yet. Runs of notebook jobs appear here.</p>"
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-                    f"<body><h1>{title}</h1>{body}</body></html>")
+        self.finish(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><h1>{title}</h1>{body}</body></html>"
+        )
 
     def compute_etag(self) -> str | None:
         return super().compute_etag() if getattr(self, "absolute_path", None) else None  # listings have no file
@@ -68,11 +73,14 @@ class ReportsHandler(HubOAuthenticated, web.StaticFileHandler):
 
 
 def make_app(reports_dir: Path, prefix: str) -> web.Application:
-    return web.Application([
-        (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
-        (prefix + "oauth_callback", HubOAuthCallbackHandler),
-        (prefix + "(.*)", ReportsHandler, {"path": str(reports_dir), "default_filename": INDEX}),
-    ], cookie_secret=secrets.token_bytes(32))
+    return web.Application(
+        [
+            (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+            (prefix + "(.*)", ReportsHandler, {"path": str(reports_dir), "default_filename": INDEX}),
+        ],
+        cookie_secret=secrets.token_bytes(32),
+    )
 
 
 def main(sock: socket.socket) -> None:

@@ -5,6 +5,7 @@ importing tornado and JupyterHub's auth module alone takes longer than that on a
 So the port is bound first, with the standard library only; the hub's first request waits in the
 listen queue until the service, fully imported, answers it.
 """
+
 import importlib
 import os
 import socket

@@ -4,6 +4,7 @@ what each group may do on the hub (own server, which services, memory limits).
 The group names are the ones the catalog's grants use. The hub applies membership at every login
 and auth refresh (see `workbench.hub.auth`), so an edit takes effect within a minute, no restart.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,7 +64,9 @@ def load_users_file(path: str | Path) -> UsersFile:
     """Read and check the users file; a ConfigError names the file, the entry and what is expected."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"No users file at {path}. Create it (see hub_config/users.yaml in the workbench) or set WORKBENCH_HUB_USERS_FILE.")
+        raise ConfigError(
+            f"No users file at {path}. Create it (see hub_config/users.yaml in the workbench) or set WORKBENCH_HUB_USERS_FILE."
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -73,19 +76,27 @@ def load_users_file(path: str | Path) -> UsersFile:
     groups = {name: _group(path, name, spec) for name, spec in (raw.get("groups") or {}).items()}
     missing = [g for g in REQUIRED_GROUPS if g not in groups]
     if missing:
-        raise ConfigError(f"{path}: groups {', '.join(missing)} are missing. The workbench's roles and the catalog's grants need all of {', '.join(REQUIRED_GROUPS)}.")
+        raise ConfigError(
+            f"{path}: groups {', '.join(missing)} are missing. The workbench's roles and the catalog's grants need all of {', '.join(REQUIRED_GROUPS)}."
+        )
     users: dict[str, tuple[str, ...]] = {}
     for user, member_of in (raw.get("users") or {}).items():
         user = str(user)
         if not NAME_RE.match(user):
-            raise ConfigError(f"{path}: user name '{user}' is invalid: expected lowercase letters, digits, '.', '_' or '-'.")
+            raise ConfigError(
+                f"{path}: user name '{user}' is invalid: expected lowercase letters, digits, '.', '_' or '-'."
+            )
         if isinstance(member_of, str):
             member_of = [member_of]
         if not isinstance(member_of, list):
-            raise ConfigError(f"{path}: user '{user}' must map to a list of groups, found a {type(member_of).__name__}.")
+            raise ConfigError(
+                f"{path}: user '{user}' must map to a list of groups, found a {type(member_of).__name__}."
+            )
         unknown = [g for g in member_of if g not in groups]
         if unknown:
-            raise ConfigError(f"{path}: user '{user}' is in undeclared group(s) {', '.join(map(str, unknown))}. Declare them under 'groups' or fix the name.")
+            raise ConfigError(
+                f"{path}: user '{user}' is in undeclared group(s) {', '.join(map(str, unknown))}. Declare them under 'groups' or fix the name."
+            )
         users[user] = tuple(dict.fromkeys(str(g) for g in member_of))
     return UsersFile(path=path, groups=groups, users=users)
 
@@ -96,17 +107,23 @@ def _group(path: Path, name: str, spec) -> GroupSpec:
         raise ConfigError(f"{where}: invalid name; expected lowercase letters, digits, '.', '_' or '-'.")
     spec = spec or {}
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where} must be a mapping (description, server, admin, services, limits), found a {type(spec).__name__}.")
+        raise ConfigError(
+            f"{where} must be a mapping (description, server, admin, services, limits), found a {type(spec).__name__}."
+        )
     unknown_keys = set(spec) - {"description", "server", "admin", "services", "limits"}
     if unknown_keys:
-        raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown_keys))}; known: description, server, admin, services, limits.")
+        raise ConfigError(
+            f"{where} has unknown key(s) {', '.join(sorted(unknown_keys))}; known: description, server, admin, services, limits."
+        )
     for key in ("server", "admin"):
         if not isinstance(spec.get(key, False), bool):
             raise ConfigError(f"{where}: '{key}' must be true or false.")
     services = tuple(spec.get("services") or ())
     bad = [s for s in services if s not in SERVICES]
     if bad:
-        raise ConfigError(f"{where}: unknown service(s) {', '.join(map(str, bad))}; expected some of {', '.join(SERVICES)}.")
+        raise ConfigError(
+            f"{where}: unknown service(s) {', '.join(map(str, bad))}; expected some of {', '.join(SERVICES)}."
+        )
     limits = spec.get("limits") or {}
     if not isinstance(limits, dict) or set(limits) - {"memory", "spark_driver_memory"}:
         raise ConfigError(f"{where}: 'limits' takes 'memory' (e.g. 4G) and 'spark_driver_memory' (e.g. 2g).")
@@ -115,13 +132,20 @@ def _group(path: Path, name: str, spec) -> GroupSpec:
         raise ConfigError(f"{where}: limits.memory must be a size such as 512M or 4G.")
     if driver and not SPARK_SIZE_RE.match(driver):
         raise ConfigError(f"{where}: limits.spark_driver_memory must be a size such as 512m or 2g.")
-    return GroupSpec(name=str(name), description=str(spec.get("description", "")), server=spec.get("server", False),
-                     admin=spec.get("admin", False), services=services, memory=memory, spark_driver_memory=driver)
+    return GroupSpec(
+        name=str(name),
+        description=str(spec.get("description", "")),
+        server=spec.get("server", False),
+        admin=spec.get("admin", False),
+        services=services,
+        memory=memory,
+        spark_driver_memory=driver,
+    )
 
 
 def _bytes(size: str) -> float:
     number = re.match(r"^[\d.]+", size).group(0)
-    unit = size[len(number):].upper()
+    unit = size[len(number) :].upper()
     return float(number) * 1024 ** "BKMGT".index(unit or "B")
 
 

@@ -1,13 +1,22 @@
 """Notebook jobs: run a notebook headlessly with parameters, its history, and the scheduler.
 
-    run_notebook(notebook, parameters, settings=None, ...) -> RunRecord   (runner.py)
-    load_runs(settings, notebook=None) / find_run(settings, run_id)      (history.py)
-    load_jobs / run_due / Scheduler                                        (scheduler.py)
+run_notebook(notebook, parameters, settings=None, ...) -> RunRecord   (runner.py)
+load_runs(settings, notebook=None) / find_run(settings, run_id)      (history.py)
+load_jobs / run_due / Scheduler                                        (scheduler.py)
 """
+
 from .history import find_run, load_runs
 from .notebooks import Parameter, check_parameters, inspect_parameters, resolve_notebook
 from .record import RunRecord
 from .runner import run_notebook
 
-__all__ = ["run_notebook", "RunRecord", "load_runs", "find_run", "resolve_notebook", "inspect_parameters",
-           "check_parameters", "Parameter"]
+__all__ = [
+    "run_notebook",
+    "RunRecord",
+    "load_runs",
+    "find_run",
+    "resolve_notebook",
+    "inspect_parameters",
+    "check_parameters",
+    "Parameter",
+]

@@ -7,6 +7,7 @@ XCom (the last line `workbench run --quiet` prints), so `{{ steps.train.* }}` re
 step resolve through `--step-run train=<run id>`. Exit status 2 (the notebook published `alert`)
 counts as success, as in the built-in scheduler; alerts are delivered by the webhook_url setting.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,22 @@ def _task_id(name: str) -> str:
 def _bash(job: Job, index: int, command: str, settings: Settings) -> str:
     step = job.steps[index]
     timeout = step.timeout or job.timeout or settings.cell_timeout
-    parts = [command, "run", shlex.quote(step.path.name), "--quiet", "--timeout", str(timeout), "--job", shlex.quote(job.name),
-             "--job-step", shlex.quote(step.name), "--scheduled-for", "{{ ts }}", "--attempt", "{{ ti.try_number }}"]
+    parts = [
+        command,
+        "run",
+        shlex.quote(step.path.name),
+        "--quiet",
+        "--timeout",
+        str(timeout),
+        "--job",
+        shlex.quote(job.name),
+        "--job-step",
+        shlex.quote(step.name),
+        "--scheduled-for",
+        "{{ ts }}",
+        "--attempt",
+        "{{ ti.try_number }}",
+    ]
     if step.parameters:
         text = json.dumps(step.parameters, default=str)  # JSON is YAML: -y reads it
         parts += ["-y", "{% raw %}" + shlex.quote(text) + "{% endraw %}"]  # our {{ steps... }} are not Airflow's Jinja
@@ -50,48 +65,66 @@ def _bash(job: Job, index: int, command: str, settings: Settings) -> str:
     return f"{run}; rc=$?; if [ $rc -eq 2 ]; then rc=0; fi; exit $rc"
 
 
-def render_dag(job: Job, settings: Settings, command: str = "workbench", home: str | None = None, source: str = "jobs.yaml") -> str:
+def render_dag(
+    job: Job, settings: Settings, command: str = "workbench", home: str | None = None, source: str = "jobs.yaml"
+) -> str:
     home = home or str(settings.home)
     description = f"\n\n{job.description}" if job.description else ""
-    lines = [HEADER.format(job=job.name, source=source, description=description),
-             "from datetime import datetime, timedelta", "", "from airflow import DAG", "",
-             "try:  # Airflow 3", "    from airflow.providers.standard.operators.bash import BashOperator",
-             "except ImportError:  # Airflow 2", "    from airflow.operators.bash import BashOperator", "",
-             f"WORKBENCH_HOME = {home!r}",
-             'ENV = {"WORKBENCH_HOME": WORKBENCH_HOME, "WORKBENCH_JOB_IDENTITY": "service"}', "",
-             "with DAG(",
-             f"    dag_id={dag_id(job)!r},",
-             f"    description={(job.description or f'workbench job {job.name}')!r},",
-             f"    schedule={job.schedule!r},",
-             "    start_date=datetime(2024, 1, 1),",
-             "    catchup=False,",
-             f"    max_active_runs={job.max_concurrent},",
-             "    default_args={",
-             f"        \"retries\": {job.retries},",
-             f"        \"retry_delay\": timedelta(seconds={job.retry_backoff:g}),",
-             "        \"retry_exponential_backoff\": True,",
-             "    },",
-             "    tags=[\"workbench\"],",
-             ") as dag:"]
+    lines = [
+        HEADER.format(job=job.name, source=source, description=description),
+        "from datetime import datetime, timedelta",
+        "",
+        "from airflow import DAG",
+        "",
+        "try:  # Airflow 3",
+        "    from airflow.providers.standard.operators.bash import BashOperator",
+        "except ImportError:  # Airflow 2",
+        "    from airflow.operators.bash import BashOperator",
+        "",
+        f"WORKBENCH_HOME = {home!r}",
+        'ENV = {"WORKBENCH_HOME": WORKBENCH_HOME, "WORKBENCH_JOB_IDENTITY": "service"}',
+        "",
+        "with DAG(",
+        f"    dag_id={dag_id(job)!r},",
+        f"    description={(job.description or f'workbench job {job.name}')!r},",
+        f"    schedule={job.schedule!r},",
+        "    start_date=datetime(2024, 1, 1),",
+        "    catchup=False,",
+        f"    max_active_runs={job.max_concurrent},",
+        "    default_args={",
+        f'        "retries": {job.retries},',
+        f'        "retry_delay": timedelta(seconds={job.retry_backoff:g}),',
+        '        "retry_exponential_backoff": True,',
+        "    },",
+        '    tags=["workbench"],',
+        ") as dag:",
+    ]
     names = []
     for index, step in enumerate(job.steps):
         task = _task_id(step.name)
         names.append(task)
-        lines += [f"    {task} = BashOperator(",
-                  f"        task_id={task!r},",
-                  f"        bash_command={_bash(job, index, command, settings)!r},",
-                  "        env=ENV,",
-                  "        append_env=True,",
-                  "        cwd=WORKBENCH_HOME,",
-                  "        do_xcom_push=True,",
-                  "    )"]
+        lines += [
+            f"    {task} = BashOperator(",
+            f"        task_id={task!r},",
+            f"        bash_command={_bash(job, index, command, settings)!r},",
+            "        env=ENV,",
+            "        append_env=True,",
+            "        cwd=WORKBENCH_HOME,",
+            "        do_xcom_push=True,",
+            "    )",
+        ]
     if len(names) > 1:
         lines.append("    " + " >> ".join(names))
     return "\n".join(lines) + "\n"
 
 
-def export_airflow(settings: Settings, out_dir: str | Path | None = None, jobs_file: str | Path | None = None,
-                   command: str = "workbench", home: str | None = None) -> list[Path]:
+def export_airflow(
+    settings: Settings,
+    out_dir: str | Path | None = None,
+    jobs_file: str | Path | None = None,
+    command: str = "workbench",
+    home: str | None = None,
+) -> list[Path]:
     """Write one DAG file per job into `out_dir` (default: the airflow_dags_dir setting); returns the files."""
     from ..storage import atomic_write_text
     from .scheduler import jobs_path

@@ -5,17 +5,28 @@ the kernel: its environment and its working directory. It is registered in paper
 registry under ENGINE_NAME, so the runner never changes the process's own os.environ or cwd (safe
 with several runs in one process).
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import Settings
 
-__all__ = ["ENGINE_NAME", "register_engine", "kernel_env", "find_error", "mark_error", "add_error_note", "strip_ansi",
-           "ERROR_MARKER_TAG", "started_cell"]
+__all__ = [
+    "ENGINE_NAME",
+    "register_engine",
+    "kernel_env",
+    "find_error",
+    "mark_error",
+    "add_error_note",
+    "strip_ansi",
+    "ERROR_MARKER_TAG",
+    "started_cell",
+]
 
 ENGINE_NAME = "workbench"
 # papermill's own tag, so papermill (and we) remove old markers on a re-run of an executed notebook.
@@ -35,13 +46,30 @@ def register_engine() -> str:
             """nbclient engine that starts the kernel with a given environment and working directory."""
 
             @classmethod
-            def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
-                                         start_timeout=60, execution_timeout=None, kernel_env=None, kernel_cwd=None,
-                                         **kwargs):
+            def execute_managed_notebook(
+                cls,
+                nb_man,
+                kernel_name,
+                log_output=False,
+                stdout_file=None,
+                stderr_file=None,
+                start_timeout=60,
+                execution_timeout=None,
+                kernel_env=None,
+                kernel_cwd=None,
+                **kwargs,
+            ):
                 kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
-                final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
-                                     kernel_name=kernel_name, log=_papermill_logger(), log_output=log_output,
-                                     stdout_file=stdout_file, stderr_file=stderr_file)
+                final = merge_kwargs(
+                    kwargs,
+                    timeout=execution_timeout,
+                    startup_timeout=start_timeout,
+                    kernel_name=kernel_name,
+                    log=_papermill_logger(),
+                    log_output=log_output,
+                    stdout_file=stdout_file,
+                    stderr_file=stderr_file,
+                )
                 start = {}
                 if kernel_env is not None:
                     start["env"] = dict(kernel_env)
@@ -86,7 +114,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value, source, _ in settings.public_items():
         if source == "override" and name != "home":
             raw = getattr(settings, name)
-            env[f"WORKBENCH_{name.upper()}"] = ",".join(raw) if isinstance(raw, tuple) else str(raw).lower() if isinstance(raw, bool) else str(raw)
+            env[f"WORKBENCH_{name.upper()}"] = (
+                ",".join(raw) if isinstance(raw, tuple) else str(raw).lower() if isinstance(raw, bool) else str(raw)
+            )
     return env
 
 
@@ -116,12 +146,23 @@ def find_error(nb) -> dict[str, Any] | None:
                 continue
             if output.get("ename") == "SystemExit" and output.get("evalue") in ("", "0"):
                 continue
-            return {"cell_index": index, "execution_count": cell.get("execution_count"), "source": cell.get("source", ""),
-                    "ename": output.get("ename", ""), "evalue": strip_ansi(output.get("evalue", "")),
-                    "traceback": [strip_ansi(line) for line in output.get("traceback", [])]}
+            return {
+                "cell_index": index,
+                "execution_count": cell.get("execution_count"),
+                "source": cell.get("source", ""),
+                "ename": output.get("ename", ""),
+                "evalue": strip_ansi(output.get("evalue", "")),
+                "traceback": [strip_ansi(line) for line in output.get("traceback", [])],
+            }
         if cell.get("metadata", {}).get("papermill", {}).get("exception") is True:
-            return {"cell_index": index, "execution_count": cell.get("execution_count"), "source": cell.get("source", ""),
-                    "ename": "CellExecutionError", "evalue": "", "traceback": []}
+            return {
+                "cell_index": index,
+                "execution_count": cell.get("execution_count"),
+                "source": cell.get("source", ""),
+                "ename": "CellExecutionError",
+                "evalue": "",
+                "traceback": [],
+            }
     return None
 
 
@@ -139,7 +180,9 @@ def mark_error(nb, cell_index: int) -> None:
     import nbformat
 
     nb.cells = [c for c in nb.cells if ERROR_MARKER_TAG not in c.get("metadata", {}).get("tags", [])]
-    anchor = nbformat.v4.new_markdown_cell('<span id="workbench-error-cell">&#9888; The run stopped at the next cell.</span>')
+    anchor = nbformat.v4.new_markdown_cell(
+        '<span id="workbench-error-cell">&#9888; The run stopped at the next cell.</span>'
+    )
     anchor.metadata["tags"] = [ERROR_MARKER_TAG]
     nb.cells.insert(cell_index, anchor)
 
@@ -148,8 +191,10 @@ def add_error_note(nb, message: str) -> None:
     """A note at the top of the executed notebook linking to the anchor (the report has its own header)."""
     import nbformat
 
-    top = nbformat.v4.new_markdown_cell(f'<span style="color:#cf222e">&#9888; {_escape(message)} '
-                                        f'<a href="#workbench-error-cell">Jump to the cell.</a></span>')
+    top = nbformat.v4.new_markdown_cell(
+        f'<span style="color:#cf222e">&#9888; {_escape(message)} '
+        f'<a href="#workbench-error-cell">Jump to the cell.</a></span>'
+    )
     top.metadata["tags"] = [ERROR_MARKER_TAG]
     nb.cells.insert(0, top)
 

@@ -7,6 +7,7 @@ validation never uses the `iri` format, so a process that only runs notebooks ca
 Call before anything imports jsonschema; it does nothing once jsonschema is loaded, and it only
 affects the calling process (never a kernel, the hub or a notebook server).
 """
+
 from __future__ import annotations
 
 import sys

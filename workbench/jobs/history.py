@@ -5,6 +5,7 @@ reports folder stays self-contained when it is copied to object storage. Listing
 `<reports>/runs/*/*/run.json` (a few ms per hundred runs). A record left `running` by a process that
 no longer exists on this host (killed, machine rebooted) is rewritten as `interrupted` on read.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,11 @@ def reconcile(record: RunRecord) -> RunRecord:
         return record
     record.status = INTERRUPTED
     record.error = record.error or {
-        "ename": "RunnerDied", "evalue": "", "cell_index": None,
-        "message": "The runner process ended without recording a result (killed, or the machine stopped)."}
+        "ename": "RunnerDied",
+        "evalue": "",
+        "cell_index": None,
+        "message": "The runner process ended without recording a result (killed, or the machine stopped).",
+    }
     if record.ended is None:
         record.ended = iso(utcnow())
         started = parse_iso(record.started)
@@ -57,7 +61,9 @@ def reconcile(record: RunRecord) -> RunRecord:
     return record
 
 
-def load_runs(settings: Settings, notebook: str | None = None, job: str | None = None, fix: bool = True) -> list[RunRecord]:
+def load_runs(
+    settings: Settings, notebook: str | None = None, job: str | None = None, fix: bool = True
+) -> list[RunRecord]:
     """Every run (optionally of one notebook or job), newest first."""
     root = runs_dir(settings)
     records = []
@@ -90,7 +96,9 @@ def find_run(settings: Settings, run_id: str) -> RunRecord:
         return matches[0]
     if not matches:
         raise NotebookError(f"No run '{run_id}' under {runs_dir(settings)}. `workbench runs` lists the runs.")
-    raise NotebookError(f"Run id prefix '{run_id}' matches {len(matches)} runs ({', '.join(r.run_id for r in matches[:5])}); give more of it.")
+    raise NotebookError(
+        f"Run id prefix '{run_id}' matches {len(matches)} runs ({', '.join(r.run_id for r in matches[:5])}); give more of it."
+    )
 
 
 def latest_by_notebook(records: list[RunRecord]) -> dict[str, RunRecord]:

@@ -5,23 +5,34 @@ The declared type of a parameter is its annotation (`n: int = 5`) or, failing th
 its literal default (`n = 5  # rows`). Values given as text (the command line, templated job
 parameters) are read as that type; typed values (YAML, Python) must already fit it.
 """
+
 from __future__ import annotations
 
 import ast
 import difflib
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from ..config import Settings
 from ..errors import NotebookError, ParameterError
 
-__all__ = ["Parameter", "resolve_notebook", "list_notebooks", "notebook_key", "short_name",
-           "inspect_parameters", "check_parameters", "describe_parameters", "NO_PARAMETERS_HELP"]
+__all__ = [
+    "Parameter",
+    "resolve_notebook",
+    "list_notebooks",
+    "notebook_key",
+    "short_name",
+    "inspect_parameters",
+    "check_parameters",
+    "describe_parameters",
+    "NO_PARAMETERS_HELP",
+]
 
 NOTEBOOK_SUFFIX = ".ipynb"
 _NUMBERED = re.compile(r"^\d+_")
@@ -31,8 +42,9 @@ _TYPES = {"int", "float", "str", "bool", "list", "dict"}
 
 NO_PARAMETERS_HELP = (
     "Add one: put the defaults in one code cell near the top, one literal per line with a comment "
-    "(e.g. `dataset = \"flights\"  # dataset to read`), then tag that cell `parameters` "
-    "(JupyterLab: select the cell, open the property inspector with the gear icon, add the tag).")
+    '(e.g. `dataset = "flights"  # dataset to read`), then tag that cell `parameters` '
+    "(JupyterLab: select the cell, open the property inspector with the gear icon, add the tag)."
+)
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,8 @@ class Parameter:
     """A parameter declared in a notebook's `parameters` cell."""
 
     name: str
-    type: str | None      # int, float, str, bool, list, dict, or None when it cannot be told
-    default: str          # the default as written in the cell
+    type: str | None  # int, float, str, bool, list, dict, or None when it cannot be told
+    default: str  # the default as written in the cell
     help: str = ""
     nullable: bool = False  # the default is None or the annotation is Optional[...]
 
@@ -62,7 +74,9 @@ def notebook_key(path: Path) -> str:
 
 def list_notebooks(settings: Settings) -> list[Path]:
     folder = settings.path("notebooks_dir")
-    return sorted(p for p in folder.glob(f"*{NOTEBOOK_SUFFIX}") if not p.name.startswith(".")) if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.glob(f"*{NOTEBOOK_SUFFIX}") if not p.name.startswith(".")) if folder.is_dir() else []
+    )
 
 
 def resolve_notebook(name: str | Path, settings: Settings) -> Path:
@@ -83,11 +97,15 @@ def resolve_notebook(name: str | Path, settings: Settings) -> Path:
         return by_short[0].resolve()
     names = [notebook_key(p) for p in available]
     if len(by_short) > 1:
-        raise NotebookError(f"Notebook name '{base}' is ambiguous in {folder}: it matches {', '.join(notebook_key(p) for p in by_short)}. Use the full name.")
+        raise NotebookError(
+            f"Notebook name '{base}' is ambiguous in {folder}: it matches {', '.join(notebook_key(p) for p in by_short)}. Use the full name."
+        )
     close = difflib.get_close_matches(base, names + [short_name(n) for n in names], n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     listing = ", ".join(names) if names else "none"
-    raise NotebookError(f"No notebook '{text}' in {folder}.{hint} Available notebooks: {listing}. Give a file name, a short name (without the NN_ prefix) or a path to an .ipynb file.")
+    raise NotebookError(
+        f"No notebook '{text}' in {folder}.{hint} Available notebooks: {listing}. Give a file name, a short name (without the NN_ prefix) or a path to an .ipynb file."
+    )
 
 
 class ParameterWarning(UserWarning):
@@ -105,20 +123,30 @@ def inspect_parameters(path: Path) -> dict[str, Parameter]:
     try:
         nb = nbformat.read(str(path), as_version=4)
     except Exception as exc:
-        raise NotebookError(f"{path} is not a readable notebook ({exc.__class__.__name__}). Open and save it in JupyterLab to repair it.") from exc
+        raise NotebookError(
+            f"{path} is not a readable notebook ({exc.__class__.__name__}). Open and save it in JupyterLab to repair it."
+        ) from exc
     cell = next((c for c in nb.cells if "parameters" in (c.get("metadata", {}).get("tags") or [])), None)
     if cell is None:
-        raise ParameterError(f"Notebook {notebook_key(path)} has no cell tagged 'parameters', so it cannot be run with parameters. {NO_PARAMETERS_HELP}")
+        raise ParameterError(
+            f"Notebook {notebook_key(path)} has no cell tagged 'parameters', so it cannot be run with parameters. {NO_PARAMETERS_HELP}"
+        )
     try:
         found = inspect_notebook(str(path))
     except ValueError as exc:  # no kernelspec/language in the metadata
-        raise NotebookError(f"Notebook {notebook_key(path)} does not say its language ({exc}). Open it in JupyterLab, pick a Python kernel and save it.") from exc
+        raise NotebookError(
+            f"Notebook {notebook_key(path)} does not say its language ({exc}). Open it in JupyterLab, pick a Python kernel and save it."
+        ) from exc
     unread = _unread_assignments(cell.get("source", ""), found)
     if unread:
-        warnings.warn(ParameterWarning(
-            f"Notebook {notebook_key(path)}: papermill does not read {', '.join(repr(n) for n in unread)} in the parameters "
-            f"cell as parameter(s), so -p cannot set them. Its parser drops a line with a second '=' anywhere, "
-            f"the comment included (x = \"month = 1\", or y = \"\"  # \"\" = all): rephrase (\"month IN (1)\", \"\" means all)."), stacklevel=2)
+        warnings.warn(
+            ParameterWarning(
+                f"Notebook {notebook_key(path)}: papermill does not read {', '.join(repr(n) for n in unread)} in the parameters "
+                f"cell as parameter(s), so -p cannot set them. Its parser drops a line with a second '=' anywhere, "
+                f'the comment included (x = "month = 1", or y = ""  # "" = all): rephrase ("month IN (1)", "" means all).'
+            ),
+            stacklevel=2,
+        )
     return {name: _parameter(p) for name, p in found.items()}
 
 
@@ -130,7 +158,9 @@ def _unread_assignments(source: str, found: Mapping[str, Any]) -> list[str]:
         return []
     names = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         names += [t.id for t in targets if isinstance(t, ast.Name)]
     return [n for n in dict.fromkeys(names) if n not in found]
 
@@ -147,7 +177,15 @@ def _parameter(p: Mapping[str, Any]) -> Parameter:
         if value is None:
             nullable = True
         elif value is not ...:
-            declared = {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list", dict: "dict"}.get(type(value))
+            declared = {
+                bool: "bool",
+                int: "int",
+                float: "float",
+                str: "str",
+                list: "list",
+                tuple: "list",
+                dict: "dict",
+            }.get(type(value))
     elif default.strip() == "None":
         nullable = True
     return Parameter(name=p["name"], type=declared, default=default, help=str(p.get("help") or ""), nullable=nullable)
@@ -160,7 +198,14 @@ def _annotation_type(annotation: str) -> tuple[str | None, bool]:
     if match:
         text, nullable = match.group(1), True
     base = text.split("[", 1)[0].lower()
-    base = {"string": "str", "integer": "int", "boolean": "bool", "tuple": "list", "sequence": "list", "mapping": "dict"}.get(base, base)
+    base = {
+        "string": "str",
+        "integer": "int",
+        "boolean": "bool",
+        "tuple": "list",
+        "sequence": "list",
+        "mapping": "dict",
+    }.get(base, base)
     return (base if base in _TYPES else None), nullable
 
 
@@ -168,7 +213,9 @@ def describe_parameters(params: Mapping[str, Parameter]) -> str:
     return "; ".join(p.describe() for p in params.values()) or "none"
 
 
-def check_parameters(notebook: str, declared: Mapping[str, Parameter], given: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_parameters(
+    notebook: str, declared: Mapping[str, Parameter], given: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The given parameters converted to their declared types, or ParameterError listing every problem."""
     problems: list[str] = []
     values: dict[str, Any] = {}
@@ -182,10 +229,14 @@ def check_parameters(notebook: str, declared: Mapping[str, Parameter], given: Ma
             values[name] = converted
         else:
             param = declared[name]
-            problems.append(f"parameter '{name}' expects {param.type or 'a value'}{' or None' if param.nullable else ''}; "
-                            f"the {type(value).__name__} given cannot be read as {param.type}")
+            problems.append(
+                f"parameter '{name}' expects {param.type or 'a value'}{' or None' if param.nullable else ''}; "
+                f"the {type(value).__name__} given cannot be read as {param.type}"
+            )
     if problems:
-        raise ParameterError(f"Notebook {notebook}: {'; '.join(problems)}. Accepted parameters: {describe_parameters(declared)}.")
+        raise ParameterError(
+            f"Notebook {notebook}: {'; '.join(problems)}. Accepted parameters: {describe_parameters(declared)}."
+        )
     return values
 
 

@@ -4,6 +4,7 @@ A record is written when the run starts (status `running`) and rewritten, atomic
 A run whose process died without rewriting it (SIGKILL, power loss) still says `running`; history
 notices the process is gone and reports it `interrupted` (see history.reconcile).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,28 @@ import os
 import secrets
 import socket
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotebookExecutionError
 from ..storage import atomic_write_text
 
-__all__ = ["RunRecord", "RUNNING", "SUCCEEDED", "FAILED", "INTERRUPTED", "STATUSES", "RECORD_FILE",
-           "REPORT_FILE", "new_run_id", "utcnow", "iso", "process_start", "process_alive"]
+__all__ = [
+    "RunRecord",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "INTERRUPTED",
+    "STATUSES",
+    "RECORD_FILE",
+    "REPORT_FILE",
+    "new_run_id",
+    "utcnow",
+    "iso",
+    "process_start",
+    "process_alive",
+]
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
 STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
@@ -30,11 +44,11 @@ EXIT_OK, EXIT_FAILED, EXIT_ALERT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
 
 
 def parse_iso(text: str | None) -> datetime | None:
@@ -58,13 +72,13 @@ class RunRecord:
     notebook itself reported (ok/warn/alert) through workbench.reports.publish."""
 
     run_id: str
-    notebook: str                       # file name without .ipynb, e.g. 01_explore
+    notebook: str  # file name without .ipynb, e.g. 01_explore
     status: str = RUNNING
     parameters: dict[str, Any] = field(default_factory=dict)
-    started: str | None = None          # ISO 8601, UTC
+    started: str | None = None  # ISO 8601, UTC
     ended: str | None = None
     duration_s: float | None = None
-    notebook_path: str = ""             # relative to the project home when inside it
+    notebook_path: str = ""  # relative to the project home when inside it
     kernel: str = ""
     cell_timeout_s: int | None = None
     git_commit: str | None = None
@@ -73,7 +87,7 @@ class RunRecord:
     pid: int = field(default_factory=os.getpid)
     pid_start: str | None = None
     user: str = ""
-    identity: str = ""                  # where the user came from: hub, service, local-unverified
+    identity: str = ""  # where the user came from: hub, service, local-unverified
     job: str | None = None
     step: str | None = None
     scheduled_for: str | None = None
@@ -110,7 +124,7 @@ class RunRecord:
     def metrics(self) -> dict[str, float]:
         return dict((self.published or {}).get("metrics") or {})
 
-    def raise_for_status(self) -> "RunRecord":
+    def raise_for_status(self) -> RunRecord:
         """Raise NotebookExecutionError unless the run succeeded; return self otherwise."""
         if self.status == SUCCEEDED:
             return self
@@ -120,7 +134,11 @@ class RunRecord:
         raise NotebookExecutionError(
             f"Run {self.run_id} of {self.notebook} {self.status}{where}: {err.get('ename') or 'error'}: "
             f"{err.get('message') or err.get('evalue') or 'no detail'}.{report}",
-            cell_index=err.get("cell_index"), ename=err.get("ename", ""), evalue=err.get("evalue", ""), record=self)
+            cell_index=err.get("cell_index"),
+            ename=err.get("ename", ""),
+            evalue=err.get("evalue", ""),
+            record=self,
+        )
 
     # ---- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -135,7 +153,7 @@ class RunRecord:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], folder: Path | None = None) -> "RunRecord":
+    def from_dict(cls, data: dict[str, Any], folder: Path | None = None) -> RunRecord:
         known = {f.name for f in fields(cls)} - {"folder"}
         record = cls(**{k: v for k, v in data.items() if k in known})
         record.folder = folder
@@ -143,7 +161,7 @@ class RunRecord:
         return record
 
     @classmethod
-    def load(cls, folder: Path) -> "RunRecord":
+    def load(cls, folder: Path) -> RunRecord:
         folder = Path(folder)
         return cls.from_dict(json.loads((folder / RECORD_FILE).read_text()), folder)
 

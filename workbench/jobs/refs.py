@@ -8,10 +8,12 @@
 A parameter that is exactly one reference takes the referenced value with its type; references
 inside a longer string are substituted as text.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import ParameterError
 
@@ -29,8 +31,10 @@ def find_refs(value: Any) -> list[tuple[str, str]]:
         for braces in _ANY_BRACES.findall(value):
             match = REF.fullmatch(braces)
             if not match:
-                raise ParameterError(f"'{braces}' is not a step reference. Write {{{{ steps.STEP.run_id }}}}, "
-                                     f"{{{{ steps.STEP.metrics.NAME }}}} or {{{{ steps.STEP.values.NAME }}}}.")
+                raise ParameterError(
+                    f"'{braces}' is not a step reference. Write {{{{ steps.STEP.run_id }}}}, "
+                    f"{{{{ steps.STEP.metrics.NAME }}}} or {{{{ steps.STEP.values.NAME }}}}."
+                )
             found.append((match.group(1), match.group(2)))
     elif isinstance(value, list):
         for item in value:
@@ -44,8 +48,10 @@ def find_refs(value: Any) -> list[tuple[str, str]]:
 def _lookup(step: str, path: str, steps: Mapping[str, Any]) -> Any:
     if step not in steps:
         known = ", ".join(sorted(steps)) or "none"
-        raise ParameterError(f"Reference to step '{step}', which has no run to read from. Steps available: {known}. "
-                             f"Bind one with --step-run {step}=RUN_ID.")
+        raise ParameterError(
+            f"Reference to step '{step}', which has no run to read from. Steps available: {known}. "
+            f"Bind one with --step-run {step}=RUN_ID."
+        )
     record = steps[step]
     head, _, rest = path.partition(".")
     published = record.published or {}
@@ -59,15 +65,19 @@ def _lookup(step: str, path: str, steps: Mapping[str, Any]) -> Any:
         table = published.get(head) or {}
         if rest in table:
             return table[rest]
-        raise ParameterError(f"Step '{step}' (run {record.run_id}) published no {head[:-1]} '{rest}'. It published "
-                             f"{head}: {', '.join(sorted(table)) or 'none'}.")
+        raise ParameterError(
+            f"Step '{step}' (run {record.run_id}) published no {head[:-1]} '{rest}'. It published "
+            f"{head}: {', '.join(sorted(table)) or 'none'}."
+        )
     if not rest:
         for table in (published.get("values") or {}, published.get("metrics") or {}):
             if head in table:
                 return table[head]
-    raise ParameterError(f"Step '{step}' (run {record.run_id}) has nothing called '{path}'. Use one of {', '.join(RUN_FIELDS)}, "
-                         f"metrics.NAME ({', '.join(sorted(published.get('metrics') or {})) or 'none published'}) or "
-                         f"values.NAME ({', '.join(sorted(published.get('values') or {})) or 'none published'}).")
+    raise ParameterError(
+        f"Step '{step}' (run {record.run_id}) has nothing called '{path}'. Use one of {', '.join(RUN_FIELDS)}, "
+        f"metrics.NAME ({', '.join(sorted(published.get('metrics') or {})) or 'none published'}) or "
+        f"values.NAME ({', '.join(sorted(published.get('values') or {})) or 'none published'})."
+    )
 
 
 def resolve_refs(value: Any, steps: Mapping[str, Any]) -> Any:

@@ -11,14 +11,16 @@ Files in a run folder only ever appear complete (temp file + rename). While the 
 papermill saves its progress to `<notebook>.partial.ipynb`; it is replaced by `<notebook>.ipynb`
 when the run ends. `run.json` is written last, so `succeeded` implies every file is there.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import subprocess
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .. import __version__
 from ..config import Settings, load_settings
@@ -28,8 +30,7 @@ from ..storage import atomic_write_bytes, atomic_write_text
 from . import engine as _engine
 from .history import find_run, runs_dir
 from .notebooks import check_parameters, inspect_parameters, notebook_key, resolve_notebook
-from .record import (FAILED, INTERRUPTED, REPORT_FILE, SUCCEEDED, RunRecord, iso, new_run_id, process_start,
-                     utcnow)
+from .record import FAILED, INTERRUPTED, REPORT_FILE, SUCCEEDED, RunRecord, iso, new_run_id, process_start, utcnow
 from .refs import find_refs, resolve_refs
 
 __all__ = ["run_notebook", "check_kernel", "PARTIAL_SUFFIX"]
@@ -40,11 +41,24 @@ KERNEL_START_TIMEOUT_S = 60
 WEBHOOK_TIMEOUT_S = 5
 
 
-def run_notebook(notebook: str | Path, parameters: Mapping[str, Any] | None = None, settings: Settings | None = None, *,
-                 kernel: str | None = None, timeout: int | None = None, progress: bool = False, log_output: bool = False,
-                 step_runs: Mapping[str, str] | None = None, job: str | None = None, step: str | None = None,
-                 scheduled_for: str | None = None, attempt: int | None = None, run_id: str | None = None,
-                 env: Mapping[str, str] | None = None, build_index: bool = True) -> RunRecord:
+def run_notebook(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+    *,
+    kernel: str | None = None,
+    timeout: int | None = None,
+    progress: bool = False,
+    log_output: bool = False,
+    step_runs: Mapping[str, str] | None = None,
+    job: str | None = None,
+    step: str | None = None,
+    scheduled_for: str | None = None,
+    attempt: int | None = None,
+    run_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    build_index: bool = True,
+) -> RunRecord:
     """Run `notebook` with `parameters` in a new kernel and return its RunRecord.
 
     The record's status is `succeeded`, `failed` (a cell raised, timed out, or the kernel died) or
@@ -74,11 +88,25 @@ def run_notebook(notebook: str | Path, parameters: Mapping[str, Any] | None = No
     folder.mkdir(parents=True, exist_ok=False)
     commit, dirty = _git_state(Path(settings.home))
     record = RunRecord(
-        run_id=folder.name, notebook=key, parameters=_jsonable(values), started=iso(started),
-        notebook_path=_relative(path, settings.home), kernel=kernel_name,
-        cell_timeout_s=cell_timeout if cell_timeout > 0 else None, git_commit=commit, git_dirty=dirty,
-        pid_start=process_start(), user=identity.user, identity=identity.source, job=job, step=step,
-        scheduled_for=scheduled_for, attempt=attempt, workbench_version=__version__, folder=folder)
+        run_id=folder.name,
+        notebook=key,
+        parameters=_jsonable(values),
+        started=iso(started),
+        notebook_path=_relative(path, settings.home),
+        kernel=kernel_name,
+        cell_timeout_s=cell_timeout if cell_timeout > 0 else None,
+        git_commit=commit,
+        git_dirty=dirty,
+        pid_start=process_start(),
+        user=identity.user,
+        identity=identity.source,
+        job=job,
+        step=step,
+        scheduled_for=scheduled_for,
+        attempt=attempt,
+        workbench_version=__version__,
+        folder=folder,
+    )
     record.save()
 
     try:
@@ -87,8 +115,13 @@ def run_notebook(notebook: str | Path, parameters: Mapping[str, Any] | None = No
     except Exception as exc:  # a bug or a full disk: never leave a live process's record saying `running`
         ended = utcnow()
         record.status, record.ended, record.duration_s = FAILED, iso(ended), round((ended - started).total_seconds(), 3)
-        record.error = {"cell_index": None, "ename": type(exc).__name__, "evalue": str(exc)[:2000], "traceback": [],
-                        "message": f"The runner failed: {type(exc).__name__}: {str(exc)[:500]}"}
+        record.error = {
+            "cell_index": None,
+            "ename": type(exc).__name__,
+            "evalue": str(exc)[:2000],
+            "traceback": [],
+            "message": f"The runner failed: {type(exc).__name__}: {str(exc)[:500]}",
+        }
         record.save()
         raise
     if build_index:
@@ -108,12 +141,23 @@ def check_kernel(name: str) -> None:
         manager.get_kernel_spec(name)
     except NoSuchKernel:
         installed = ", ".join(sorted(manager.find_kernel_specs())) or "none"
-        raise SetupError(f"Jupyter kernel '{name}' is not installed. Installed kernels: {installed}. Pass one with --kernel "
-                         f"(or set WORKBENCH_KERNEL_NAME), or install it: python -m ipykernel install --sys-prefix --name {name}.") from None
+        raise SetupError(
+            f"Jupyter kernel '{name}' is not installed. Installed kernels: {installed}. Pass one with --kernel "
+            f"(or set WORKBENCH_KERNEL_NAME), or install it: python -m ipykernel install --sys-prefix --name {name}."
+        ) from None
 
 
-def _execute(path: Path, folder: Path, values: dict, kernel_name: str, record: RunRecord, settings: Settings,
-             env: Mapping[str, str] | None, progress: bool, log_output: bool):
+def _execute(
+    path: Path,
+    folder: Path,
+    values: dict,
+    kernel_name: str,
+    record: RunRecord,
+    settings: Settings,
+    env: Mapping[str, str] | None,
+    progress: bool,
+    log_output: bool,
+):
     """Parameterize and execute; returns (executed notebook, interrupted?) and sets status/error on the record."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.execute import prepare_notebook_metadata, remove_error_markers
@@ -131,24 +175,39 @@ def _execute(path: Path, folder: Path, values: dict, kernel_name: str, record: R
         from papermill.engines import papermill_engines
 
         papermill_engines.execute_notebook_with_engine(
-            _engine.register_engine(), nb, kernel_name=kernel_name, output_path=str(partial), progress_bar=progress,
-            log_output=log_output, start_timeout=KERNEL_START_TIMEOUT_S,
-            execution_timeout=record.cell_timeout_s, kernel_env=_engine.kernel_env(settings, {**(env or {}), _engine.RUN_DIR_ENV: str(folder.resolve())}),
-            kernel_cwd=path.parent)
+            _engine.register_engine(),
+            nb,
+            kernel_name=kernel_name,
+            output_path=str(partial),
+            progress_bar=progress,
+            log_output=log_output,
+            start_timeout=KERNEL_START_TIMEOUT_S,
+            execution_timeout=record.cell_timeout_s,
+            kernel_env=_engine.kernel_env(settings, {**(env or {}), _engine.RUN_DIR_ENV: str(folder.resolve())}),
+            kernel_cwd=path.parent,
+        )
     except KeyboardInterrupt:
         record.status, interrupted = INTERRUPTED, True
         record.error = _stop_error(nb, "KeyboardInterrupt", "The run was stopped (Ctrl-C) while this cell ran.")
     except CellTimeoutError:
         record.status = FAILED
-        record.error = _stop_error(nb, "CellTimeoutError", f"The cell ran longer than the {record.cell_timeout_s} s limit "
-                                                           f"(--timeout) and was stopped.")
+        record.error = _stop_error(
+            nb,
+            "CellTimeoutError",
+            f"The cell ran longer than the {record.cell_timeout_s} s limit (--timeout) and was stopped.",
+        )
     except DeadKernelError:
         record.status = FAILED
         record.error = _stop_error(nb, "DeadKernelError", "The kernel died while this cell ran (often: out of memory).")
     except Exception as exc:  # the kernel did not start, or papermill failed: nothing ran
         record.status = FAILED
-        record.error = {"cell_index": None, "ename": type(exc).__name__, "evalue": str(exc)[:2000],
-                        "message": f"The notebook could not be executed: {type(exc).__name__}: {str(exc)[:500]}", "traceback": []}
+        record.error = {
+            "cell_index": None,
+            "ename": type(exc).__name__,
+            "evalue": str(exc)[:2000],
+            "message": f"The notebook could not be executed: {type(exc).__name__}: {str(exc)[:500]}",
+            "traceback": [],
+        }
     if record.status == SUCCEEDED:
         error = _engine.find_error(nb)
         if error is not None:
@@ -159,8 +218,16 @@ def _execute(path: Path, folder: Path, values: dict, kernel_name: str, record: R
 def _stop_error(nb, ename: str, message: str) -> dict[str, Any]:
     index = _engine.started_cell(nb)
     cell = nb.cells[index] if index is not None else {}
-    return {"cell_index": index, "execution_count": cell.get("execution_count"), "source": cell.get("source", ""),
-            "ename": ename, "evalue": message, "message": message, "title": f"{ename}: {message}", "traceback": []}
+    return {
+        "cell_index": index,
+        "execution_count": cell.get("execution_count"),
+        "source": cell.get("source", ""),
+        "ename": ename,
+        "evalue": message,
+        "message": message,
+        "title": f"{ename}: {message}",
+        "traceback": [],
+    }
 
 
 def _finish(nb, record: RunRecord, declared, started) -> None:
@@ -192,7 +259,9 @@ def _finish(nb, record: RunRecord, declared, started) -> None:
         record.files["report"] = None
         record.files["report_error"] = f"{type(exc).__name__}: {exc}"[:500]
     if record.error:
-        _engine.add_error_note(nb, f"{record.error.get('ename')}: {record.error.get('evalue') or record.error.get('message', '')}"[:300])
+        _engine.add_error_note(
+            nb, f"{record.error.get('ename')}: {record.error.get('evalue') or record.error.get('message', '')}"[:300]
+        )
     notebook_file = f"{record.notebook}.ipynb"
     atomic_write_text(folder / notebook_file, nbformat.writes(nb))
     record.files["notebook"] = notebook_file
@@ -210,10 +279,20 @@ def _build_index(settings: Settings) -> None:
 
 
 def _post_webhook(url: str, record: RunRecord) -> None:
-    body = json.dumps({"event": "run.alert", "run_id": record.run_id, "notebook": record.notebook, "status": record.status,
-                       "published_status": record.published_status, "metrics": record.metrics, "job": record.job,
-                       "started": record.started, "ended": record.ended,
-                       "report": str(record.report_path) if record.report_path else None}).encode("utf-8")
+    body = json.dumps(
+        {
+            "event": "run.alert",
+            "run_id": record.run_id,
+            "notebook": record.notebook,
+            "status": record.status,
+            "published_status": record.published_status,
+            "metrics": record.metrics,
+            "job": record.job,
+            "started": record.started,
+            "ended": record.ended,
+            "report": str(record.report_path) if record.report_path else None,
+        }
+    ).encode("utf-8")
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
@@ -230,11 +309,17 @@ def _identity(settings: Settings, env: Mapping[str, str] | None) -> Identity:
 
 def _git_state(home: Path) -> tuple[str | None, bool | None]:
     try:
-        commit = subprocess.run(["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if commit.returncode != 0:
             return None, None
-        status = subprocess.run(["git", "-C", str(home), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "-C", str(home), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None, None

@@ -23,6 +23,7 @@ Every step runs as its own `workbench run` process with WORKBENCH_JOB_IDENTITY=s
 crashing notebook, kernel or runner never takes the scheduler down. A job holds a lock file per
 running instance (`max_concurrent` slots); another scheduler or `run-due` skips it while it runs.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -35,12 +36,13 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -52,16 +54,37 @@ from .notebooks import check_parameters, inspect_parameters, notebook_key, resol
 from .record import FAILED, INTERRUPTED, SUCCEEDED, RunRecord, iso, new_run_id, parse_iso, utcnow
 from .refs import find_refs
 
-__all__ = ["Job", "Step", "JobResult", "load_jobs", "due_jobs", "run_job", "run_due", "Scheduler", "next_fire",
-           "job_slot", "SERVICE_ENV"]
+__all__ = [
+    "Job",
+    "Step",
+    "JobResult",
+    "load_jobs",
+    "due_jobs",
+    "run_job",
+    "run_due",
+    "Scheduler",
+    "next_fire",
+    "job_slot",
+    "SERVICE_ENV",
+]
 
 log = logging.getLogger(__name__)
 SERVICE_ENV = {"WORKBENCH_JOB_IDENTITY": "service"}
 STATE_SUBDIR = ".scheduler"
 STOP_GRACE_S = 60  # seconds a stopping run gets to shut its kernel down and record itself
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_JOB_KEYS = {"notebook", "parameters", "steps", "schedule", "timeout", "retries", "retry_backoff", "max_concurrent",
-             "enabled", "description"}
+_JOB_KEYS = {
+    "notebook",
+    "parameters",
+    "steps",
+    "schedule",
+    "timeout",
+    "retries",
+    "retry_backoff",
+    "max_concurrent",
+    "enabled",
+    "description",
+}
 _STEP_KEYS = {"name", "notebook", "parameters", "timeout"}
 _DEFAULT_KEYS = {"timeout", "retries", "retry_backoff", "max_concurrent"}
 DEFAULTS = {"retries": 0, "retry_backoff": 60.0, "max_concurrent": 1, "timeout": None}
@@ -70,8 +93,8 @@ DEFAULTS = {"retries": 0, "retry_backoff": 60.0, "max_concurrent": 1, "timeout":
 @dataclass(frozen=True)
 class Step:
     name: str
-    notebook: str            # as written in jobs.yaml
-    path: Path               # the resolved notebook
+    notebook: str  # as written in jobs.yaml
+    path: Path  # the resolved notebook
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout: int | None = None
 
@@ -93,7 +116,7 @@ class Job:
 class JobResult:
     job: str
     scheduled_for: str | None
-    status: str                  # succeeded | alert | failed | interrupted | skipped
+    status: str  # succeeded | alert | failed | interrupted | skipped
     runs: list[RunRecord] = field(default_factory=list)
     reason: str = ""
 
@@ -111,7 +134,9 @@ def load_jobs(settings: Settings, path: str | Path | None = None) -> list[Job]:
     """Read and check jobs.yaml; JobsFileError lists every problem (file, job, step, what to do)."""
     file = jobs_path(settings, path)
     if not file.is_file():
-        raise JobsFileError(f"No jobs file at {file}. Create it (see the jobs section of README.md) or set WORKBENCH_JOBS_FILE.")
+        raise JobsFileError(
+            f"No jobs file at {file}. Create it (see the jobs section of README.md) or set WORKBENCH_JOBS_FILE."
+        )
     try:
         raw = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -119,7 +144,9 @@ def load_jobs(settings: Settings, path: str | Path | None = None) -> list[Job]:
     problems: list[str] = []
     jobs: list[Job] = []
     if not isinstance(raw, dict):
-        raise JobsFileError(f"{file}: the top level must be a mapping with a `jobs:` key; found a {type(raw).__name__}.")
+        raise JobsFileError(
+            f"{file}: the top level must be a mapping with a `jobs:` key; found a {type(raw).__name__}."
+        )
     unknown = set(raw) - {"jobs", "defaults"}
     if unknown:
         problems.append(f"unknown top-level key(s) {', '.join(sorted(unknown))}; allowed: jobs, defaults")
@@ -130,7 +157,9 @@ def load_jobs(settings: Settings, path: str | Path | None = None) -> list[Job]:
     else:
         bad = set(given_defaults) - _DEFAULT_KEYS
         if bad:
-            problems.append(f"defaults: unknown key(s) {', '.join(sorted(bad))}; allowed: {', '.join(sorted(_DEFAULT_KEYS))}")
+            problems.append(
+                f"defaults: unknown key(s) {', '.join(sorted(bad))}; allowed: {', '.join(sorted(_DEFAULT_KEYS))}"
+            )
         defaults.update({k: v for k, v in given_defaults.items() if k in _DEFAULT_KEYS})
     entries = raw.get("jobs")
     if not isinstance(entries, dict):
@@ -156,28 +185,44 @@ def _job(name: str, spec: Any, defaults: dict, settings: Settings, problems: lis
         return None
     unknown = set(spec) - _JOB_KEYS
     if unknown:
-        problems.append(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_JOB_KEYS))}")
+        problems.append(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_JOB_KEYS))}"
+        )
     schedule = spec.get("schedule")
     if not isinstance(schedule, str) or not schedule.strip():
-        problems.append(f"{where}: needs `schedule`, a cron expression such as \"0 6 * * *\" (minute hour day month weekday, UTC)")
+        problems.append(
+            f'{where}: needs `schedule`, a cron expression such as "0 6 * * *" (minute hour day month weekday, UTC)'
+        )
     else:
         from croniter import croniter
 
         if not croniter.is_valid(schedule):
-            problems.append(f"{where}: schedule \"{schedule}\" is not a valid cron expression; write five fields "
-                            f"(minute hour day-of-month month day-of-week), e.g. \"0 6 * * *\" for 06:00 UTC daily")
+            problems.append(
+                f'{where}: schedule "{schedule}" is not a valid cron expression; write five fields '
+                f'(minute hour day-of-month month day-of-week), e.g. "0 6 * * *" for 06:00 UTC daily'
+            )
     settings_ = {k: spec.get(k, defaults.get(k)) for k in ("retries", "retry_backoff", "max_concurrent", "timeout")}
-    for key, minimum, kinds in (("retries", 0, (int,)), ("max_concurrent", 1, (int,)), ("retry_backoff", 0, (int, float)),
-                                ("timeout", 1, (int,))):
+    for key, minimum, kinds in (
+        ("retries", 0, (int,)),
+        ("max_concurrent", 1, (int,)),
+        ("retry_backoff", 0, (int, float)),
+        ("timeout", 1, (int,)),
+    ):
         value = settings_[key]
         if value is None and key == "timeout":
             continue
         if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
             problems.append(f"{where}: `{key}` must be {'an integer' if kinds == (int,) else 'a number'} >= {minimum}")
     if ("notebook" in spec) == ("steps" in spec):
-        problems.append(f"{where}: give either `notebook` (one notebook) or `steps` (a chain), not {'both' if 'notebook' in spec else 'neither'}")
+        problems.append(
+            f"{where}: give either `notebook` (one notebook) or `steps` (a chain), not {'both' if 'notebook' in spec else 'neither'}"
+        )
         return None
-    raw_steps = [{"name": None, "notebook": spec["notebook"], "parameters": spec.get("parameters")}] if "notebook" in spec else spec["steps"]
+    raw_steps = (
+        [{"name": None, "notebook": spec["notebook"], "parameters": spec.get("parameters")}]
+        if "notebook" in spec
+        else spec["steps"]
+    )
     if "steps" in spec and "parameters" in spec:
         problems.append(f"{where}: `parameters` belongs to each step when the job has `steps`")
     if not isinstance(raw_steps, list) or not raw_steps:
@@ -190,18 +235,30 @@ def _job(name: str, spec: Any, defaults: dict, settings: Settings, problems: lis
             steps.append(step)
     if len(problems) > before:
         return None
-    return Job(name=name, schedule=schedule.strip(), steps=tuple(steps), retries=int(settings_["retries"]),
-               retry_backoff=float(settings_["retry_backoff"]), max_concurrent=int(settings_["max_concurrent"]),
-               timeout=settings_["timeout"], enabled=bool(spec.get("enabled", True)), description=str(spec.get("description", "")))
+    return Job(
+        name=name,
+        schedule=schedule.strip(),
+        steps=tuple(steps),
+        retries=int(settings_["retries"]),
+        retry_backoff=float(settings_["retry_backoff"]),
+        max_concurrent=int(settings_["max_concurrent"]),
+        timeout=settings_["timeout"],
+        enabled=bool(spec.get("enabled", True)),
+        description=str(spec.get("description", "")),
+    )
 
 
-def _step(where: str, index: int, raw: Any, earlier: list[Step], settings: Settings, problems: list[str]) -> Step | None:
+def _step(
+    where: str, index: int, raw: Any, earlier: list[Step], settings: Settings, problems: list[str]
+) -> Step | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}, step {index + 1}: must be a mapping with name, notebook and parameters")
         return None
     unknown = set(raw) - _STEP_KEYS
     if unknown:
-        problems.append(f"{where}, step {index + 1}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_STEP_KEYS))}")
+        problems.append(
+            f"{where}, step {index + 1}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_STEP_KEYS))}"
+        )
     notebook = raw.get("notebook")
     if not isinstance(notebook, str) or not notebook:
         problems.append(f"{where}, step {index + 1}: needs `notebook`, a notebook name such as 01_explore")
@@ -235,8 +292,10 @@ def _step(where: str, index: int, raw: Any, earlier: list[Step], settings: Setti
                 continue
             for step_name, _ in refs:
                 if not any(s.name == step_name for s in earlier):
-                    problems.append(f"{here}: parameter '{key}' refers to step '{step_name}', which is not an earlier step "
-                                    f"of this job (earlier steps: {', '.join(s.name for s in earlier) or 'none'})")
+                    problems.append(
+                        f"{here}: parameter '{key}' refers to step '{step_name}', which is not an earlier step "
+                        f"of this job (earlier steps: {', '.join(s.name for s in earlier) or 'none'})"
+                    )
             if not refs or key not in declared:  # a referenced value is type-checked when the step runs
                 to_check[key] = value
         try:
@@ -251,7 +310,7 @@ def _step(where: str, index: int, raw: Any, earlier: list[Step], settings: Setti
 
 # ---- what is due -----------------------------------------------------------------------------
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def previous_fire(schedule: str, now: datetime) -> datetime:
@@ -279,8 +338,9 @@ def last_scheduled(settings: Settings) -> dict[str, datetime]:
     return latest
 
 
-def due_jobs(jobs: list[Job], settings: Settings, now: datetime | None = None,
-             handled: dict[str, datetime] | None = None) -> list[tuple[Job, datetime]]:
+def due_jobs(
+    jobs: list[Job], settings: Settings, now: datetime | None = None, handled: dict[str, datetime] | None = None
+) -> list[tuple[Job, datetime]]:
     """(job, cron time it is due for) for every enabled job whose latest cron time has no run yet."""
     now = _utc(now or utcnow())
     history = last_scheduled(settings)
@@ -318,24 +378,51 @@ def job_slot(settings: Settings, job: Job) -> Iterator[bool]:
     yield False
 
 
-def _launch(step: Step, job: Job, settings: Settings, scheduled_for: datetime, attempt: int,
-            step_runs: dict[str, str], stop: threading.Event | None) -> RunRecord:
+def _launch(
+    step: Step,
+    job: Job,
+    settings: Settings,
+    scheduled_for: datetime,
+    attempt: int,
+    step_runs: dict[str, str],
+    stop: threading.Event | None,
+) -> RunRecord:
     """One `workbench run` process for a step; returns its record (a failed one if it never started)."""
     run_id = new_run_id()
     timeout = step.timeout or job.timeout or settings.cell_timeout
-    command = [sys.executable, "-m", "workbench", "run", str(step.path), "--quiet", "--timeout", str(timeout),
-               "--job", job.name, "--job-step", step.name, "--scheduled-for", iso(scheduled_for),
-               "--attempt", str(attempt), "--run-id", run_id]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "run",
+        str(step.path),
+        "--quiet",
+        "--timeout",
+        str(timeout),
+        "--job",
+        job.name,
+        "--job-step",
+        step.name,
+        "--scheduled-for",
+        iso(scheduled_for),
+        "--attempt",
+        str(attempt),
+        "--run-id",
+        run_id,
+    ]
     if step.parameters:
         command += ["-y", json.dumps(step.parameters, default=str)]  # JSON is YAML
     for name, rid in step_runs.items():
         command += ["--step-run", f"{name}={rid}"]
     env = {**os.environ, **settings_env(settings), **SERVICE_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p
+    )
     log.info("job %s: step %s attempt %d: run %s", job.name, step.name, attempt, run_id)
     tail: deque[str] = deque(maxlen=20)
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=str(settings.home))
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=str(settings.home)
+    )
 
     def relay() -> None:
         for line in proc.stderr:
@@ -364,27 +451,48 @@ def _launch(step: Step, job: Job, settings: Settings, scheduled_for: datetime, a
 
         return reconcile(RunRecord.load(folder))
     # The runner stopped before the run began (e.g. a referenced value was refused): record that.
-    record = RunRecord(run_id=run_id, notebook=notebook_key(step.path), status=FAILED, started=iso(utcnow()),
-                       ended=iso(utcnow()), duration_s=0.0, job=job.name, step=step.name, scheduled_for=iso(scheduled_for),
-                       attempt=attempt, user=settings.service_user, identity="service", folder=folder,
-                       notebook_path=str(step.path), kernel=settings.kernel_name,
-                       error={"cell_index": None, "ename": "RunnerError", "evalue": "",
-                              "message": f"`workbench run` exited with status {code} before the notebook started: "
-                                         + (" | ".join(list(tail)[-3:]) or "no message")})
+    record = RunRecord(
+        run_id=run_id,
+        notebook=notebook_key(step.path),
+        status=FAILED,
+        started=iso(utcnow()),
+        ended=iso(utcnow()),
+        duration_s=0.0,
+        job=job.name,
+        step=step.name,
+        scheduled_for=iso(scheduled_for),
+        attempt=attempt,
+        user=settings.service_user,
+        identity="service",
+        folder=folder,
+        notebook_path=str(step.path),
+        kernel=settings.kernel_name,
+        error={
+            "cell_index": None,
+            "ename": "RunnerError",
+            "evalue": "",
+            "message": f"`workbench run` exited with status {code} before the notebook started: "
+            + (" | ".join(list(tail)[-3:]) or "no message"),
+        },
+    )
     folder.mkdir(parents=True, exist_ok=True)
     record.save()
     return record
 
 
-def run_job(job: Job, settings: Settings, scheduled_for: datetime | None = None,
-            stop: threading.Event | None = None) -> JobResult:
+def run_job(
+    job: Job, settings: Settings, scheduled_for: datetime | None = None, stop: threading.Event | None = None
+) -> JobResult:
     """Run the job's steps in order with retries; stop the chain at the first step that does not succeed.
     Takes one of the job's lock slots first and returns status `skipped` when none is free."""
     scheduled_for = _utc(scheduled_for or utcnow())
     result = JobResult(job=job.name, scheduled_for=iso(scheduled_for), status="succeeded")
     with job_slot(settings, job) as acquired:
         if not acquired:
-            result.status, result.reason = "skipped", f"already running ({job.max_concurrent} of {job.max_concurrent} allowed)"
+            result.status, result.reason = (
+                "skipped",
+                f"already running ({job.max_concurrent} of {job.max_concurrent} allowed)",
+            )
             log.warning("job %s: %s", job.name, result.reason)
             return result
         done: dict[str, str] = {}
@@ -397,8 +505,16 @@ def run_job(job: Job, settings: Settings, scheduled_for: datetime | None = None,
                     break
                 if attempt <= job.retries:
                     delay = job.retry_backoff * 2 ** (attempt - 1)
-                    log.warning("job %s: step %s %s (run %s); retry %d of %d in %.0f s", job.name, step.name,
-                                record.status, record.run_id, attempt, job.retries, delay)
+                    log.warning(
+                        "job %s: step %s %s (run %s); retry %d of %d in %.0f s",
+                        job.name,
+                        step.name,
+                        record.status,
+                        record.run_id,
+                        attempt,
+                        job.retries,
+                        delay,
+                    )
                     if stop is not None and stop.wait(delay):
                         break
                     if stop is None and delay:
@@ -407,7 +523,9 @@ def run_job(job: Job, settings: Settings, scheduled_for: datetime | None = None,
                 result.status = INTERRUPTED if record is not None and record.status == INTERRUPTED else FAILED
                 result.reason = f"step {step.name} {record.status if record else 'did not run'}"
                 if step is not job.steps[-1]:
-                    result.reason += f"; later steps not run: {', '.join(s.name for s in job.steps[job.steps.index(step) + 1:])}"
+                    result.reason += (
+                        f"; later steps not run: {', '.join(s.name for s in job.steps[job.steps.index(step) + 1 :])}"
+                    )
                 break
             done[step.name] = record.run_id
         if result.status == "succeeded" and any(r.published_status == "alert" for r in result.runs):
@@ -415,14 +533,21 @@ def run_job(job: Job, settings: Settings, scheduled_for: datetime | None = None,
     return result
 
 
-def run_due(settings: Settings, now: datetime | None = None, path: str | Path | None = None,
-            only: list[str] | None = None, dry_run: bool = False) -> list[JobResult]:
+def run_due(
+    settings: Settings,
+    now: datetime | None = None,
+    path: str | Path | None = None,
+    only: list[str] | None = None,
+    dry_run: bool = False,
+) -> list[JobResult]:
     """Run every job that is due at `now` (default: now), one after another, and return their results."""
     jobs = load_jobs(settings, path)
     if only:
         unknown = set(only) - {j.name for j in jobs}
         if unknown:
-            raise JobsFileError(f"No job named {', '.join(sorted(unknown))} in {jobs_path(settings, path)}. Jobs: {', '.join(j.name for j in jobs)}.")
+            raise JobsFileError(
+                f"No job named {', '.join(sorted(unknown))} in {jobs_path(settings, path)}. Jobs: {', '.join(j.name for j in jobs)}."
+            )
         jobs = [j for j in jobs if j.name in only]
     results = []
     for job, fire in due_jobs(jobs, settings, now):
@@ -442,7 +567,9 @@ class Scheduler:
     """Runs due jobs in worker threads until `stop` is set. Re-reads jobs.yaml on every tick (a broken
     edit is logged and the last good version kept). Never starts a job while its slots are taken."""
 
-    def __init__(self, settings: Settings, path: str | Path | None = None, max_parallel: int = 2, poll_seconds: float = 30.0):
+    def __init__(
+        self, settings: Settings, path: str | Path | None = None, max_parallel: int = 2, poll_seconds: float = 30.0
+    ):
         self.settings, self.path = settings, path
         self.poll_seconds = poll_seconds
         self.pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="workbench-job")
@@ -479,8 +606,12 @@ class Scheduler:
             result = run_job(job, self.settings, fire, self.stop)
         except Exception as exc:  # a job's failure never ends the scheduler
             log.exception("job %s crashed the runner wrapper", job.name)
-            result = JobResult(job=job.name, scheduled_for=iso(fire), status="failed", reason=f"{type(exc).__name__}: {exc}")
-        log.info("job %s for %s: %s%s", job.name, iso(fire), result.status, f" ({result.reason})" if result.reason else "")
+            result = JobResult(
+                job=job.name, scheduled_for=iso(fire), status="failed", reason=f"{type(exc).__name__}: {exc}"
+            )
+        log.info(
+            "job %s for %s: %s%s", job.name, iso(fire), result.status, f" ({result.reason})" if result.reason else ""
+        )
         self.results.append(result)
         return result
 

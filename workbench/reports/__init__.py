@@ -1,9 +1,10 @@
 """Reports: what notebooks publish, the rendered run reports, and the static index site.
 
-    publish(metric=..., value=..., status=..., figure=..., name=..., **values)   from a notebook
-    build_index(settings) -> path of <reports>/index.html
-    render_report(nb, record, declared) -> HTML of one run
+publish(metric=..., value=..., status=..., figure=..., name=..., **values)   from a notebook
+build_index(settings) -> path of <reports>/index.html
+render_report(nb, record, declared) -> HTML of one run
 """
+
 from .publish import PUBLISH_MIMETYPE, collect, publish
 from .render import render_report
 from .serve import make_server

@@ -4,6 +4,7 @@ Each call displays one output whose bundle carries a JSON item under PUBLISH_MIM
 text line, and the figure as PNG). The job runner collects those items from the executed notebook,
 so nothing travels by side channel and an interactive session simply shows what would be published.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,14 @@ def worst_status(*statuses: str | None) -> str | None:
     return max(statuses, key=lambda s: _SEVERITY.get(s, -1), default=None)
 
 
-def publish(metric: str | None = None, value: float | None = None, status: str | None = None,
-            figure=None, name: str | None = None, **extra) -> None:
+def publish(
+    metric: str | None = None,
+    value: float | None = None,
+    status: str | None = None,
+    figure=None,
+    name: str | None = None,
+    **extra,
+) -> None:
     """Publish a metric, a figure, a status ("ok" | "warn" | "alert") and/or named values.
 
     In a job run they land in run.json and the reports index (a status of "alert" makes the run exit
@@ -42,8 +49,10 @@ def publish(metric: str | None = None, value: float | None = None, status: str |
         if not isinstance(metric, str) or not metric.strip():
             raise ReportError("publish(metric=...) takes the metric's name as a non-empty string.")
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-            raise ReportError(f"publish(metric='{metric}', value=...) needs a finite number as value; found a {type(value).__name__}"
-                              f"{' that is not finite' if isinstance(value, numbers.Real) and not isinstance(value, bool) else ''}.")
+            raise ReportError(
+                f"publish(metric='{metric}', value=...) needs a finite number as value; found a {type(value).__name__}"
+                f"{' that is not finite' if isinstance(value, numbers.Real) and not isinstance(value, bool) else ''}."
+            )
         item["metric"], item["value"] = metric.strip(), float(value)
     elif value is not None:
         raise ReportError("publish(value=...) needs metric='name' too, so the value can be charted.")
@@ -53,7 +62,9 @@ def publish(metric: str | None = None, value: float | None = None, status: str |
         item["status"] = status
     for key, val in extra.items():
         if not isinstance(val, _SCALARS):
-            raise ReportError(f"publish({key}=...) must be a string, number, boolean or None; found a {type(val).__name__}.")
+            raise ReportError(
+                f"publish({key}=...) must be a string, number, boolean or None; found a {type(val).__name__}."
+            )
     if extra:
         item["values"] = dict(extra)
     bundle: dict[str, Any] = {}
@@ -64,7 +75,9 @@ def publish(metric: str | None = None, value: float | None = None, status: str |
     elif name is not None:
         item["name"] = name
     if not item:
-        raise ReportError("publish() was called with nothing to publish: give metric= and value=, status=, figure= or named values.")
+        raise ReportError(
+            "publish() was called with nothing to publish: give metric= and value=, status=, figure= or named values."
+        )
     bundle[PUBLISH_MIMETYPE] = item
     bundle["text/plain"] = _describe(item)
     _display(bundle)
@@ -102,7 +115,9 @@ def _figure_data(figure) -> tuple[str, str]:
             data = getattr(figure, method)()
             if data:
                 return fmt, base64.b64encode(data).decode("ascii") if isinstance(data, bytes) else data
-    raise ReportError(f"publish(figure=...) takes a matplotlib figure, PNG bytes, or an object with _repr_png_ or _repr_svg_; found a {type(figure).__name__}.")
+    raise ReportError(
+        f"publish(figure=...) takes a matplotlib figure, PNG bytes, or an object with _repr_png_ or _repr_svg_; found a {type(figure).__name__}."
+    )
 
 
 def _display(bundle: dict[str, Any]) -> None:

@@ -3,11 +3,13 @@
 Code cells are hidden, outputs and markdown kept; a header shows the run and its parameters; a failed
 run shows the failing cell and its traceback first. The page loads nothing from the network.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["render_report", "report_context", "TEMPLATE_DIR", "TEMPLATE_NAME"]
 
@@ -26,8 +28,14 @@ def _exporter():
         quiet = logging.getLogger("workbench.reports.nbconvert")
         quiet.setLevel(logging.ERROR)  # nbconvert warns about images without alt text on every plot
         exporter = HTMLExporter(
-            log=quiet, template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATE_DIR)],
-            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
+            log=quiet,
+            template_name=TEMPLATE_NAME,
+            extra_template_basedirs=[str(TEMPLATE_DIR)],
+            exclude_input=True,
+            exclude_input_prompt=True,
+            exclude_output_prompt=True,
+            embed_images=True,
+        )
         _local.exporter = exporter
     return exporter
 
@@ -47,26 +55,54 @@ def report_context(record, declared: Mapping[str, Any] | None = None, nb=None) -
     params = []
     for name, p in declared.items():
         given = name in record.parameters
-        params.append({"name": name, "given": given, "help": getattr(p, "help", ""),
-                       "value": repr(record.parameters[name]) if given else getattr(p, "default", "")})
+        params.append(
+            {
+                "name": name,
+                "given": given,
+                "help": getattr(p, "help", ""),
+                "value": repr(record.parameters[name]) if given else getattr(p, "default", ""),
+            }
+        )
     for name, value in record.parameters.items():
         if name not in declared:
             params.append({"name": name, "given": True, "help": "", "value": repr(value)})
     published = record.published or {}
-    metrics = [{"name": k, "value": f"{v:g}" if isinstance(v, (int, float)) else str(v),
-                "status": (published.get("metric_status") or {}).get(k)} for k, v in (published.get("metrics") or {}).items()]
+    metrics = [
+        {
+            "name": k,
+            "value": f"{v:g}" if isinstance(v, (int, float)) else str(v),
+            "status": (published.get("metric_status") or {}).get(k),
+        }
+        for k, v in (published.get("metrics") or {}).items()
+    ]
     error = None
     if record.error:
         err = dict(record.error)
         index = err.get("cell_index")
-        error = {**err, "source": err.get("source") or "", "cell_number": err.get("execution_count") or index,
-                 "title": err.get("title") or f"{err.get('ename') or 'Error'}: {err.get('evalue') or ''}".rstrip(": "),
-                 "traceback": err.get("traceback") or []}
-    return {"notebook": record.notebook, "run_id": record.run_id, "status": record.status,
-            "published_status": published.get("status"), "started": record.started or "",
-            "duration": _duration(record.duration_s), "user": record.user, "host": record.host,
-            "git_commit": record.git_commit, "git_dirty": record.git_dirty, "job": record.job, "step": record.step,
-            "parameters": params, "metrics": metrics, "error": error}
+        error = {
+            **err,
+            "source": err.get("source") or "",
+            "cell_number": err.get("execution_count") or index,
+            "title": err.get("title") or f"{err.get('ename') or 'Error'}: {err.get('evalue') or ''}".rstrip(": "),
+            "traceback": err.get("traceback") or [],
+        }
+    return {
+        "notebook": record.notebook,
+        "run_id": record.run_id,
+        "status": record.status,
+        "published_status": published.get("status"),
+        "started": record.started or "",
+        "duration": _duration(record.duration_s),
+        "user": record.user,
+        "host": record.host,
+        "git_commit": record.git_commit,
+        "git_dirty": record.git_dirty,
+        "job": record.job,
+        "step": record.step,
+        "parameters": params,
+        "metrics": metrics,
+        "error": error,
+    }
 
 
 def _for_readers(nb):
@@ -77,7 +113,11 @@ def _for_readers(nb):
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         if cell.get("cell_type") == "code":
-            cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [
+                o
+                for o in cell.get("outputs", [])
+                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            ]
     return nb
 
 

@@ -3,6 +3,7 @@
 The site needs no server (open index.html); this is a convenience. Behind the hub, the hub's
 reports service does the same behind login.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,8 +20,9 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def make_server(settings: Settings | None = None, port: int | None = None, host: str = "127.0.0.1",
-                rebuild: bool = True) -> ThreadingHTTPServer:
+def make_server(
+    settings: Settings | None = None, port: int | None = None, host: str = "127.0.0.1", rebuild: bool = True
+) -> ThreadingHTTPServer:
     """An HTTP server for the reports folder (call serve_forever(); shutdown() to stop). Rebuilds the index first."""
     settings = settings or load_settings()
     if rebuild:

@@ -5,14 +5,16 @@ their latest status, a small trend chart per published metric, the latest publis
 a table of runs linking to each rendered report. Links are relative, so the folder can be copied
 anywhere (object storage, a web server) as it is.
 """
+
 from __future__ import annotations
 
 import fcntl
 import html
 import json
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import Settings, load_settings
 from ..storage import atomic_write_text
@@ -32,8 +34,12 @@ def _template():
     if _env is None:
         import jinja2
 
-        _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent / "templates")),
-                                  autoescape=True, trim_blocks=True, lstrip_blocks=True)
+        _env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent / "templates")),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
     return _env.get_template("site/index.html.j2")
 
 
@@ -69,17 +75,28 @@ def trend_svg(points: Iterable[tuple[str, float, str | None]], width: int = 260,
         return round(x, 1), round(y, 1)
 
     coords = [xy(i, v) for i, v in enumerate(values)]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img">']
-    parts.append(f'<line x1="{pad_x}" y1="{height - pad_bottom}" x2="{width - pad_x}" y2="{height - pad_bottom}" stroke="#d0d7de"/>')
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img">'
+    ]
+    parts.append(
+        f'<line x1="{pad_x}" y1="{height - pad_bottom}" x2="{width - pad_x}" y2="{height - pad_bottom}" stroke="#d0d7de"/>'
+    )
     if len(coords) > 1:
-        parts.append('<polyline fill="none" stroke="#57606a" stroke-width="1.5" points="'
-                     + " ".join(f"{x},{y}" for x, y in coords) + '"/>')
+        parts.append(
+            '<polyline fill="none" stroke="#57606a" stroke-width="1.5" points="'
+            + " ".join(f"{x},{y}" for x, y in coords)
+            + '"/>'
+        )
     for (label, value, status), (x, y) in zip(points, coords):
-        parts.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{_COLORS.get(status, _COLORS[None])}">'
-                     f'<title>{html.escape(str(label))}: {value:g}{" (" + html.escape(status) + ")" if status else ""}</title></circle>')
+        parts.append(
+            f'<circle cx="{x}" cy="{y}" r="3" fill="{_COLORS.get(status, _COLORS[None])}">'
+            f"<title>{html.escape(str(label))}: {value:g}{' (' + html.escape(status) + ')' if status else ''}</title></circle>"
+        )
     parts.append(f'<text x="{pad_x}" y="{height - 2}" font-size="10" fill="#57606a">min {min(values):g}</text>')
-    parts.append(f'<text x="{width - pad_x}" y="{height - 2}" font-size="10" fill="#57606a" text-anchor="end">max {max(values):g}</text>')
+    parts.append(
+        f'<text x="{width - pad_x}" y="{height - 2}" font-size="10" fill="#57606a" text-anchor="end">max {max(values):g}</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -121,22 +138,53 @@ def _context(records: list, reports_dir: Path) -> dict[str, Any]:
                     metric_names.append(m)
         metrics = []
         for m in metric_names:
-            series = [(r.run_id, r.published["metrics"][m], (r.published.get("metric_status") or {}).get(m))
-                      for r in oldest_first if m in ((r.published or {}).get("metrics") or {})]
-            metrics.append({"name": m, "latest": series[-1][1], "status": series[-1][2], "runs": len(series),
-                            "svg": trend_svg(series)})
+            series = [
+                (r.run_id, r.published["metrics"][m], (r.published.get("metric_status") or {}).get(m))
+                for r in oldest_first
+                if m in ((r.published or {}).get("metrics") or {})
+            ]
+            metrics.append(
+                {
+                    "name": m,
+                    "latest": series[-1][1],
+                    "status": series[-1][2],
+                    "runs": len(series),
+                    "svg": trend_svg(series),
+                }
+            )
         with_figures = next((r for r in runs if (r.published or {}).get("figures")), None)
         figures = []
         if with_figures is not None and with_figures.folder is not None:
             for fig in with_figures.published["figures"]:
                 file = with_figures.folder / fig["file"]
                 if file.is_file():
-                    figures.append({"name": fig["name"], "src": file.relative_to(reports_dir).as_posix(), "run_id": with_figures.run_id})
-        notebooks.append({"name": name, "latest": latest, "link": _link(latest, reports_dir), "runs": len(runs),
-                          "metrics": metrics, "figures": figures,
-                          "failed": sum(1 for r in runs if r.status == "failed")})
-    table = [{"record": r, "link": _link(r, reports_dir), "params": _params_text(r.parameters),
-              "duration": _duration(r.duration_s)} for r in records[:MAX_RUNS_LISTED]]
+                    figures.append(
+                        {
+                            "name": fig["name"],
+                            "src": file.relative_to(reports_dir).as_posix(),
+                            "run_id": with_figures.run_id,
+                        }
+                    )
+        notebooks.append(
+            {
+                "name": name,
+                "latest": latest,
+                "link": _link(latest, reports_dir),
+                "runs": len(runs),
+                "metrics": metrics,
+                "figures": figures,
+                "failed": sum(1 for r in runs if r.status == "failed"),
+            }
+        )
+    table = [
+        {
+            "record": r,
+            "link": _link(r, reports_dir),
+            "params": _params_text(r.parameters),
+            "duration": _duration(r.duration_s),
+        }
+        for r in records[:MAX_RUNS_LISTED]
+    ]
     return {"notebooks": notebooks, "runs": table, "total_runs": len(records), "listed": len(table)}
 
 

@@ -8,12 +8,28 @@ Modules: `core` (framework-free: parse, validate, route, predict with budget/fal
 `batching` (micro-batching), `predlog` (durable parquet prediction log), `reload` (hot reload of
 aliases), `model` (loading + smoke test + lookup snapshots), `metrics` (Prometheus), `app` (Starlette).
 """
+
 from .app import create_app, serve
 from .batching import MicroBatcher
 from .core import ERROR_STATUS, CircuitBreaker, RequestContract, Response, Router, ServeOptions, Service, parse_payload
 from .model import LoadedModel, Lookups, load_version, snapshot_lookups
 from .predlog import PredictionLog
 
-__all__ = ["ServeOptions", "Service", "Response", "RequestContract", "Router", "CircuitBreaker", "ERROR_STATUS",
-           "parse_payload", "MicroBatcher", "PredictionLog", "LoadedModel", "Lookups", "load_version",
-           "snapshot_lookups", "create_app", "serve"]
+__all__ = [
+    "ServeOptions",
+    "Service",
+    "Response",
+    "RequestContract",
+    "Router",
+    "CircuitBreaker",
+    "ERROR_STATUS",
+    "parse_payload",
+    "MicroBatcher",
+    "PredictionLog",
+    "LoadedModel",
+    "Lookups",
+    "load_version",
+    "snapshot_lookups",
+    "create_app",
+    "serve",
+]

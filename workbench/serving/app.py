@@ -12,6 +12,7 @@ contract instead (`openapi.py`). uvicorn runs it with uvloop and httptools when 
 Routes: POST /predict, POST /invocations (MLflow-compatible), GET /healthz, /readyz, /metrics,
 /openapi.json, /docs (Swagger UI; its assets come from a CDN), and /ping, /health for MLflow clients.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,8 @@ __all__ = ["create_app", "app_from_environment", "serve", "OPTIONS_ENV"]
 
 log = logging.getLogger("workbench.serving")
 
-OPTIONS_ENV = "WORKBENCH_SERVE_OPTIONS"        # ServeOptions as JSON, for uvicorn worker processes
-DRAIN_LIMIT = 64 << 20                         # an oversized body is read (and discarded) up to this, then the connection closes
+OPTIONS_ENV = "WORKBENCH_SERVE_OPTIONS"  # ServeOptions as JSON, for uvicorn worker processes
+DRAIN_LIMIT = 64 << 20  # an oversized body is read (and discarded) up to this, then the connection closes
 
 
 async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
@@ -56,8 +57,13 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
     return (b"" if too_large else b"".join(chunks)), too_large
 
 
-def create_app(settings: Settings, options: ServeOptions, service: Service | None = None, load_in_background: bool = True,
-               **service_kwargs) -> Starlette:
+def create_app(
+    settings: Settings,
+    options: ServeOptions,
+    service: Service | None = None,
+    load_in_background: bool = True,
+    **service_kwargs,
+) -> Starlette:
     """The ASGI app. `service_kwargs` go to `Service` (e.g. `lookups=`, `predlog=`) when no service is given.
 
     load_in_background: accept connections while the models load (/healthz answers, /readyz says 503). Worker
@@ -66,8 +72,13 @@ def create_app(settings: Settings, options: ServeOptions, service: Service | Non
 
     async def predict(request: Request, endpoint: str) -> Response:
         body, too_large = await _read_body(request, service.options.max_body_bytes)
-        result = await service.invoke(endpoint, body, request.headers.get("content-type"), request.headers.get("x-request-id"),
-                                      oversized=too_large)
+        result = await service.invoke(
+            endpoint,
+            body,
+            request.headers.get("content-type"),
+            request.headers.get("x-request-id"),
+            oversized=too_large,
+        )
         headers = {"connection": "close"} if too_large else None
         return Response(result.body, result.status, media_type=result.content_type, headers=headers)
 
@@ -93,15 +104,25 @@ def create_app(settings: Settings, options: ServeOptions, service: Service | Non
         return JSONResponse(service.openapi())
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(SWAGGER_HTML.format(title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json"))
+        return HTMLResponse(
+            SWAGGER_HTML.format(title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json")
+        )
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status_code, "BAD_REQUEST")
-        message = {404: f"No route {request.url.path}; see /openapi.json.",
-                   405: f"Method {request.method} is not allowed on {request.url.path}; see /openapi.json."}.get(exc.status_code, "Bad request.")
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
+            exc.status_code, "BAD_REQUEST"
+        )
+        message = {
+            404: f"No route {request.url.path}; see /openapi.json.",
+            405: f"Method {request.method} is not allowed on {request.url.path}; see /openapi.json.",
+        }.get(exc.status_code, "Bad request.")
         service.metrics.errors.labels(code).inc()
-        return Response(error_body(code, message), exc.status_code, media_type="application/json",
-                        headers=getattr(exc, "headers", None))
+        return Response(
+            error_body(code, message),
+            exc.status_code,
+            media_type="application/json",
+            headers=getattr(exc, "headers", None),
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -147,8 +168,14 @@ def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]
     return names
 
 
-def serve(settings: Settings, options: ServeOptions, host: str | None = None, port: int | None = None,
-          workers: int = 1, log_level: str = "info") -> None:
+def serve(
+    settings: Settings,
+    options: ServeOptions,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+) -> None:
     """Run the service until SIGINT/SIGTERM (graceful: pending requests answered, the log flushed)."""
     import uvicorn
 
@@ -158,10 +185,12 @@ def serve(settings: Settings, options: ServeOptions, host: str | None = None, po
         log.info("Lookup snapshot written for %s under %s", ", ".join(written), settings.path("serving_cache_dir"))
         from ..spark import stop_spark
 
-        stop_spark()                 # the workers read the snapshot; no JVM stays behind for serving
+        stop_spark()  # the workers read the snapshot; no JVM stays behind for serving
     host = host or settings.serving_host
     port = port or settings.serving_port
-    common = dict(host=host, port=port, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    common = dict(
+        host=host, port=port, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30
+    )
     if workers <= 1:
         uvicorn.run(create_app(settings, options), **common)
         return
@@ -172,4 +201,3 @@ def serve(settings: Settings, options: ServeOptions, host: str | None = None, po
         uvicorn.run("workbench.serving.app:app_from_environment", factory=True, workers=workers, **common)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-

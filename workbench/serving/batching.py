@@ -14,15 +14,17 @@ A job can be claimed once: by the batch that answers it, or by whoever gives up 
 request's time budget running out). `Job.claim()` decides, so a request is answered - and logged -
 exactly once. Jobs claimed before their batch starts are skipped (load shedding for free).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ServingError
 
@@ -64,16 +66,23 @@ class MicroBatcher:
     raising `Overloaded` when `max_pending` rows are waiting; `dropped_rows` counts them.
     """
 
-    def __init__(self, name: str, run_batch: Callable[[list[Job]], list[Any]], max_rows: int = 64,
-                 max_wait: float = 0.002, max_pending: int = 4096, drop_when_full: bool = False,
-                 on_batch: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[Job]], list[Any]],
+        max_rows: int = 64,
+        max_wait: float = 0.002,
+        max_pending: int = 4096,
+        drop_when_full: bool = False,
+        on_batch: Callable[[int, int], None] | None = None,
+    ):
         self.name = name
         self.run_batch = run_batch
         self.max_rows = max(1, int(max_rows))
         self.max_wait = max(0.0, float(max_wait))
         self.max_pending = max(1, int(max_pending))
         self.drop_when_full = drop_when_full
-        self.on_batch = on_batch            # (jobs, rows) of each batch run, for metrics
+        self.on_batch = on_batch  # (jobs, rows) of each batch run, for metrics
         self.dropped_rows = 0
         self.batches = 0
         self._pending: deque[Job] = deque()
@@ -84,13 +93,13 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self._last_done = 0.0
-        self._expected = 1              # rows expected in the next batch (see the module docstring)
+        self._expected = 1  # rows expected in the next batch (see the module docstring)
 
     @property
     def pending_rows(self) -> int:
         return self._pending_rows
 
-    def start(self) -> "MicroBatcher":
+    def start(self) -> MicroBatcher:
         """Start the consumer on the running event loop."""
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
@@ -106,8 +115,10 @@ class MicroBatcher:
             if self.drop_when_full:
                 self.dropped_rows += job.rows
                 return False
-            raise Overloaded(f"{self._pending_rows} rows are already waiting for the {self.name} model "
-                             f"(serving_max_pending_rows is {self.max_pending}).")
+            raise Overloaded(
+                f"{self._pending_rows} rows are already waiting for the {self.name} model "
+                f"(serving_max_pending_rows is {self.max_pending})."
+            )
         job.enqueued = asyncio.get_running_loop().time()
         self._pending.append(job)
         self._pending_rows += job.rows
@@ -124,7 +135,7 @@ class MicroBatcher:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=False)
@@ -134,7 +145,7 @@ class MicroBatcher:
         while self._pending and (not batch or rows + self._pending[0].rows <= self.max_rows):
             job = self._pending.popleft()
             self._pending_rows -= job.rows
-            if job.claimed:              # its request already gave up: don't predict for nobody
+            if job.claimed:  # its request already gave up: don't predict for nobody
                 continue
             batch.append(job)
             rows += job.rows
@@ -158,7 +169,7 @@ class MicroBatcher:
                 if left > 0:
                     try:
                         await asyncio.wait_for(self._full.wait(), left)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
             batch = self._take()
             if not batch:
@@ -169,7 +180,7 @@ class MicroBatcher:
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, batch)
                 error = None
-            except Exception as exc:      # run_batch must handle model errors; this is a bug guard
+            except Exception as exc:  # run_batch must handle model errors; this is a bug guard
                 log.exception("The %s batch failed", self.name)
                 results, error = [None] * len(batch), exc
             self._last_done = loop.time()
@@ -181,7 +192,7 @@ class MicroBatcher:
             for job, result in zip(batch, results):
                 if job.future is None or job.future.done():
                     continue
-                if error is not None:        # even a job run_batch claimed: its request must not hang
+                if error is not None:  # even a job run_batch claimed: its request must not hang
                     job.claim()
                     job.future.set_exception(error)
                 elif result is not None:

@@ -21,6 +21,7 @@ testable without a server. One request goes through:
 
 Error codes map to HTTP statuses in `ERROR_STATUS`; messages never contain request data.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +33,10 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, fields, asdict
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,10 +49,26 @@ from .metrics import Metrics
 from .model import LoadedModel, Lookups, load_version
 from .predlog import FULL, LogFull, PredictionLog
 
-__all__ = ["Service", "ServeOptions", "Response", "RequestContract", "Router", "CircuitBreaker", "Limits",
-           "parse_payload", "parse_fallback", "parse_split", "error_body", "ERROR_STATUS",
-           "CONTENT_TYPE_JSON", "FORMAT_RECORDS", "FORMAT_DATAFRAME_SPLIT", "FORMAT_DATAFRAME_RECORDS",
-           "ENDPOINT_PREDICT", "ENDPOINT_INVOCATIONS"]
+__all__ = [
+    "Service",
+    "ServeOptions",
+    "Response",
+    "RequestContract",
+    "Router",
+    "CircuitBreaker",
+    "Limits",
+    "parse_payload",
+    "parse_fallback",
+    "parse_split",
+    "error_body",
+    "ERROR_STATUS",
+    "CONTENT_TYPE_JSON",
+    "FORMAT_RECORDS",
+    "FORMAT_DATAFRAME_SPLIT",
+    "FORMAT_DATAFRAME_RECORDS",
+    "ENDPOINT_PREDICT",
+    "ENDPOINT_INVOCATIONS",
+]
 
 log = logging.getLogger("workbench.serving")
 
@@ -65,20 +83,20 @@ ENDPOINT_PREDICT = "predict"
 ENDPOINT_INVOCATIONS = "invocations"
 
 ERROR_STATUS = {
-    "BAD_REQUEST": 400,              # the JSON is not a payload we understand
+    "BAD_REQUEST": 400,  # the JSON is not a payload we understand
     "MALFORMED_JSON": 400,
     "EMPTY_BODY": 400,
-    "UNSUPPORTED_FORMAT": 400,       # MLflow tensor formats (instances/inputs)
+    "UNSUPPORTED_FORMAT": 400,  # MLflow tensor formats (instances/inputs)
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "PAYLOAD_TOO_LARGE": 413,
     "TOO_MANY_ROWS": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
-    "SCHEMA_MISMATCH": 422,          # parsed, but not what the model needs
+    "SCHEMA_MISMATCH": 422,  # parsed, but not what the model needs
     "INTERNAL_ERROR": 500,
-    "NOT_READY": 503,                # no model loaded yet
-    "OVERLOADED": 503,               # too many rows waiting; retry later
-    "MODEL_UNAVAILABLE": 503,        # the model and every fallback failed
+    "NOT_READY": 503,  # no model loaded yet
+    "OVERLOADED": 503,  # too many rows waiting; retry later
+    "MODEL_UNAVAILABLE": 503,  # the model and every fallback failed
 }
 MAX_PROBLEMS = 50
 MAX_ROWS_PER_PROBLEM = 10
@@ -143,47 +161,95 @@ def parse_payload(body: bytes, content_type: str | None, limits: Limits) -> tupl
     """(format, records) from a request body; raises RequestRejected naming what is wrong."""
     if not _is_json(content_type):
         found = "none" if not content_type else "another media type"
-        raise RequestRejected("UNSUPPORTED_MEDIA_TYPE", f"Send the body as {CONTENT_TYPE_JSON} (Content-Type header); found {found}.",
-                              [{"code": "unsupported_media_type", "field": "Content-Type", "expected": CONTENT_TYPE_JSON, "found": found}])
+        raise RequestRejected(
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"Send the body as {CONTENT_TYPE_JSON} (Content-Type header); found {found}.",
+            [
+                {
+                    "code": "unsupported_media_type",
+                    "field": "Content-Type",
+                    "expected": CONTENT_TYPE_JSON,
+                    "found": found,
+                }
+            ],
+        )
     if len(body) > limits.max_body_bytes:
         raise too_large(limits)
     if not body.strip():
-        raise RequestRejected("EMPTY_BODY", "The body is empty; send a JSON record, a list of records, or a dataframe_split.",
-                              [{"code": "empty_body", "field": "body", "expected": "a JSON payload", "found": "nothing"}])
+        raise RequestRejected(
+            "EMPTY_BODY",
+            "The body is empty; send a JSON record, a list of records, or a dataframe_split.",
+            [{"code": "empty_body", "field": "body", "expected": "a JSON payload", "found": "nothing"}],
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise RequestRejected("MALFORMED_JSON", "The body is not valid UTF-8.",
-                              [{"code": "malformed_json", "field": "body", "expected": "UTF-8 JSON", "found": "invalid UTF-8"}]) from None
+        raise RequestRejected(
+            "MALFORMED_JSON",
+            "The body is not valid UTF-8.",
+            [{"code": "malformed_json", "field": "body", "expected": "UTF-8 JSON", "found": "invalid UTF-8"}],
+        ) from None
     try:
         data = json.loads(text, parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
-        raise RequestRejected("MALFORMED_JSON", f"The body is not valid JSON ({exc.msg} at {where}).",
-                              [{"code": "malformed_json", "field": "body", "expected": "valid JSON", "found": f"a syntax error at {where}"}]) from None
+        raise RequestRejected(
+            "MALFORMED_JSON",
+            f"The body is not valid JSON ({exc.msg} at {where}).",
+            [
+                {
+                    "code": "malformed_json",
+                    "field": "body",
+                    "expected": "valid JSON",
+                    "found": f"a syntax error at {where}",
+                }
+            ],
+        ) from None
     except RecursionError:
-        raise RequestRejected("MALFORMED_JSON", "The JSON is nested too deeply.",
-                              [{"code": "malformed_json", "field": "body", "expected": "flat records", "found": "deep nesting"}]) from None
+        raise RequestRejected(
+            "MALFORMED_JSON",
+            "The JSON is nested too deeply.",
+            [{"code": "malformed_json", "field": "body", "expected": "flat records", "found": "deep nesting"}],
+        ) from None
 
     fmt, records = _records(data)
     if not records:
-        raise RequestRejected("BAD_REQUEST", "The payload holds no rows.",
-                              [{"code": "no_rows", "field": fmt, "expected": "at least one row", "found": "none"}])
+        raise RequestRejected(
+            "BAD_REQUEST",
+            "The payload holds no rows.",
+            [{"code": "no_rows", "field": fmt, "expected": "at least one row", "found": "none"}],
+        )
     if len(records) > limits.max_rows:
-        raise RequestRejected("TOO_MANY_ROWS", f"The payload holds more than {limits.max_rows} rows (serving_max_rows); split it.",
-                              [{"code": "too_many_rows", "field": fmt, "expected": f"at most {limits.max_rows} rows", "found": "more"}])
+        raise RequestRejected(
+            "TOO_MANY_ROWS",
+            f"The payload holds more than {limits.max_rows} rows (serving_max_rows); split it.",
+            [{"code": "too_many_rows", "field": fmt, "expected": f"at most {limits.max_rows} rows", "found": "more"}],
+        )
     return fmt, records
 
 
 def too_large(limits: Limits) -> RequestRejected:
-    return RequestRejected("PAYLOAD_TOO_LARGE", f"The body is larger than {limits.max_body_bytes} bytes (serving_max_body_bytes); "
-                           "split it into several requests.",
-                           [{"code": "payload_too_large", "field": "body", "expected": f"at most {limits.max_body_bytes} bytes", "found": "more"}])
+    return RequestRejected(
+        "PAYLOAD_TOO_LARGE",
+        f"The body is larger than {limits.max_body_bytes} bytes (serving_max_body_bytes); "
+        "split it into several requests.",
+        [
+            {
+                "code": "payload_too_large",
+                "field": "body",
+                "expected": f"at most {limits.max_body_bytes} bytes",
+                "found": "more",
+            }
+        ],
+    )
 
 
 def _bad(field_name: str, expected: str, found: Any, code: str = "bad_structure") -> RequestRejected:
-    return RequestRejected("BAD_REQUEST", f"'{field_name}' must be {expected}; found {_kind(found)}.",
-                           [{"code": code, "field": field_name, "expected": expected, "found": _kind(found)}])
+    return RequestRejected(
+        "BAD_REQUEST",
+        f"'{field_name}' must be {expected}; found {_kind(found)}.",
+        [{"code": code, "field": field_name, "expected": expected, "found": _kind(found)}],
+    )
 
 
 def _records(data: Any) -> tuple[str, list]:
@@ -195,17 +261,41 @@ def _records(data: Any) -> tuple[str, list]:
     if not markers:
         return FORMAT_RECORDS, [data]
     if len(markers) > 1:
-        raise RequestRejected("BAD_REQUEST", f"The payload names several formats ({', '.join(markers)}); send one.",
-                              [{"code": "ambiguous_format", "field": m, "expected": "one format", "found": "several"} for m in markers])
+        raise RequestRejected(
+            "BAD_REQUEST",
+            f"The payload names several formats ({', '.join(markers)}); send one.",
+            [{"code": "ambiguous_format", "field": m, "expected": "one format", "found": "several"} for m in markers],
+        )
     fmt = markers[0]
     if fmt in TENSOR_FORMATS:
-        raise RequestRejected("UNSUPPORTED_FORMAT", f"The tensor format '{fmt}' is not supported: send "
-                              f"{FORMAT_DATAFRAME_SPLIT}, {FORMAT_DATAFRAME_RECORDS} or JSON records.",
-                              [{"code": "unsupported_format", "field": fmt, "expected": f"{FORMAT_DATAFRAME_SPLIT} or {FORMAT_DATAFRAME_RECORDS}", "found": fmt}])
+        raise RequestRejected(
+            "UNSUPPORTED_FORMAT",
+            f"The tensor format '{fmt}' is not supported: send "
+            f"{FORMAT_DATAFRAME_SPLIT}, {FORMAT_DATAFRAME_RECORDS} or JSON records.",
+            [
+                {
+                    "code": "unsupported_format",
+                    "field": fmt,
+                    "expected": f"{FORMAT_DATAFRAME_SPLIT} or {FORMAT_DATAFRAME_RECORDS}",
+                    "found": fmt,
+                }
+            ],
+        )
     extra = [k for k in data if k not in (fmt, "params")]
     if extra:
-        raise RequestRejected("BAD_REQUEST", f"Unexpected top-level key(s) beside '{fmt}'.",
-                              [{"code": "unexpected_key", "field": _key_name(k), "expected": f"only '{fmt}' (and 'params')", "found": "another key"} for k in extra[:MAX_PROBLEMS]])
+        raise RequestRejected(
+            "BAD_REQUEST",
+            f"Unexpected top-level key(s) beside '{fmt}'.",
+            [
+                {
+                    "code": "unexpected_key",
+                    "field": _key_name(k),
+                    "expected": f"only '{fmt}' (and 'params')",
+                    "found": "another key",
+                }
+                for k in extra[:MAX_PROBLEMS]
+            ],
+        )
     value = data[fmt]
     if fmt == FORMAT_DATAFRAME_RECORDS:
         if not isinstance(value, list):
@@ -217,19 +307,38 @@ def _records(data: Any) -> tuple[str, list]:
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise _bad(f"{fmt}.columns", "an array of column names (strings)", columns)
     if len(set(columns)) != len(columns):
-        raise RequestRejected("BAD_REQUEST", f"'{fmt}.columns' names a column twice.",
-                              [{"code": "duplicate_column", "field": f"{fmt}.columns", "expected": "unique names", "found": "duplicates"}])
+        raise RequestRejected(
+            "BAD_REQUEST",
+            f"'{fmt}.columns' names a column twice.",
+            [
+                {
+                    "code": "duplicate_column",
+                    "field": f"{fmt}.columns",
+                    "expected": "unique names",
+                    "found": "duplicates",
+                }
+            ],
+        )
     if not isinstance(rows, list):
         raise _bad(f"{fmt}.data", "an array of rows (arrays)", rows)
     records, problems = [], []
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
-            problems.append({"code": "bad_row", "field": f"{fmt}.data", "row": i,
-                             "expected": f"an array of {len(columns)} values", "found": _kind(row) if not isinstance(row, list) else f"{len(row)} values"})
+            problems.append(
+                {
+                    "code": "bad_row",
+                    "field": f"{fmt}.data",
+                    "row": i,
+                    "expected": f"an array of {len(columns)} values",
+                    "found": _kind(row) if not isinstance(row, list) else f"{len(row)} values",
+                }
+            )
             continue
         records.append(dict(zip(columns, row)))
     if problems:
-        raise RequestRejected("BAD_REQUEST", f"{len(problems)} row(s) of '{fmt}.data' do not match its columns.", _aggregate(problems))
+        raise RequestRejected(
+            "BAD_REQUEST", f"{len(problems)} row(s) of '{fmt}.data' do not match its columns.", _aggregate(problems)
+        )
     return fmt, records
 
 
@@ -276,8 +385,14 @@ def _aggregate(problems: list[dict]) -> list[dict]:
 
 
 # ---- validation ---------------------------------------------------------------------------------------
-_EXPECTED = {"integer": "an integer", "number": "a finite number", "string": "a string",
-             "timestamp": "an ISO 8601 timestamp string", "boolean": "true or false", "any": "a JSON scalar"}
+_EXPECTED = {
+    "integer": "an integer",
+    "number": "a finite number",
+    "string": "a string",
+    "timestamp": "an ISO 8601 timestamp string",
+    "boolean": "true or false",
+    "any": "a JSON scalar",
+}
 
 
 def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None, str | None]:
@@ -301,7 +416,11 @@ def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None
             return None, "wrong_type", "a number with a fraction"
     elif kind == "string":
         if t is str:
-            return (value, None, None) if len(value) <= max_chars else (None, "string_too_long", f"more than {max_chars} characters")
+            return (
+                (value, None, None)
+                if len(value) <= max_chars
+                else (None, "string_too_long", f"more than {max_chars} characters")
+            )
     elif kind == "timestamp":
         if t is str:
             if len(value) > 64:
@@ -311,18 +430,22 @@ def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None
             except ValueError:
                 return None, "invalid_timestamp", "a string that is not an ISO 8601 timestamp"
             if ts.tzinfo is not None:
-                ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+                ts = ts.astimezone(UTC).replace(tzinfo=None)
             return ts, None, None
     elif kind == "boolean":
         if t is bool:
             return value, None, None
-    else:   # any scalar
+    else:  # any scalar
         if t in (int, bool):
             return value, None, None
         if t is float:
             return (value, None, None) if math.isfinite(value) else (None, "non_finite", "NaN or Infinity")
         if t is str:
-            return (value, None, None) if len(value) <= max_chars else (None, "string_too_long", f"more than {max_chars} characters")
+            return (
+                (value, None, None)
+                if len(value) <= max_chars
+                else (None, "string_too_long", f"more than {max_chars} characters")
+            )
     return None, "wrong_type", _kind(value)
 
 
@@ -336,7 +459,7 @@ class RequestContract:
         self._known = set(self.columns) | set(ID_FIELDS)
 
     @classmethod
-    def for_models(cls, models: list[LoadedModel], limits: Limits) -> "RequestContract":
+    def for_models(cls, models: list[LoadedModel], limits: Limits) -> RequestContract:
         kinds: dict[str, str] = {}
         for m in models:
             for col in m.raw_columns:
@@ -357,12 +480,28 @@ class RequestContract:
         kinds = self.kinds
         for i, rec in enumerate(records):
             if type(rec) is not dict:
-                problems.append({"code": "not_an_object", "field": "record", "row": i, "expected": "a JSON object", "found": _kind(rec)})
+                problems.append(
+                    {
+                        "code": "not_an_object",
+                        "field": "record",
+                        "row": i,
+                        "expected": "a JSON object",
+                        "found": _kind(rec),
+                    }
+                )
                 continue
             row = {}
             for col, kind in kinds.items():
                 if col not in rec:
-                    problems.append({"code": "missing_column", "field": col, "row": i, "expected": _EXPECTED[kind], "found": "no such key"})
+                    problems.append(
+                        {
+                            "code": "missing_column",
+                            "field": col,
+                            "row": i,
+                            "expected": _EXPECTED[kind],
+                            "found": "no such key",
+                        }
+                    )
                     continue
                 value = rec[col]
                 if value is None:
@@ -381,9 +520,17 @@ class RequestContract:
                 elif type(value) is int or (type(value) is str and _ID_RE.match(value)):
                     ids.append(str(value))
                 else:
-                    problems.append({"code": "invalid_id", "field": name, "row": i,
-                                     "expected": f"a string of 1-{MAX_ID_CHARS} letters, digits or ._:- (or an integer)",
-                                     "found": _kind(value) if type(value) is not str else "a string outside that alphabet or length"})
+                    problems.append(
+                        {
+                            "code": "invalid_id",
+                            "field": name,
+                            "row": i,
+                            "expected": f"a string of 1-{MAX_ID_CHARS} letters, digits or ._:- (or an integer)",
+                            "found": _kind(value)
+                            if type(value) is not str
+                            else "a string outside that alphabet or length",
+                        }
+                    )
                     ids.append(None)
             if len(rec) > len(kinds):
                 for key in rec:
@@ -394,19 +541,41 @@ class RequestContract:
             entity_ids.append(ids[1])
         if problems:
             agg = _aggregate(problems)
-            raise RequestRejected("SCHEMA_MISMATCH", f"The request has {len(agg)} problem(s); each is named in 'problems'.", agg)
-        warnings = [{"code": "unknown_column", "field": _key_name(k), "count": n, "expected": "a column the model uses",
-                     "found": "an unknown column (ignored)"} for k, n in list(unknown.items())[:MAX_PROBLEMS]]
+            raise RequestRejected(
+                "SCHEMA_MISMATCH", f"The request has {len(agg)} problem(s); each is named in 'problems'.", agg
+            )
+        warnings = [
+            {
+                "code": "unknown_column",
+                "field": _key_name(k),
+                "count": n,
+                "expected": "a column the model uses",
+                "found": "an unknown column (ignored)",
+            }
+            for k, n in list(unknown.items())[:MAX_PROBLEMS]
+        ]
         return rows, request_ids, entity_ids, warnings
 
     def json_schema(self) -> dict[str, Any]:
-        types = {"integer": {"type": ["integer", "null"]}, "number": {"type": ["number", "null"]},
-                 "string": {"type": ["string", "null"], "maxLength": self.limits.max_string_chars},
-                 "timestamp": {"type": ["string", "null"], "format": "date-time"},
-                 "boolean": {"type": ["boolean", "null"]}, "any": {}}
+        types = {
+            "integer": {"type": ["integer", "null"]},
+            "number": {"type": ["number", "null"]},
+            "string": {"type": ["string", "null"], "maxLength": self.limits.max_string_chars},
+            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+            "boolean": {"type": ["boolean", "null"]},
+            "any": {},
+        }
         props = {c: dict(types[k]) for c, k in self.kinds.items()}
-        props["request_id"] = {"type": "string", "maxLength": MAX_ID_CHARS, "description": "Your id for this row (generated when absent)."}
-        props["entity_id"] = {"type": "string", "maxLength": MAX_ID_CHARS, "description": "Routes A/B and canary splits: the same entity always gets the same variant."}
+        props["request_id"] = {
+            "type": "string",
+            "maxLength": MAX_ID_CHARS,
+            "description": "Your id for this row (generated when absent).",
+        }
+        props["entity_id"] = {
+            "type": "string",
+            "maxLength": MAX_ID_CHARS,
+            "description": "Routes A/B and canary splits: the same entity always gets the same variant.",
+        }
         return {"type": "object", "required": list(self.columns), "properties": props}
 
 
@@ -421,7 +590,9 @@ def parse_split(items) -> dict[str, float]:
         except ValueError:
             value = -1.0
         if not sep or not name.strip() or not 0 < value <= 100:
-            raise ServingError(f"--split takes ALIAS=PERCENT with 0 < PERCENT <= 100 (e.g. challenger=10); found '{item}'.")
+            raise ServingError(
+                f"--split takes ALIAS=PERCENT with 0 < PERCENT <= 100 (e.g. challenger=10); found '{item}'."
+            )
         out[name.strip()] = value
     if sum(out.values()) > 100:
         raise ServingError(f"The --split percentages add up to {sum(out.values()):g}, more than 100.")
@@ -446,7 +617,7 @@ class Router:
 
     def bucket(self, key: str) -> float:
         digest = hashlib.blake2b(key.encode(), digest_size=8, key=self.salt[:64]).digest()
-        return int.from_bytes(digest, "big") / 2.0 ** 64 * 100.0
+        return int.from_bytes(digest, "big") / 2.0**64 * 100.0
 
     def route(self, entity_id: str | None, request_id: str, available=None) -> str:
         if not self.ranges:
@@ -502,7 +673,7 @@ class CircuitBreaker:
 
 @dataclass(frozen=True)
 class FallbackStep:
-    kind: str                  # "previous" | "constant"
+    kind: str  # "previous" | "constant"
     value: float = 0.0
 
 
@@ -521,7 +692,9 @@ def parse_fallback(text: str) -> tuple[FallbackStep, ...]:
         except ValueError:
             number = float("nan")
         if kind != "constant" or not math.isfinite(number):
-            raise ServingError(f"serving_fallback takes 'previous', 'constant:NUMBER', 'none' or a comma-separated chain; found '{part}'.")
+            raise ServingError(
+                f"serving_fallback takes 'previous', 'constant:NUMBER', 'none' or a comma-separated chain; found '{part}'."
+            )
         steps.append(FallbackStep("constant", number))
     return tuple(steps)
 
@@ -536,31 +709,38 @@ class ServeOptions:
     shadow: str | None = None
     split: dict[str, float] = field(default_factory=dict)
     fallback: str = "previous"
-    timeout: float = 0.5                 # seconds per request
+    timeout: float = 0.5  # seconds per request
     batch_max_rows: int = 64
-    batch_wait: float = 0.005            # seconds
+    batch_wait: float = 0.005  # seconds
     max_pending_rows: int = 4096
     max_body_bytes: int = 1 << 20
     max_rows: int = 1000
     max_string_chars: int = 256
     breaker_failures: int = 5
-    breaker_cooldown: float = 30.0       # seconds
-    reload_interval: float = 10.0        # seconds; 0 disables hot reload
+    breaker_cooldown: float = 30.0  # seconds
+    reload_interval: float = 10.0  # seconds; 0 disables hot reload
     shadow_threshold: float = 0.1
     log_predictions: bool = True
     shadow_batch_rows: int = 256
     shadow_batch_wait: float = 0.02
 
     @classmethod
-    def from_settings(cls, settings: Settings, model_name: str | None = None, **overrides: Any) -> "ServeOptions":
-        values = dict(model_name=model_name or settings.model_name, fallback=settings.serving_fallback,
-                      timeout=settings.serving_timeout_ms / 1000.0, batch_max_rows=settings.serving_batch_max_rows,
-                      batch_wait=settings.serving_batch_wait_ms / 1000.0, max_pending_rows=settings.serving_max_pending_rows,
-                      max_body_bytes=settings.serving_max_body_bytes, max_rows=settings.serving_max_rows,
-                      max_string_chars=settings.serving_max_string_chars, breaker_failures=settings.serving_breaker_failures,
-                      breaker_cooldown=settings.serving_breaker_cooldown_ms / 1000.0,
-                      reload_interval=settings.serving_reload_interval_ms / 1000.0,
-                      shadow_threshold=float(settings.serving_shadow_disagreement))
+    def from_settings(cls, settings: Settings, model_name: str | None = None, **overrides: Any) -> ServeOptions:
+        values = dict(
+            model_name=model_name or settings.model_name,
+            fallback=settings.serving_fallback,
+            timeout=settings.serving_timeout_ms / 1000.0,
+            batch_max_rows=settings.serving_batch_max_rows,
+            batch_wait=settings.serving_batch_wait_ms / 1000.0,
+            max_pending_rows=settings.serving_max_pending_rows,
+            max_body_bytes=settings.serving_max_body_bytes,
+            max_rows=settings.serving_max_rows,
+            max_string_chars=settings.serving_max_string_chars,
+            breaker_failures=settings.serving_breaker_failures,
+            breaker_cooldown=settings.serving_breaker_cooldown_ms / 1000.0,
+            reload_interval=settings.serving_reload_interval_ms / 1000.0,
+            shadow_threshold=float(settings.serving_shadow_disagreement),
+        )
         values.update({k: v for k, v in overrides.items() if v is not None})
         options = cls(**values)
         options.check()
@@ -570,9 +750,13 @@ class ServeOptions:
         parse_fallback(self.fallback)
         names = [self.alias, *self.split]
         if len(set(names)) != len(names):
-            raise ServingError(f"--split names the primary alias '{self.alias}' (or one alias twice); each variant must be another alias.")
+            raise ServingError(
+                f"--split names the primary alias '{self.alias}' (or one alias twice); each variant must be another alias."
+            )
         if self.shadow and self.shadow in names:
-            raise ServingError(f"The shadow '{self.shadow}' is also a served variant; choose another alias for --shadow.")
+            raise ServingError(
+                f"The shadow '{self.shadow}' is also a served variant; choose another alias for --shadow."
+            )
         if sum(self.split.values()) > 100:
             raise ServingError("The --split percentages add up to more than 100.")
 
@@ -584,7 +768,7 @@ class ServeOptions:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServeOptions":
+    def from_json(cls, text: str) -> ServeOptions:
         data = json.loads(text)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -593,12 +777,12 @@ class ServeOptions:
 # ---- the service ---------------------------------------------------------------------------------------------
 @dataclass
 class Variant:
-    name: str                  # the alias it serves
-    role: str                  # "primary" | "split" | "shadow"
+    name: str  # the alias it serves
+    role: str  # "primary" | "split" | "shadow"
     breaker: CircuitBreaker
     model: LoadedModel | None = None
     percent: float = 0.0
-    error: str = ""            # why it is not loaded
+    error: str = ""  # why it is not loaded
 
 
 @dataclass
@@ -609,12 +793,14 @@ class Work:
     request_ids: list[str]
     entity_ids: list[str | None]
     variants: list[str]
-    arrival: float             # epoch seconds
-    t0: float                  # perf_counter at arrival
-    reasons: list[str] | None = None          # fallback lane: why each row falls back
-    primary: np.ndarray | None = None         # shadow lane: what the primary answered
-    decorated: dict | None = None    # shadow lane: primary's decorated rows (by feature function) or model input (by _input_key)
-    frame: pd.DataFrame | None = None                   # shadow lane: the raw rows as a frame
+    arrival: float  # epoch seconds
+    t0: float  # perf_counter at arrival
+    reasons: list[str] | None = None  # fallback lane: why each row falls back
+    primary: np.ndarray | None = None  # shadow lane: what the primary answered
+    decorated: dict | None = (
+        None  # shadow lane: primary's decorated rows (by feature function) or model input (by _input_key)
+    )
+    frame: pd.DataFrame | None = None  # shadow lane: the raw rows as a frame
 
 
 @dataclass
@@ -626,7 +812,7 @@ class Answer:
     fallback: bool = False
     reason: str | None = None
     out_of_domain: list[str] = field(default_factory=list)
-    needs_fallback: str | None = None          # set by a lane that could not answer the row
+    needs_fallback: str | None = None  # set by a lane that could not answer the row
 
 
 TIMEOUT = object()
@@ -639,9 +825,15 @@ class Service:
     nothing), `metrics`, `clock`. Use it from one event loop: `await start()`, `await invoke(...)`,
     `await close()`."""
 
-    def __init__(self, settings: Settings, options: ServeOptions, lookups: Lookups | None = None,
-                 predlog: PredictionLog | None | str = "settings", metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        settings: Settings,
+        options: ServeOptions,
+        lookups: Lookups | None = None,
+        predlog: PredictionLog | None | str = "settings",
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         options.check()
         self.settings = settings
         self.options = options
@@ -664,20 +856,38 @@ class Service:
         self.started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._swap_lock = threading.Lock()
-        self.main = MicroBatcher("main", self._run_main, options.batch_max_rows, options.batch_wait,
-                                 options.max_pending_rows, on_batch=lambda j, r: self.metrics.batch_rows.labels("main").observe(r))
-        self.fallback_lane = MicroBatcher("fallback", self._run_fallback, options.batch_max_rows, options.batch_wait,
-                                          options.max_pending_rows, on_batch=lambda j, r: self.metrics.batch_rows.labels("fallback").observe(r))
-        self.shadow_lane = MicroBatcher("shadow", self._run_shadow, options.shadow_batch_rows, options.shadow_batch_wait,
-                                        options.max_pending_rows, drop_when_full=True,
-                                        on_batch=lambda j, r: self.metrics.batch_rows.labels("shadow").observe(r))
+        self.main = MicroBatcher(
+            "main",
+            self._run_main,
+            options.batch_max_rows,
+            options.batch_wait,
+            options.max_pending_rows,
+            on_batch=lambda j, r: self.metrics.batch_rows.labels("main").observe(r),
+        )
+        self.fallback_lane = MicroBatcher(
+            "fallback",
+            self._run_fallback,
+            options.batch_max_rows,
+            options.batch_wait,
+            options.max_pending_rows,
+            on_batch=lambda j, r: self.metrics.batch_rows.labels("fallback").observe(r),
+        )
+        self.shadow_lane = MicroBatcher(
+            "shadow",
+            self._run_shadow,
+            options.shadow_batch_rows,
+            options.shadow_batch_wait,
+            options.max_pending_rows,
+            drop_when_full=True,
+            on_batch=lambda j, r: self.metrics.batch_rows.labels("shadow").observe(r),
+        )
         self.watcher = None
 
     def _breaker(self, clock) -> CircuitBreaker:
         return CircuitBreaker(self.options.breaker_failures, self.options.breaker_cooldown, clock)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
-    async def start(self, load: bool = True, background: bool = True) -> "Service":
+    async def start(self, load: bool = True, background: bool = True) -> Service:
         """Start the batchers and the log; load the models (in a thread, so /healthz answers meanwhile)."""
         self._loop = asyncio.get_running_loop()
         self.main.start()
@@ -712,21 +922,28 @@ class Service:
         for variant in [*self.variants.values(), *([self.shadow] if self.shadow else [])]:
             try:
                 version = registry.get_version(self.options.model_name, variant.name, self.settings).version
-                model = cache.get(version) or load_version(self.settings, self.options.model_name, version, self.lookups)
+                model = cache.get(version) or load_version(
+                    self.settings, self.options.model_name, version, self.lookups
+                )
                 model.ref = variant.name
                 cache[version] = model
                 self.swap(variant.name, model, initial=True)
             except WorkbenchError as exc:
                 variant.error = str(exc)
                 log.error("Variant '%s' of model '%s' is not served: %s", variant.name, self.options.model_name, exc)
-        if any(s.kind == "previous" for s in self.fallback_steps) and self.variants[self.options.alias].model is not None:
+        if (
+            any(s.kind == "previous" for s in self.fallback_steps)
+            and self.variants[self.options.alias].model is not None
+        ):
             self._load_previous(cache)
         if self.options.reload_interval > 0:
             self.watcher = AliasWatcher(self, self.options.reload_interval).start()
         if self.variants[self.options.alias].model is None:
-            self.not_ready_reason = f"the '{self.options.alias}' model could not be loaded: {self.variants[self.options.alias].error}"
+            self.not_ready_reason = (
+                f"the '{self.options.alias}' model could not be loaded: {self.variants[self.options.alias].error}"
+            )
         else:
-            self.ready = True          # only once every variant had its chance: no early traffic all on the primary
+            self.ready = True  # only once every variant had its chance: no early traffic all on the primary
 
     def _load_previous(self, cache: dict[int, LoadedModel]) -> None:
         current = self.variants[self.options.alias].model
@@ -736,12 +953,17 @@ class Service:
             stack = []
         earlier = [v for v in stack if v != current.version]
         if not earlier:
-            log.warning("Fallback 'previous': model '%s' has no earlier '%s' in its alias history; no previous model.",
-                        self.options.model_name, self.options.alias)
+            log.warning(
+                "Fallback 'previous': model '%s' has no earlier '%s' in its alias history; no previous model.",
+                self.options.model_name,
+                self.options.alias,
+            )
             return
         version = earlier[-1]
         try:
-            self.fallback_model = cache.get(version) or load_version(self.settings, self.options.model_name, version, self.lookups)
+            self.fallback_model = cache.get(version) or load_version(
+                self.settings, self.options.model_name, version, self.lookups
+            )
             self.fallback_model.ref = f"previous {self.options.alias}"
         except WorkbenchError as exc:
             log.error("Fallback 'previous' (version %s) could not be loaded: %s", version, exc)
@@ -749,12 +971,16 @@ class Service:
     def swap(self, variant_name: str, model: LoadedModel, initial: bool = False) -> None:
         """Atomically serve `model` for `variant_name` (batches in flight finish on the old one)."""
         with self._swap_lock:
-            variant = self.shadow if self.shadow is not None and self.shadow.name == variant_name else self.variants[variant_name]
+            variant = (
+                self.shadow
+                if self.shadow is not None and self.shadow.name == variant_name
+                else self.variants[variant_name]
+            )
             old = variant.model
             variant.model, variant.error = model, ""
             variant.breaker.record(True)
             if variant.role == "primary" and old is not None and old.version != model.version and not initial:
-                self.fallback_model = old            # the previous champion answers when the new one fails
+                self.fallback_model = old  # the previous champion answers when the new one fails
                 old.ref = f"previous {variant_name}"
             routable = [v.model for v in self.variants.values() if v.model is not None]
             self.contract = RequestContract.for_models(routable, self.options.limits)
@@ -763,8 +989,14 @@ class Service:
                 self.ready = True
 
     # ---- request path ---------------------------------------------------------------------------------------------
-    async def invoke(self, endpoint: str, body: bytes, content_type: str | None, request_id: str | None = None,
-                     oversized: bool = False) -> Response:
+    async def invoke(
+        self,
+        endpoint: str,
+        body: bytes,
+        content_type: str | None,
+        request_id: str | None = None,
+        oversized: bool = False,
+    ) -> Response:
         """Answer one request. `oversized`: the adapter stopped reading the body at max_body_bytes."""
         t0 = time.perf_counter()
         arrival = time.time()
@@ -772,7 +1004,9 @@ class Service:
             if oversized:
                 raise too_large(self.options.limits)
             if not self.ready:
-                raise RequestRejected("NOT_READY", f"Not ready: {self.not_ready_reason}. Retry when /readyz answers 200.")
+                raise RequestRejected(
+                    "NOT_READY", f"Not ready: {self.not_ready_reason}. Retry when /readyz answers 200."
+                )
             fmt, records = parse_payload(body, content_type, self.options.limits)
             base_id = request_id if request_id and _ID_RE.match(request_id) else uuid.uuid4().hex[:20]
             rows, rids, eids, warnings = self.contract.validate(records, base_id)
@@ -785,13 +1019,15 @@ class Service:
         except RequestRejected as exc:
             self.metrics.errors.labels(exc.code).inc()
             response = error_response(exc)
-        except LogFull as exc:                    # predlog_on_full=block and the writer cannot keep up
+        except LogFull as exc:  # predlog_on_full=block and the writer cannot keep up
             self.metrics.errors.labels("OVERLOADED").inc()
             response = Response(error_body("OVERLOADED", f"{exc} The request was not answered; retry later."), 503)
         except Exception:
             log.exception("Unexpected error while answering a request")
             self.metrics.errors.labels("INTERNAL_ERROR").inc()
-            response = Response(error_body("INTERNAL_ERROR", "An internal error occurred; it is logged on the server."), 500)
+            response = Response(
+                error_body("INTERNAL_ERROR", "An internal error occurred; it is logged on the server."), 500
+            )
         self.metrics.requests.labels(endpoint, str(response.status)).inc()
         self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - t0)
         return response
@@ -833,7 +1069,11 @@ class Service:
                 break
             if step.kind == "constant":
                 primary = self.variants[self.options.alias].model
-                label = int(step.value >= primary.spec.decision_threshold) if primary is not None and primary.is_classifier else None
+                label = (
+                    int(step.value >= primary.spec.decision_threshold)
+                    if primary is not None and primary.is_classifier
+                    else None
+                )
                 for i in remaining:
                     answers[i] = Answer(step.value, label, "constant", work.variants[i], True, why[i])
                 await self._log_constant(work, answers, remaining)
@@ -842,9 +1082,15 @@ class Service:
                 model = self.fallback_model
                 if model is None or not self.fallback_breaker.allow():
                     continue
-                sub = Work([work.rows[i] for i in remaining], [work.request_ids[i] for i in remaining],
-                           [work.entity_ids[i] for i in remaining], [work.variants[i] for i in remaining],
-                           work.arrival, work.t0, reasons=[why[i] for i in remaining])
+                sub = Work(
+                    [work.rows[i] for i in remaining],
+                    [work.request_ids[i] for i in remaining],
+                    [work.entity_ids[i] for i in remaining],
+                    [work.variants[i] for i in remaining],
+                    work.arrival,
+                    work.t0,
+                    reasons=[why[i] for i in remaining],
+                )
                 result = await self._submit(self.fallback_lane, sub, self.options.timeout)
                 if result is TIMEOUT:
                     self.fallback_breaker.record(False)
@@ -857,15 +1103,24 @@ class Service:
                         answers[i] = a
                 remaining = still
         if remaining:
-            raise RequestRejected("MODEL_UNAVAILABLE", f"{len(remaining)} row(s) could not be predicted: the model failed "
-                                  "or ran out of time and no fallback could answer. Retry later.")
+            raise RequestRejected(
+                "MODEL_UNAVAILABLE",
+                f"{len(remaining)} row(s) could not be predicted: the model failed "
+                "or ran out of time and no fallback could answer. Retry later.",
+            )
 
     async def _log_constant(self, work: Work, answers: list, idx: list[int]) -> None:
         if self.predlog is None:
             return
         now = time.perf_counter()
-        frame = _log_frame([work.request_ids[i] for i in idx], [work.entity_ids[i] for i in idx],
-                           [work.arrival] * len(idx), [answers[i] for i in idx], [(now - work.t0) * 1000.0] * len(idx), None)
+        frame = _log_frame(
+            [work.request_ids[i] for i in idx],
+            [work.entity_ids[i] for i in idx],
+            [work.arrival] * len(idx),
+            [answers[i] for i in idx],
+            [(now - work.t0) * 1000.0] * len(idx),
+            None,
+        )
         for i in idx:
             self.metrics.fallbacks.labels(work.variants[i], answers[i].reason).inc()
         await self._log(frame)
@@ -880,8 +1135,15 @@ class Service:
     def _format(self, endpoint: str, work: Work, answers: list[Answer], warnings: list[dict]) -> bytes:
         meta = []
         for i, a in enumerate(answers):
-            item = {"request_id": work.request_ids[i], "entity_id": work.entity_ids[i], "prediction": a.prediction,
-                    "model_version": a.version, "variant": a.variant, "fallback": a.fallback, "out_of_domain": a.out_of_domain}
+            item = {
+                "request_id": work.request_ids[i],
+                "entity_id": work.entity_ids[i],
+                "prediction": a.prediction,
+                "model_version": a.version,
+                "variant": a.variant,
+                "fallback": a.fallback,
+                "out_of_domain": a.out_of_domain,
+            }
             if a.label is not None:
                 item["label"] = a.label
             if a.fallback:
@@ -889,7 +1151,9 @@ class Service:
             meta.append(item)
         if endpoint == ENDPOINT_INVOCATIONS:
             classifier = any(a.label is not None for a in answers)
-            preds = [[1.0 - a.prediction, a.prediction] for a in answers] if classifier else [a.prediction for a in answers]
+            preds = (
+                [[1.0 - a.prediction, a.prediction] for a in answers] if classifier else [a.prediction for a in answers]
+            )
             payload: dict[str, Any] = {"predictions": preds, "workbench": meta}
         else:
             payload = {"predictions": meta}
@@ -931,8 +1195,13 @@ class Service:
             version = str(model.version)
             for k, i in enumerate(idx):
                 if ok[k]:
-                    answers[i] = Answer(float(scores[k]), int(labels[k]) if labels is not None else None, version, name,
-                                        out_of_domain=ood[k])
+                    answers[i] = Answer(
+                        float(scores[k]),
+                        int(labels[k]) if labels is not None else None,
+                        version,
+                        name,
+                        out_of_domain=ood[k],
+                    )
                 else:
                     answers[i] = Answer(math.nan, None, version, name, needs_fallback="error")
             if X is not None:
@@ -949,7 +1218,7 @@ class Service:
             mine = job.claim()
             claimed.append(mine)
             if mine:
-                results.append(answers[start:start + n])
+                results.append(answers[start : start + n])
                 answered_rows.extend(i for i in range(start, start + n) if not answers[i].needs_fallback)
             else:
                 results.append(None)
@@ -981,15 +1250,26 @@ class Service:
         self.fallback_breaker.record(bool(ok.all()))
         labels = model.labels(scores)
         ood = model.domain.check(X) if X is not None else [[] for _ in idx]
-        answers = [Answer(float(scores[k]), int(labels[k]) if labels is not None else None, str(model.version), variants[k],
-                          True, reasons[k], ood[k]) if ok[k] else
-                   Answer(math.nan, None, str(model.version), variants[k], needs_fallback=reasons[k]) for k in idx]
+        answers = [
+            Answer(
+                float(scores[k]),
+                int(labels[k]) if labels is not None else None,
+                str(model.version),
+                variants[k],
+                True,
+                reasons[k],
+                ood[k],
+            )
+            if ok[k]
+            else Answer(math.nan, None, str(model.version), variants[k], needs_fallback=reasons[k])
+            for k in idx
+        ]
         features = [(X, k) if X is not None else None for k in idx]
         results, answered, start = [], [], 0
         for job in jobs:
             n = len(job.payload.rows)
             if job.claim():
-                results.append(answers[start:start + n])
+                results.append(answers[start : start + n])
                 answered.extend(i for i in range(start, start + n) if not answers[i].needs_fallback)
             else:
                 results.append(None)
@@ -1041,8 +1321,16 @@ class Service:
             labels = model.labels(scores)
             ood = model.domain.check(X)
             version = str(model.version)
-            answers = [Answer(float(scores[k]), int(labels[k]) if labels is not None else None, version, variant.name,
-                              out_of_domain=ood[k]) for k in range(len(scores))]
+            answers = [
+                Answer(
+                    float(scores[k]),
+                    int(labels[k]) if labels is not None else None,
+                    version,
+                    variant.name,
+                    out_of_domain=ood[k],
+                )
+                for k in range(len(scores))
+            ]
             rids = [r for w in works for r in w.request_ids]
             eids = [e for w in works for e in w.entity_ids]
             arrivals = [a for w in works for a in w.arrivals]
@@ -1050,7 +1338,7 @@ class Service:
             lat = [(now - t0) * 1000.0 for w in works for t0 in w.t0s]
             frame = _log_frame(rids, eids, arrivals, answers, lat, X.reset_index(drop=True), shadow=True)
             try:
-                self.predlog.submit(frame, block=False)     # shadow rows never wait
+                self.predlog.submit(frame, block=False)  # shadow rows never wait
             except ServingError:
                 pass
         return [None] * len(jobs)
@@ -1067,13 +1355,14 @@ class Service:
         never takes its batch neighbours into the fallback."""
         fn, xkey = model.spec.feature_function, _input_key(model)
         try:
-            if xkey not in decorated:            # decorated rows and model input, shared by variants alike
+            if xkey not in decorated:  # decorated rows and model input, shared by variants alike
                 if fn not in decorated:
                     decorated[fn] = model.decorator.apply_pandas(raw)
                 from ..features import model_frame
 
-                decorated[xkey] = model_frame(decorated[fn], list(model.spec.numeric),
-                                              list(model.spec.categorical)).reset_index(drop=True)
+                decorated[xkey] = model_frame(
+                    decorated[fn], list(model.spec.numeric), list(model.spec.categorical)
+                ).reset_index(drop=True)
             X_all = decorated[xkey]
             X = X_all if len(idx) == len(X_all) else X_all.iloc[idx].reset_index(drop=True)
             scores = model.predict(X)
@@ -1130,7 +1419,7 @@ class Service:
             return
         feats = _feature_rows(features, rows_idx)
         frame = _log_frame(rids, eids, arrivals, picked, lat, feats, shadow=shadow)
-        self.predlog.submit(frame)   # may block (predlog_on_full=block): the answer waits for its log row
+        self.predlog.submit(frame)  # may block (predlog_on_full=block): the answer waits for its log row
 
     def _to_shadow(self, jobs, owner, answers, raw, decorated, answered_rows) -> None:
         """Queue the answered rows for the shadow (off the response path; dropped, and counted, if it lags)."""
@@ -1141,14 +1430,20 @@ class Service:
             offsets.append(start)
             start += len(w.rows)
         pos = [(works[owner[i]], i - offsets[owner[i]]) for i in idx]
-        sub = Work(rows=[], request_ids=[w.request_ids[k] for w, k in pos], entity_ids=[w.entity_ids[k] for w, k in pos],
-                   variants=[answers[i].variant for i in idx], arrival=0.0, t0=0.0,
-                   primary=np.array([answers[i].prediction for i in idx]),
-                   frame=raw.iloc[idx].reset_index(drop=True))
+        sub = Work(
+            rows=[],
+            request_ids=[w.request_ids[k] for w, k in pos],
+            entity_ids=[w.entity_ids[k] for w, k in pos],
+            variants=[answers[i].variant for i in idx],
+            arrival=0.0,
+            t0=0.0,
+            primary=np.array([answers[i].prediction for i in idx]),
+            frame=raw.iloc[idx].reset_index(drop=True),
+        )
         sub.arrivals = [w.arrival for w, _ in pos]
         sub.t0s = [w.t0 for w, _ in pos]
         fn, xkey = self.shadow.model.spec.feature_function, _input_key(self.shadow.model)
-        if xkey in decorated:               # the shadow reads the same input as the primary: reuse it
+        if xkey in decorated:  # the shadow reads the same input as the primary: reuse it
             sub.decorated = {xkey: decorated[xkey].iloc[idx].reset_index(drop=True)}
         elif fn in decorated:
             sub.decorated = {fn: decorated[fn].iloc[idx].reset_index(drop=True)}
@@ -1164,15 +1459,29 @@ class Service:
 
     # ---- other endpoints -----------------------------------------------------------------------------------------
     def health(self) -> Response:
-        return Response(json.dumps({"status": "alive", "uptime_s": round(time.time() - self.started_at, 1)}).encode(), 200)
+        return Response(
+            json.dumps({"status": "alive", "uptime_s": round(time.time() - self.started_at, 1)}).encode(), 200
+        )
 
     def readiness(self) -> Response:
-        body = {"ready": self.ready, "model": self.options.model_name,
-                "variants": {n: {"role": v.role, "version": v.model.version if v.model else None, "percent": v.percent or None,
-                                 "circuit": v.breaker.state, **({"error": v.error} if v.error else {})}
-                             for n, v in [*self.variants.items(), *([(self.shadow.name, self.shadow)] if self.shadow else [])]},
-                "fallback": {"steps": [s.kind if s.kind != "constant" else f"constant:{s.value:g}" for s in self.fallback_steps],
-                             "previous_version": self.fallback_model.version if self.fallback_model else None}}
+        body = {
+            "ready": self.ready,
+            "model": self.options.model_name,
+            "variants": {
+                n: {
+                    "role": v.role,
+                    "version": v.model.version if v.model else None,
+                    "percent": v.percent or None,
+                    "circuit": v.breaker.state,
+                    **({"error": v.error} if v.error else {}),
+                }
+                for n, v in [*self.variants.items(), *([(self.shadow.name, self.shadow)] if self.shadow else [])]
+            },
+            "fallback": {
+                "steps": [s.kind if s.kind != "constant" else f"constant:{s.value:g}" for s in self.fallback_steps],
+                "previous_version": self.fallback_model.version if self.fallback_model else None,
+            },
+        }
         if not self.ready:
             body["reason"] = self.not_ready_reason
         return Response(json.dumps(body).encode(), 200 if self.ready else 503)
@@ -1225,14 +1534,24 @@ def _feature_rows(features: list, rows_idx: list[int]) -> pd.DataFrame | None:
     return pd.concat(parts).reindex(range(len(rows_idx)))
 
 
-def _log_frame(rids, eids, arrivals, answers: list[Answer], latencies, features: pd.DataFrame | None, shadow: bool = False) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "request_id": rids, "entity_id": eids,
-        "timestamp": pd.to_datetime(np.asarray(arrivals, dtype="float64"), unit="s", utc=True),
-        "model_version": [a.version for a in answers], "variant": [a.variant for a in answers],
-        "shadow": shadow, "prediction": [a.prediction for a in answers], "latency_ms": latencies,
-        "fallback": [a.fallback for a in answers], "fallback_reason": [a.reason for a in answers],
-        "out_of_domain": [a.out_of_domain for a in answers]})
+def _log_frame(
+    rids, eids, arrivals, answers: list[Answer], latencies, features: pd.DataFrame | None, shadow: bool = False
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "request_id": rids,
+            "entity_id": eids,
+            "timestamp": pd.to_datetime(np.asarray(arrivals, dtype="float64"), unit="s", utc=True),
+            "model_version": [a.version for a in answers],
+            "variant": [a.variant for a in answers],
+            "shadow": shadow,
+            "prediction": [a.prediction for a in answers],
+            "latency_ms": latencies,
+            "fallback": [a.fallback for a in answers],
+            "fallback_reason": [a.reason for a in answers],
+            "out_of_domain": [a.out_of_domain for a in answers],
+        }
+    )
     if features is not None and len(features.columns):
         frame = pd.concat([frame, features.reset_index(drop=True)], axis=1)
     return frame

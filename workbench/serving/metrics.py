@@ -3,12 +3,12 @@
 With `workbench serve --workers N` the CLI sets PROMETHEUS_MULTIPROC_DIR and every worker writes its
 figures there; `/metrics` then sums the workers (prometheus_client's multiprocess mode).
 """
+
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
 
@@ -21,39 +21,89 @@ class Metrics:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = "workbench_serving_"
-        self.requests = Counter(p + "requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r)
-        self.request_latency = Histogram(p + "request_latency_seconds", "Time to answer a request, by endpoint.",
-                                         ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            p + "requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            p + "request_latency_seconds",
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter(p + "errors", "Requests answered with an error, by error code.", ["code"], registry=r)
-        self.predictions = Counter(p + "predictions", "Rows answered, by variant and model version.",
-                                   ["variant", "version"], registry=r)
-        self.prediction_latency = Histogram(p + "prediction_latency_seconds", "Arrival-to-answer time of a row, by variant.",
-                                            ["variant"], buckets=LATENCY_BUCKETS, registry=r)
-        self.fallbacks = Counter(p + "fallbacks", "Rows answered by the fallback, by variant and reason.",
-                                 ["variant", "reason"], registry=r)
-        self.out_of_domain = Counter(p + "out_of_domain_rows", "Rows served with a value outside the trained domain.",
-                                     ["variant"], registry=r)
-        self.model_errors = Counter(p + "model_errors", "Model calls that raised or returned non-finite values.",
-                                    ["variant"], registry=r)
-        self.circuit_open = Gauge(p + "circuit_open", "1 while the variant's circuit breaker is open.", ["variant"],
-                                  registry=r, multiprocess_mode="max")
-        self.model_version = Gauge(p + "model_version", "The version each variant serves.", ["variant"],
-                                   registry=r, multiprocess_mode="max")
-        self.reloads = Counter(p + "reloads", "Hot reloads by variant and outcome (swapped, failed).",
-                               ["variant", "outcome"], registry=r)
-        self.shadow_compared = Counter(p + "shadow_comparisons", "Rows predicted by the shadow and compared.", registry=r)
-        self.shadow_disagreed = Counter(p + "shadow_disagreements", "Compared rows where shadow and primary disagree.", registry=r)
-        self.shadow_failures = Counter(p + "shadow_failures", "Shadow rows that failed (the primary is unaffected).", registry=r)
-        self.shadow_dropped = Counter(p + "shadow_dropped_rows", "Shadow rows dropped because the shadow fell behind.", registry=r)
-        self.shadow_rate = Gauge(p + "shadow_disagreement_ratio", "Disagreements / comparisons since start.",
-                                 registry=r, multiprocess_mode="max")
-        self.batch_rows = Histogram(p + "batch_rows", "Rows per model call (micro-batching), by lane.", ["lane"],
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.predlog_dropped = Counter(p + "predlog_dropped_rows", "Prediction-log rows dropped (predlog_on_full=drop).", registry=r)
-        self.predlog_queue = Gauge(p + "predlog_queue_rows", "Rows waiting for the prediction-log writer.", registry=r,
-                                   multiprocess_mode="livesum")
-        self.predlog_files = Gauge(p + "predlog_files_written", "Parquet files written by this process.", registry=r,
-                                   multiprocess_mode="livesum")
+        self.predictions = Counter(
+            p + "predictions", "Rows answered, by variant and model version.", ["variant", "version"], registry=r
+        )
+        self.prediction_latency = Histogram(
+            p + "prediction_latency_seconds",
+            "Arrival-to-answer time of a row, by variant.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            p + "fallbacks", "Rows answered by the fallback, by variant and reason.", ["variant", "reason"], registry=r
+        )
+        self.out_of_domain = Counter(
+            p + "out_of_domain_rows", "Rows served with a value outside the trained domain.", ["variant"], registry=r
+        )
+        self.model_errors = Counter(
+            p + "model_errors", "Model calls that raised or returned non-finite values.", ["variant"], registry=r
+        )
+        self.circuit_open = Gauge(
+            p + "circuit_open",
+            "1 while the variant's circuit breaker is open.",
+            ["variant"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.model_version = Gauge(
+            p + "model_version", "The version each variant serves.", ["variant"], registry=r, multiprocess_mode="max"
+        )
+        self.reloads = Counter(
+            p + "reloads", "Hot reloads by variant and outcome (swapped, failed).", ["variant", "outcome"], registry=r
+        )
+        self.shadow_compared = Counter(
+            p + "shadow_comparisons", "Rows predicted by the shadow and compared.", registry=r
+        )
+        self.shadow_disagreed = Counter(
+            p + "shadow_disagreements", "Compared rows where shadow and primary disagree.", registry=r
+        )
+        self.shadow_failures = Counter(
+            p + "shadow_failures", "Shadow rows that failed (the primary is unaffected).", registry=r
+        )
+        self.shadow_dropped = Counter(
+            p + "shadow_dropped_rows", "Shadow rows dropped because the shadow fell behind.", registry=r
+        )
+        self.shadow_rate = Gauge(
+            p + "shadow_disagreement_ratio",
+            "Disagreements / comparisons since start.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.batch_rows = Histogram(
+            p + "batch_rows",
+            "Rows per model call (micro-batching), by lane.",
+            ["lane"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.predlog_dropped = Counter(
+            p + "predlog_dropped_rows", "Prediction-log rows dropped (predlog_on_full=drop).", registry=r
+        )
+        self.predlog_queue = Gauge(
+            p + "predlog_queue_rows",
+            "Rows waiting for the prediction-log writer.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.predlog_files = Gauge(
+            p + "predlog_files_written",
+            "Parquet files written by this process.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self._shadow_counts = [0, 0]
         self._predlog_dropped_seen = 0
 

@@ -17,6 +17,7 @@ once through `workbench.data.load` (audited, masked) and kept as a parquet snaps
 `settings.serving_cache_dir`, so `workbench serve` workers and restarts within
 `serving_lookup_max_age` seconds need no Spark session.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,13 +44,25 @@ __all__ = ["LoadedModel", "Domain", "Lookups", "load_version", "smoke_test", "ra
 
 log = logging.getLogger("workbench.serving")
 
-SCHEMA_ARTIFACT = "schema.json"          # logged by workbench.training (workbench.validation format)
+SCHEMA_ARTIFACT = "schema.json"  # logged by workbench.training (workbench.validation format)
 SNAPSHOT_META = "snapshot.json"
 
 # catalog / validation type -> the JSON kind a request must send
-_KINDS = {"int": "integer", "integer": "integer", "long": "integer", "short": "integer", "bigint": "integer",
-          "double": "number", "float": "number", "decimal": "number",
-          "string": "string", "timestamp": "timestamp", "date": "timestamp", "boolean": "boolean", "bool": "boolean"}
+_KINDS = {
+    "int": "integer",
+    "integer": "integer",
+    "long": "integer",
+    "short": "integer",
+    "bigint": "integer",
+    "double": "number",
+    "float": "number",
+    "decimal": "number",
+    "string": "string",
+    "timestamp": "timestamp",
+    "date": "timestamp",
+    "boolean": "boolean",
+    "bool": "boolean",
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class Domain:
 
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     categories: dict[str, frozenset] = field(default_factory=dict)
-    source: str = "none"               # "training schema" | "pipeline encoder" | "none"
+    source: str = "none"  # "training schema" | "pipeline encoder" | "none"
 
     def check(self, X: pd.DataFrame) -> list[list[str]]:
         """Per row, the names of the columns whose value lies outside the trained domain (nulls never do)."""
@@ -87,7 +100,7 @@ class Domain:
         return out
 
     @classmethod
-    def from_schema(cls, schema, columns: list[str]) -> "Domain":
+    def from_schema(cls, schema, columns: list[str]) -> Domain:
         ranges, categories = {}, {}
         for col in columns:
             c = schema.columns.get(col)
@@ -100,12 +113,14 @@ class Domain:
         return cls(ranges, categories, "training schema")
 
     @classmethod
-    def from_pipeline(cls, pipeline, spec: ModelSpec) -> "Domain":
+    def from_pipeline(cls, pipeline, spec: ModelSpec) -> Domain:
         """Categories seen by the fitted one-hot encoder (models logged before training schemas existed)."""
         try:
             encoder = pipeline.named_steps["preprocess"].named_transformers_["cat"].named_steps["onehot"]
-            cats = {col: frozenset(str(v) for v in values if v != "(missing)")
-                    for col, values in zip(spec.categorical, encoder.categories_)}
+            cats = {
+                col: frozenset(str(v) for v in values if v != "(missing)")
+                for col, values in zip(spec.categorical, encoder.categories_)
+            }
             return cls({}, cats, "pipeline encoder")
         except (AttributeError, KeyError, TypeError):
             return cls()
@@ -117,13 +132,13 @@ class LoadedModel:
 
     name: str
     version: int
-    ref: str                                   # the alias (or version) it was loaded for
+    ref: str  # the alias (or version) it was loaded for
     spec: ModelSpec
     pipeline: Any
     decorator: feature_functions.Decorator
     domain: Domain
     raw_columns: tuple[str, ...]
-    raw_kinds: dict[str, str]                  # raw column -> JSON kind (integer, number, string, timestamp, boolean, any)
+    raw_kinds: dict[str, str]  # raw column -> JSON kind (integer, number, string, timestamp, boolean, any)
     input_example: pd.DataFrame | None = None
     run_id: str | None = None
     loaded_at: float = field(default_factory=time.time)
@@ -184,8 +199,11 @@ class Lookups:
             return function.prepare(self.settings, lookups=self._frames[name])
         frames = read_snapshot(self.folder, function, self.settings.serving_lookup_max_age)
         if frames is None:
-            log.warning("No fresh lookup snapshot for feature function '%s': reading its lookups through "
-                        "workbench.data.load (this starts Spark in the serving process).", name)
+            log.warning(
+                "No fresh lookup snapshot for feature function '%s': reading its lookups through "
+                "workbench.data.load (this starts Spark in the serving process).",
+                name,
+            )
             frames = write_snapshot(self.folder, function, self.settings, self.spark)
         return function.prepare(self.settings, lookups=frames)
 
@@ -211,8 +229,9 @@ def read_snapshot(folder: Path, function, max_age: int) -> dict[str, pd.DataFram
         return None
 
 
-def write_snapshot(folder: Path, function, settings: Settings, spark=None,
-                   frames: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+def write_snapshot(
+    folder: Path, function, settings: Settings, spark=None, frames: dict[str, pd.DataFrame] | None = None
+) -> dict[str, pd.DataFrame]:
     """Keep `function`'s lookups as parquet (owner-only): `frames` if given, else read through workbench.data.load."""
     if frames is None:
         frames = dict(function.prepare(settings, spark).lookups)
@@ -222,13 +241,16 @@ def write_snapshot(folder: Path, function, settings: Settings, spark=None,
     for key, frame in frames.items():
         buffer = io.BytesIO()
         plain = frame.copy(deep=False)
-        plain.attrs = {}                  # Spark Connect's toPandas leaves plan metrics there (not serialisable)
+        plain.attrs = {}  # Spark Connect's toPandas leaves plan metrics there (not serialisable)
         plain.to_parquet(buffer, index=False)
         atomic_write_bytes(where / f"{key}.parquet", buffer.getvalue())
-    meta = {"created": time.time(), "function": function.name,
-            "lookups": {key: [dataset, list(cols)] for key, (dataset, cols) in function.lookups.items()},
-            "rows": {key: int(len(frame)) for key, frame in frames.items()}}
-    atomic_write_text(where / SNAPSHOT_META, json.dumps(meta))   # written last: marks the snapshot complete
+    meta = {
+        "created": time.time(),
+        "function": function.name,
+        "lookups": {key: [dataset, list(cols)] for key, (dataset, cols) in function.lookups.items()},
+        "rows": {key: int(len(frame)) for key, frame in frames.items()},
+    }
+    atomic_write_text(where / SNAPSHOT_META, json.dumps(meta))  # written last: marks the snapshot complete
     return frames
 
 
@@ -239,7 +261,10 @@ def snapshot_lookups(settings: Settings, function_names, spark=None, force: bool
         function = feature_functions.get(name)
         if not function.lookups:
             continue
-        if force or read_snapshot(settings.path("serving_cache_dir"), function, settings.serving_lookup_max_age) is None:
+        if (
+            force
+            or read_snapshot(settings.path("serving_cache_dir"), function, settings.serving_lookup_max_age) is None
+        ):
             if spark is None:
                 from ..spark import get_spark
 
@@ -287,8 +312,12 @@ def _domain(pyfunc, pipeline, spec: ModelSpec) -> Domain:
             text = mlflow.artifacts.load_text(f"runs:/{run_id}/{SCHEMA_ARTIFACT}")
             return Domain.from_schema(Schema.from_json(text), spec.features)
         except Exception as exc:  # an older model without a training schema
-            log.info("Model run %s has no usable %s (%s); using the encoder's categories as the domain.",
-                     run_id, SCHEMA_ARTIFACT, exc.__class__.__name__)
+            log.info(
+                "Model run %s has no usable %s (%s); using the encoder's categories as the domain.",
+                run_id,
+                SCHEMA_ARTIFACT,
+                exc.__class__.__name__,
+            )
     return Domain.from_pipeline(pipeline, spec)
 
 
@@ -304,8 +333,10 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
     try:
         pyfunc = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
-        raise ServingError(f"Model '{name}' version {info.version} ('{ref}') could not be loaded "
-                           f"({exc.__class__.__name__}). Check the version's artifacts in the registry.") from exc
+        raise ServingError(
+            f"Model '{name}' version {info.version} ('{ref}') could not be loaded "
+            f"({exc.__class__.__name__}). Check the version's artifacts in the registry."
+        ) from exc
     try:
         spec = ModelSpec.from_model(pyfunc)
         pipeline = pyfunc.get_raw_model()
@@ -315,15 +346,27 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
     try:
         decorator = lookups.decorator(spec.feature_function)
     except WorkbenchError as exc:
-        raise ServingError(f"Model '{name}' version {info.version} ('{ref}'): its feature function "
-                           f"'{spec.feature_function}' cannot be prepared: {exc}") from exc
+        raise ServingError(
+            f"Model '{name}' version {info.version} ('{ref}'): its feature function "
+            f"'{spec.feature_function}' cannot be prepared: {exc}"
+        ) from exc
     signature = pyfunc.metadata.get_input_schema()
     sig_types = {c.name: str(c.type).split(".")[-1].lower() for c in signature.inputs} if signature is not None else {}
     example = pyfunc.input_example if isinstance(pyfunc.input_example, pd.DataFrame) else None
-    model = LoadedModel(name=name, version=int(info.version), ref=str(ref), spec=spec, pipeline=pipeline,
-                        decorator=decorator, domain=_domain(pyfunc, pipeline, spec), raw_columns=tuple(spec.raw_columns),
-                        raw_kinds=raw_kinds(spec, settings, sig_types), input_example=example,
-                        run_id=getattr(pyfunc.metadata, "run_id", None), pyfunc=pyfunc)
+    model = LoadedModel(
+        name=name,
+        version=int(info.version),
+        ref=str(ref),
+        spec=spec,
+        pipeline=pipeline,
+        decorator=decorator,
+        domain=_domain(pyfunc, pipeline, spec),
+        raw_columns=tuple(spec.raw_columns),
+        raw_kinds=raw_kinds(spec, settings, sig_types),
+        input_example=example,
+        run_id=getattr(pyfunc.metadata, "run_id", None),
+        pyfunc=pyfunc,
+    )
     smoke_test(model)
     return model
 
@@ -343,7 +386,9 @@ def smoke_test(model: LoadedModel) -> None:
     where = f"Model '{model.name}' version {model.version} ('{model.ref}') failed its smoke test"
     try:
         if model.input_example is not None and len(model.input_example):
-            X = feature_functions.model_frame(model.input_example, list(model.spec.numeric), list(model.spec.categorical))
+            X = feature_functions.model_frame(
+                model.input_example, list(model.spec.numeric), list(model.spec.categorical)
+            )
             ours = model.predict(X)
             if model.pyfunc is not None:
                 theirs = np.asarray(model.pyfunc.predict(X))
@@ -357,7 +402,9 @@ def smoke_test(model: LoadedModel) -> None:
     except ServingError:
         raise
     except Exception as exc:
-        raise ServingError(f"{where}: {exc.__class__.__name__} while predicting. The version stays out of service.") from exc
+        raise ServingError(
+            f"{where}: {exc.__class__.__name__} while predicting. The version stays out of service."
+        ) from exc
 
 
 def _check_scores(scores: np.ndarray, n: int, model: LoadedModel, where: str, allow_nan: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The OpenAPI document of a running service, built from the model it serves (so the documented
 request fields are the ones the current version needs, also after a hot reload)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,50 +24,140 @@ def build(service) -> dict[str, Any]:
     contract = service.contract
     record = contract.json_schema() if contract is not None else {"type": "object"}
     versions = {n: (v.model.version if v.model else None) for n, v in service.variants.items()}
-    error = {"type": "object", "required": ["error_code", "message"], "properties": {
-        "error_code": {"type": "string", "enum": sorted(ERROR_STATUS)},
-        "message": {"type": "string"},
-        "problems": {"type": "array", "items": {"type": "object", "properties": {
-            "code": {"type": "string"}, "field": {"type": "string"}, "expected": {"type": "string"},
-            "found": {"type": "string", "description": "The kind of what was found, never the value."},
-            "rows": {"type": "array", "items": {"type": "integer"}}, "count": {"type": "integer"}}}}}}
-    answer = {"type": "object", "properties": {
-        "request_id": {"type": "string"}, "entity_id": {"type": ["string", "null"]},
-        "prediction": {"type": "number", "description": "P(positive class) for a classifier, else the predicted value."},
-        "label": {"type": "integer"}, "model_version": {"type": "string", "description": "The version that answered ('constant' for a constant fallback)."},
-        "variant": {"type": "string"}, "fallback": {"type": "boolean"}, "fallback_reason": {"type": "string"},
-        "out_of_domain": {"type": "array", "items": {"type": "string"}, "description": "Columns outside the trained domain (served anyway)."}}}
-    body = {"oneOf": [
-        {"$ref": "#/components/schemas/Record"},
-        {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
-        {"type": "object", "required": [FORMAT_DATAFRAME_SPLIT], "properties": {FORMAT_DATAFRAME_SPLIT: {
-            "type": "object", "required": ["columns", "data"],
-            "properties": {"columns": {"type": "array", "items": {"type": "string"}}, "data": {"type": "array", "items": {"type": "array"}}}}}},
-        {"type": "object", "required": [FORMAT_DATAFRAME_RECORDS], "properties": {FORMAT_DATAFRAME_RECORDS: {
-            "type": "array", "items": {"$ref": "#/components/schemas/Record"}}}}]}
-    errors = {str(status): {"description": ", ".join(sorted(c for c, s in ERROR_STATUS.items() if s == status)),
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-              for status in sorted(set(ERROR_STATUS.values()))}
+    error = {
+        "type": "object",
+        "required": ["error_code", "message"],
+        "properties": {
+            "error_code": {"type": "string", "enum": sorted(ERROR_STATUS)},
+            "message": {"type": "string"},
+            "problems": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "field": {"type": "string"},
+                        "expected": {"type": "string"},
+                        "found": {"type": "string", "description": "The kind of what was found, never the value."},
+                        "rows": {"type": "array", "items": {"type": "integer"}},
+                        "count": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "entity_id": {"type": ["string", "null"]},
+            "prediction": {
+                "type": "number",
+                "description": "P(positive class) for a classifier, else the predicted value.",
+            },
+            "label": {"type": "integer"},
+            "model_version": {
+                "type": "string",
+                "description": "The version that answered ('constant' for a constant fallback).",
+            },
+            "variant": {"type": "string"},
+            "fallback": {"type": "boolean"},
+            "fallback_reason": {"type": "string"},
+            "out_of_domain": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Columns outside the trained domain (served anyway).",
+            },
+        },
+    }
+    body = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/Record"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+            {
+                "type": "object",
+                "required": [FORMAT_DATAFRAME_SPLIT],
+                "properties": {
+                    FORMAT_DATAFRAME_SPLIT: {
+                        "type": "object",
+                        "required": ["columns", "data"],
+                        "properties": {
+                            "columns": {"type": "array", "items": {"type": "string"}},
+                            "data": {"type": "array", "items": {"type": "array"}},
+                        },
+                    }
+                },
+            },
+            {
+                "type": "object",
+                "required": [FORMAT_DATAFRAME_RECORDS],
+                "properties": {
+                    FORMAT_DATAFRAME_RECORDS: {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}
+                },
+            },
+        ]
+    }
+    errors = {
+        str(status): {
+            "description": ", ".join(sorted(c for c, s in ERROR_STATUS.items() if s == status)),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for status in sorted(set(ERROR_STATUS.values()))
+    }
 
     def predict_op(summary: str, response_schema: dict) -> dict:
-        return {"summary": summary, "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-                "responses": {"200": {"description": "Predictions", "content": {"application/json": {"schema": response_schema}}}, **errors}}
+        return {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "200": {"description": "Predictions", "content": {"application/json": {"schema": response_schema}}},
+                **errors,
+            },
+        }
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": f"workbench serve: {service.options.model_name}", "version": str(versions),
-                 "description": "Predictions from the registered model behind the aliases listed in /readyz. "
-                                "Send the raw columns the model's feature function needs; the service decorates them."},
+        "info": {
+            "title": f"workbench serve: {service.options.model_name}",
+            "version": str(versions),
+            "description": "Predictions from the registered model behind the aliases listed in /readyz. "
+            "Send the raw columns the model's feature function needs; the service decorates them.",
+        },
         "paths": {
-            "/predict": {"post": predict_op("Predict one or many records", {"type": "object", "properties": {
-                "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}},
-                "warnings": {"type": "array", "items": {"type": "object"}}}})},
-            "/invocations": {"post": predict_op("MLflow-compatible scoring", {"type": "object", "properties": {
-                "predictions": {"type": "array"}, "workbench": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}}}})},
+            "/predict": {
+                "post": predict_op(
+                    "Predict one or many records",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}},
+                            "warnings": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                )
+            },
+            "/invocations": {
+                "post": predict_op(
+                    "MLflow-compatible scoring",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "predictions": {"type": "array"},
+                            "workbench": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}},
+                        },
+                    },
+                )
+            },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process is alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness: the primary model is loaded",
-                                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain exposition"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: the primary model is loaded",
+                    "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                }
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain exposition"}}}
+            },
         },
         "components": {"schemas": {"Record": record, "Answer": answer, "Error": error}},
     }

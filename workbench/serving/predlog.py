@@ -21,6 +21,7 @@ When it is full, `on_full="block"` makes the submitting thread wait (the request
 its row is queued: no acknowledged request is missing from the log), and `on_full="drop"` drops the
 rows and counts them in `dropped_rows` (exported as a Prometheus counter). Never silently.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,19 @@ __all__ = ["PredictionLog", "FIXED_COLUMNS", "LogFull", "QUEUED", "DROPPED", "FU
 
 log = logging.getLogger("workbench.serving.predlog")
 
-FIXED_COLUMNS = ("request_id", "entity_id", "timestamp", "model_version", "variant", "shadow", "prediction",
-                 "latency_ms", "fallback", "fallback_reason", "out_of_domain")
+FIXED_COLUMNS = (
+    "request_id",
+    "entity_id",
+    "timestamp",
+    "model_version",
+    "variant",
+    "shadow",
+    "prediction",
+    "latency_ms",
+    "fallback",
+    "fallback_reason",
+    "out_of_domain",
+)
 QUEUED, DROPPED, FULL = "queued", "dropped", "full"
 _TMP_RE = re.compile(r"^\.part-.*-(\d+)-\d+\.parquet\.tmp$")
 
@@ -54,18 +66,39 @@ class LogFull(ServingError):
 def _fixed_schema():
     import pyarrow as pa
 
-    return pa.schema([("request_id", pa.string()), ("entity_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
-                      ("model_version", pa.string()), ("variant", pa.string()), ("shadow", pa.bool_()),
-                      ("prediction", pa.float64()), ("latency_ms", pa.float64()), ("fallback", pa.bool_()),
-                      ("fallback_reason", pa.string()), ("out_of_domain", pa.list_(pa.string()))])
+    return pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("entity_id", pa.string()),
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            ("model_version", pa.string()),
+            ("variant", pa.string()),
+            ("shadow", pa.bool_()),
+            ("prediction", pa.float64()),
+            ("latency_ms", pa.float64()),
+            ("fallback", pa.bool_()),
+            ("fallback_reason", pa.string()),
+            ("out_of_domain", pa.list_(pa.string())),
+        ]
+    )
 
 
 class PredictionLog:
-    def __init__(self, uri: str, model_name: str, roll_seconds: float = 60, roll_rows: int = 100_000,
-                 queue_rows: int = 100_000, on_full: str = "block", block_timeout: float = 30.0):
+    def __init__(
+        self,
+        uri: str,
+        model_name: str,
+        roll_seconds: float = 60,
+        roll_rows: int = 100_000,
+        queue_rows: int = 100_000,
+        on_full: str = "block",
+        block_timeout: float = 30.0,
+    ):
         if not is_local(uri):
-            raise ServingError(f"The prediction log supports a local predictions_dir for now; found the URI scheme of "
-                               f"'{uri.split(':', 1)[0]}'. Set predictions_dir to a local path.")
+            raise ServingError(
+                f"The prediction log supports a local predictions_dir for now; found the URI scheme of "
+                f"'{uri.split(':', 1)[0]}'. Set predictions_dir to a local path."
+            )
         if on_full not in ("block", "drop"):
             raise ServingError(f"predlog_on_full must be 'block' or 'drop'; found '{on_full}'.")
         self.folder = local_path(uri) / model_name
@@ -80,7 +113,7 @@ class PredictionLog:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._seq = 0
-        self._buffer: list = []          # arrow tables of the current (unwritten) file
+        self._buffer: list = []  # arrow tables of the current (unwritten) file
         self._buffer_rows = 0
         self._buffer_started = 0.0
         self._flush_requested = False
@@ -91,10 +124,15 @@ class PredictionLog:
         self.write_errors = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, model_name: str, **overrides) -> "PredictionLog":
-        values = dict(uri=settings.predictions_uri, model_name=model_name, roll_seconds=settings.predlog_roll_seconds,
-                      roll_rows=settings.predlog_roll_rows, queue_rows=settings.predlog_queue_rows,
-                      on_full=settings.predlog_on_full)
+    def from_settings(cls, settings: Settings, model_name: str, **overrides) -> PredictionLog:
+        values = dict(
+            uri=settings.predictions_uri,
+            model_name=model_name,
+            roll_seconds=settings.predlog_roll_seconds,
+            roll_rows=settings.predlog_roll_rows,
+            queue_rows=settings.predlog_queue_rows,
+            on_full=settings.predlog_on_full,
+        )
         values.update(overrides)
         return cls(**values)
 
@@ -125,8 +163,10 @@ class PredictionLog:
                 while self._queued + n > self.queue_rows and self._queued > 0 and not self._closing:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise LogFull(f"The prediction log's queue stayed full ({self.queue_rows} rows) for "
-                                      f"{self.block_timeout:.0f} s: the writer cannot keep up or cannot write to {self.folder}.")
+                        raise LogFull(
+                            f"The prediction log's queue stayed full ({self.queue_rows} rows) for "
+                            f"{self.block_timeout:.0f} s: the writer cannot keep up or cannot write to {self.folder}."
+                        )
                     self._cond.wait(left)
             self._queue.append(frame)
             self._queued += n
@@ -137,7 +177,7 @@ class PredictionLog:
         return self.on_full == "block" and self._queued + n > self.queue_rows and self._queued > 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> "PredictionLog":
+    def start(self) -> PredictionLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
         self._thread = threading.Thread(target=self._run, name="workbench-predlog", daemon=True)
@@ -182,7 +222,9 @@ class PredictionLog:
             with self._cond:
                 self._queued -= sum(len(f) for f in items)
                 self._cond.notify_all()
-            due = self._buffer and (self._buffer_rows >= self.roll_rows or time.time() - self._buffer_started >= self.roll_seconds)
+            due = self._buffer and (
+                self._buffer_rows >= self.roll_rows or time.time() - self._buffer_started >= self.roll_seconds
+            )
             if due or ((closing or flush_now) and self._buffer):
                 self._write_buffer()
             if flush_now:
@@ -193,7 +235,7 @@ class PredictionLog:
                 with self._cond:
                     if self._queue:
                         continue
-                for _ in range(3):              # a failed final write is retried before giving up (logged)
+                for _ in range(3):  # a failed final write is retried before giving up (logged)
                     if not self._buffer:
                         break
                     self._write_buffer()
@@ -207,10 +249,14 @@ class PredictionLog:
 
         try:
             table = pa.Table.from_pandas(_normalise(frame), preserve_index=False)
-        except Exception as exc:   # a bug in what we log must never stop the writer
+        except Exception as exc:  # a bug in what we log must never stop the writer
             self.write_errors += 1
             self.dropped_rows += len(frame)
-            log.error("Prediction log: %d row(s) could not be converted (%s); dropped and counted.", len(frame), exc.__class__.__name__)
+            log.error(
+                "Prediction log: %d row(s) could not be converted (%s); dropped and counted.",
+                len(frame),
+                exc.__class__.__name__,
+            )
             return
         if not self._buffer:
             self._buffer_started = time.time()
@@ -234,8 +280,12 @@ class PredictionLog:
             self.written_rows += rows
         except Exception as exc:
             self.write_errors += 1
-            log.error("Prediction log: writing %d row(s) under %s failed (%s); keeping them to retry.", rows, self.folder,
-                      exc.__class__.__name__)
+            log.error(
+                "Prediction log: writing %d row(s) under %s failed (%s); keeping them to retry.",
+                rows,
+                self.folder,
+                exc.__class__.__name__,
+            )
             self._buffer, self._buffer_rows = tables + self._buffer, rows + self._buffer_rows
             time.sleep(1.0)
 

@@ -8,6 +8,7 @@ its smoke test is never served: the old one stays, the failure is logged and cou
 (`workbench_serving_reloads_total{outcome="failed"}`), and that version is not retried until the
 alias moves again. When the primary moves, the version it replaces becomes the 'previous' fallback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,12 +27,12 @@ class AliasWatcher:
     def __init__(self, service, interval: float):
         self.service = service
         self.interval = max(0.05, float(interval))
-        self.failed: dict[str, int] = {}          # alias -> version that failed (not retried until the alias moves)
+        self.failed: dict[str, int] = {}  # alias -> version that failed (not retried until the alias moves)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.polls = 0
 
-    def start(self) -> "AliasWatcher":
+    def start(self) -> AliasWatcher:
         self._thread = threading.Thread(target=self._run, name="workbench-reload", daemon=True)
         self._thread.start()
         return self
@@ -45,7 +46,7 @@ class AliasWatcher:
         while not self._stop.wait(self.interval):
             try:
                 self.poll()
-            except Exception:     # the registry may be briefly unreachable: keep serving, try again
+            except Exception:  # the registry may be briefly unreachable: keep serving, try again
                 log.exception("Polling the registry for alias moves failed; serving continues unchanged.")
 
     def poll(self) -> list[tuple[str, int, str]]:
@@ -61,7 +62,7 @@ class AliasWatcher:
             try:
                 version = registry.get_version(name, variant.name, service.settings).version
             except WorkbenchError:
-                continue          # the alias was removed: keep serving what we have
+                continue  # the alias was removed: keep serving what we have
             current = variant.model.version if variant.model is not None else None
             if version == current or self.failed.get(variant.name) == version:
                 continue
@@ -72,8 +73,14 @@ class AliasWatcher:
                 self.failed[variant.name] = version
                 variant.error = f"version {version} was not swapped in: {exc}"
                 service.metrics.reloads.labels(variant.name, "failed").inc()
-                log.error("Alias '%s' of '%s' moved to version %s, which is not served (version %s stays): %s",
-                          variant.name, name, version, current, exc)
+                log.error(
+                    "Alias '%s' of '%s' moved to version %s, which is not served (version %s stays): %s",
+                    variant.name,
+                    name,
+                    version,
+                    current,
+                    exc,
+                )
                 events.append((variant.name, version, "failed"))
                 continue
             service.swap(variant.name, model)
