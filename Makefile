@@ -16,7 +16,7 @@ TEST_WORKERS ?= 2
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: help setup java demo test lake clean hub browser bench wrk
+.PHONY: help setup java demo test lake clean hub browser bench wrk lint
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -72,7 +72,11 @@ browser:  ## install headless Chromium and its driver for the browser test (Debi
 	  else echo "warning: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; \
 	fi
 
-test: setup lake browser  ## set up and run the whole test suite
+lint: setup  ## ruff: lint and check the formatting (`ruff format .` fixes the formatting)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lake browser lint  ## set up and run the whole test suite
 	$(VENV)/bin/pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 wrk:  ## install the wrk HTTP load generator for the serving benchmark (Debian, root)
