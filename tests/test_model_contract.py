@@ -106,3 +106,21 @@ def test_a_store_fault_is_named_as_such(store):
     assert settings.artifacts_uri in message and "Restore the artifacts" in message
     assert caught.value.__cause__ is not None  # the original exception stays attached for debugging
     assert json.dumps(SPEC.to_metadata()) not in message
+
+
+def test_only_the_contract_registry_and_training_import_mlflow():
+    """Readers (explain, serving, gate, drift) go through the contract; training imports mlflow to log."""
+    import ast
+
+    import workbench
+
+    package = Path(workbench.__file__).parent
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"model_contract.py", "registry.py", "training.py"}
