@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from workbench import registry
@@ -83,3 +85,26 @@ def test_cli_lists_promotes_and_rolls_back(name, mlflow_settings, monkeypatch, c
     assert "version 1" in shown and "rollback" in shown and "better" in shown
     assert main(["models", "rollback", name]) == 1  # nothing earlier: an error, not a crash
     assert "no earlier" in capsys.readouterr().err
+
+
+def test_a_fault_reading_the_current_alias_raises_and_leaves_the_history_alone(name, mlflow_settings):
+    registry.promote(name, 1, reason="first", settings=mlflow_settings)
+    registry.promote(name, 2, reason="second", settings=mlflow_settings)
+    before = registry.history(name, settings=mlflow_settings)
+    # A real registry fault: @champion still points at version 2, whose row is gone (a store restored or
+    # edited by hand), so MLflow cannot resolve the alias. Recording `previous: None` here would let a
+    # later rollback replay a history that forgot version 2.
+    db = mlflow_settings.tracking_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM model_versions WHERE name = ? AND version = 2", (name,))
+    con.close()
+    with pytest.raises(RegistryError, match="Could not read which version alias 'champion'.*not moved"):
+        registry.promote(name, 3, reason="third", settings=mlflow_settings)
+    assert registry.history(name, settings=mlflow_settings) == before
+    assert [(e["version"], e["previous"]) for e in before] == [(1, None), (2, 1)]
+    assert registry.configure(mlflow_settings).get_registered_model(name).aliases == {"champion": 2}
+
+
+def test_an_alias_that_is_not_set_yet_has_no_previous_version(name, mlflow_settings):
+    registry.set_alias(name, "canary", 3, settings=mlflow_settings)
+    assert [(e["version"], e["previous"]) for e in registry.history(name, "canary", mlflow_settings)] == [(3, None)]

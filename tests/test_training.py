@@ -11,7 +11,8 @@ import pytest
 from workbench import registry
 from workbench.data import load
 from workbench.errors import TrainingError
-from workbench.training import ModelSpec, score_spark, train
+from workbench.model_contract import ModelSpec, score_spark
+from workbench.training import train
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import registry
+from . import model_contract, registry
 from .config import Settings, load_settings
 from .errors import GateError, RegistryError
 from .features import model_frame
-from .training import ModelSpec, compute_metrics
+from .model_contract import ModelSpec, compute_metrics
 
 __all__ = ["GateResult", "evaluate", "compare", "calibration_figure", "HIGHER_IS_BETTER", "SHIP", "DO_NOT_SHIP"]
 
@@ -279,8 +279,6 @@ def evaluate(
 ) -> GateResult:
     """Score challenger and champion on the window `eval_where` of `dataset` and decide; with `promote`, a
     passing gate moves `champion` to the challenger (recorded in the registry history)."""
-    import mlflow
-
     from .data import load
 
     settings = settings or load_settings()
@@ -329,7 +327,7 @@ def evaluate(
         if role == "challenger":
             decorated = full
         X = model_frame(full, list(spec.numeric), list(spec.categorical))
-        model = mlflow.pyfunc.load_model(version.uri)
+        model = model_contract.load_pyfunc(version.uri, settings, error=GateError)
         out = np.asarray(model.predict(X))
         scores[role] = out[:, 1] if spec.task == "classification" else out.reshape(-1)
         batch = X.head(latency_rows)

@@ -252,14 +252,33 @@ def _stack(events: list[dict[str, Any]]) -> list[int]:
     return stack
 
 
+def _current(client, name: str, alias: str) -> int | None:
+    """The version `alias` points at now, or None when the alias is not set.
+
+    Any other failure raises: recording `previous: None` for an alias that was set would corrupt the
+    history `rollback` replays."""
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except Exception as exc:
+        fault = exc
+    try:
+        is_set = alias in (client.get_registered_model(name).aliases or {})
+    except Exception:
+        is_set = True  # the registry cannot tell: treat it as a fault, not as "no alias"
+    if not is_set:
+        return None
+    raise RegistryError(
+        f"Could not read which version alias '{alias}' of model '{name}' points at ({fault.__class__.__name__}); "
+        "the alias was not moved and its history not changed. Check the registry store (setting "
+        "mlflow_registry_uri); if the alias points at a deleted version, remove the alias with MLflow's client "
+        "(`MlflowClient().delete_registered_model_alias(name, alias)`) and set it again."
+    ) from fault
+
+
 def _move(client, name: str, alias: str, version: int, action: str, reason: str, settings: Settings) -> None:
     from .identity import current_identity
 
-    previous = None
-    try:
-        previous = int(client.get_model_version_by_alias(name, alias).version)
-    except Exception:
-        pass
+    previous = _current(client, name, alias)
     client.set_registered_model_alias(name, alias, str(version))
     events = history(name, alias, settings)
     events.append(

@@ -1,6 +1,7 @@
 """Training: one scikit-learn Pipeline (preprocessing + estimator) logged as ONE MLflow model.
 
-THE MODEL CONTRACT (explain, serving, drift and the gate rely on it)
+THE MODEL CONTRACT (explain, serving, drift and the gate rely on it; `workbench.model_contract` owns
+`ModelSpec`, the artifact names and the loaders, so readers never import this module)
 --------------------------------------------------------------------
 1. Train (e.g. in a test fixture, against a throw-away MLflow store in SQLite):
 
@@ -16,8 +17,8 @@ THE MODEL CONTRACT (explain, serving, drift and the gate rely on it)
    `workbench.registry.model_uri(name, "champion")` builds it). Call `workbench.registry.configure(settings)`
    first so MLflow looks in the right store.
 
-       pyfunc  = mlflow.pyfunc.load_model("models:/flights-late@champion")   # enforces the signature
-       pipe    = mlflow.sklearn.load_model("models:/flights-late@champion")  # the sklearn Pipeline:
+       pyfunc  = model_contract.load_pyfunc("models:/flights-late@champion")    # enforces the signature
+       pipe    = model_contract.load_pipeline("models:/flights-late@champion")  # the sklearn Pipeline:
        pipe.named_steps["preprocess"]   # ColumnTransformer (numeric: impute+scale; categorical: impute+one-hot)
        pipe.named_steps["model"]        # LGBMClassifier / LogisticRegression / LGBMRegressor / Ridge
        pipe[:-1].get_feature_names_out()   # names of the columns the estimator sees (pandas output)
@@ -38,7 +39,7 @@ THE MODEL CONTRACT (explain, serving, drift and the gate rely on it)
        pyfunc.predict(X)
 
    `raw_pdf` needs `spec.raw_columns` (the feature function's `requires` + raw features it does not add).
-   On Spark: `score_spark(df, model_uri)` decorates and predicts per batch with `mapInPandas`
+   On Spark: `model_contract.score_spark(df, model_uri)` decorates and predicts per batch with `mapInPandas`
    (`deco.apply_spark(df)` alone gives the decorated Spark DataFrame).
 
 Why skops, not cloudpickle: MLflow 3.17 saves sklearn models with skops by default, which only
@@ -59,8 +60,8 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,28 +70,28 @@ from . import features as feature_functions
 from . import registry
 from .config import Settings, load_settings
 from .errors import TrainingError
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+from .model_contract import (
+    DATA_IDENTITY_ARTIFACT,
+    METADATA_KEY,
+    MODEL_ARTIFACT,
+    SCHEMA_ARTIFACT,
+    SPEC_ARTIFACT,
+    ModelSpec,
+    compute_metrics,
+)
+from .model_contract import scores as _scores
 
 __all__ = [
-    "ModelSpec",
     "TrainResult",
     "train",
     "build_pipeline",
-    "compute_metrics",
-    "score_spark",
     "charts",
     "feature_importance",
     "DEFAULT_FEATURES",
     "LEAKY_COLUMNS",
     "ESTIMATORS",
     "TRUSTED_TYPES",
-    "METADATA_KEY",
 ]
-
-METADATA_KEY = "workbench"
-MODEL_ARTIFACT = "model"
 
 # The demo task: will a flight arrive 15+ minutes late, from what is known before departure.
 DEFAULT_FEATURES: tuple[str, ...] = (
@@ -180,77 +181,6 @@ ESTIMATORS: dict[str, dict[str, Callable[[dict], Any]]] = {
 }
 
 
-# ---- the spec recorded on every model ---------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model needs to be fed: recorded in its MLmodel metadata under "workbench"."""
-
-    feature_function: str
-    raw_columns: tuple[str, ...]  # what a caller must send (before decoration)
-    numeric: tuple[str, ...]  # model input, double
-    categorical: tuple[str, ...]  # model input, string
-    target: str
-    task: str  # "classification" | "regression"
-    label_threshold: float | None = None  # classification: label = target > threshold
-    decision_threshold: float = 0.5  # classification: probability cut for precision/recall
-    dataset: str = ""
-    time_column: str = ""
-
-    @property
-    def features(self) -> list[str]:
-        return [*self.numeric, *self.categorical]
-
-    def to_metadata(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_metadata(cls, data: dict[str, Any]) -> ModelSpec:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        return cls(**values)
-
-    @classmethod
-    def from_model(cls, pyfunc_model) -> ModelSpec:
-        """The spec of a loaded pyfunc model (`mlflow.pyfunc.load_model(...)`)."""
-        meta = (pyfunc_model.metadata.metadata or {}).get(METADATA_KEY)
-        if not meta:
-            raise TrainingError(
-                "This MLflow model has no workbench spec in its metadata: it was not logged by "
-                "workbench.training. Retrain it with workbench.training.train."
-            )
-        return cls.from_metadata(meta)
-
-    @classmethod
-    def load(cls, model_uri: str, settings: Settings | None = None) -> ModelSpec:
-        """The spec of a logged or registered model, without loading the estimator."""
-        from mlflow.models import get_model_info
-
-        registry.configure(settings)
-        meta = (get_model_info(model_uri).metadata or {}).get(METADATA_KEY)
-        if not meta:
-            raise TrainingError(
-                f"The model {model_uri} has no workbench spec in its metadata; retrain it with workbench.training.train."
-            )
-        return cls.from_metadata(meta)
-
-    def label(self, target_values: pd.Series) -> pd.Series:
-        values = pd.to_numeric(target_values, errors="coerce").astype("float64")
-        if self.task == "classification":
-            return (values > float(self.label_threshold)).astype("int64")
-        return values
-
-    def decorator(self, settings: Settings | None = None, spark=None) -> feature_functions.Decorator:
-        return feature_functions.get(self.feature_function).prepare(settings, spark)
-
-    def prepare(
-        self, raw: pd.DataFrame, decorator: feature_functions.Decorator | None = None, settings: Settings | None = None
-    ) -> pd.DataFrame:
-        """Raw rows -> the model's input frame (decorate with the recorded function, select, coerce)."""
-        decorator = decorator or self.decorator(settings)
-        return feature_functions.model_frame(decorator.apply_pandas(raw), list(self.numeric), list(self.categorical))
-
-
 @dataclass
 class TrainResult:
     run_id: str
@@ -319,44 +249,6 @@ def build_pipeline(numeric: list[str], categorical: list[str], estimator: Any):
     preprocess = ColumnTransformer(transformers, verbose_feature_names_out=False, sparse_threshold=0.0)
     preprocess.set_output(transform="pandas")
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
-
-
-def _scores(pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
-    return pipeline.predict_proba(X)[:, 1] if task == "classification" else pipeline.predict(X)
-
-
-def compute_metrics(
-    y: pd.Series | np.ndarray, scores: np.ndarray, task: str, decision_threshold: float = 0.5
-) -> dict[str, float]:
-    """Holdout metrics: AUC, log loss, Brier, precision/recall/F1 at the threshold; or RMSE, MAE, R2."""
-    from sklearn import metrics as m
-
-    y = np.asarray(y)
-    if len(y) == 0:
-        return {}
-    if task == "classification":
-        predicted = (scores >= decision_threshold).astype(int)
-        out = {
-            "rows": float(len(y)),
-            "positive_rate": float(y.mean()),
-            "predicted_positive_rate": float(predicted.mean()),
-            "log_loss": float(m.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
-            "brier": float(m.brier_score_loss(y, scores)),
-            "precision": float(m.precision_score(y, predicted, zero_division=0)),
-            "recall": float(m.recall_score(y, predicted, zero_division=0)),
-            "f1": float(m.f1_score(y, predicted, zero_division=0)),
-            "accuracy": float(m.accuracy_score(y, predicted)),
-        }
-        if len(np.unique(y)) == 2:
-            out["roc_auc"] = float(m.roc_auc_score(y, scores))
-            out["average_precision"] = float(m.average_precision_score(y, scores))
-        return out
-    return {
-        "rows": float(len(y)),
-        "rmse": float(np.sqrt(m.mean_squared_error(y, scores))),
-        "mae": float(m.mean_absolute_error(y, scores)),
-        "r2": float(m.r2_score(y, scores)) if len(y) > 1 else float("nan"),
-    }
 
 
 # ---- training ----------------------------------------------------------------------------------------------
@@ -533,8 +425,8 @@ def train(
                 "workbench.content_sha256": identity["content_sha256"],
             }
         )
-        mlflow.log_dict(identity, "data_identity.json")
-        mlflow.log_dict(spec.to_metadata(), "model_spec.json")
+        mlflow.log_dict(identity, DATA_IDENTITY_ARTIFACT)
+        mlflow.log_dict(spec.to_metadata(), SPEC_ARTIFACT)
         _log_schema(X_train.assign(**{target: train_part[target].to_numpy()}))
         _log_importance(pipeline)
         _log_charts(y_hold.to_numpy(), scores, task, decision_threshold)
@@ -582,28 +474,6 @@ def train(
         )
         result.version, result.name = version.version, version.name
     return result
-
-
-def score_spark(
-    df: DataFrame, model_uri: str, settings: Settings | None = None, output_column: str = "prediction"
-) -> DataFrame:
-    """Batch scoring on Spark: decorate with the model's recorded feature function, then predict per batch."""
-    import mlflow
-    from pyspark.sql.types import DoubleType, StructField, StructType
-
-    spec = ModelSpec.load(model_uri, settings)
-    decorator = spec.decorator(settings, df.sparkSession)
-    decorator.check_columns(df.columns)
-    pipeline = mlflow.sklearn.load_model(model_uri)
-    schema = StructType([*df.schema.fields, StructField(output_column, DoubleType(), True)])
-    keep = list(df.columns)
-
-    def run(batches):  # decorate and predict in one Python stage per batch
-        for batch in batches:
-            X = feature_functions.model_frame(decorator.apply_pandas(batch), list(spec.numeric), list(spec.categorical))
-            yield batch[keep].assign(**{output_column: _scores(pipeline, X, spec.task)})
-
-    return df.mapInPandas(run, schema)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -726,11 +596,9 @@ def _range(series: pd.Series) -> list[str]:
 def _log_schema(frame: pd.DataFrame) -> None:
     import mlflow
 
-    try:
-        from .validation import infer_schema
-    except ImportError:  # validation arrives in a later commit
-        return
-    mlflow.log_text(infer_schema(frame).to_json(), "schema.json")
+    from .validation import infer_schema
+
+    mlflow.log_text(infer_schema(frame).to_json(), SCHEMA_ARTIFACT)
 
 
 def feature_importance(pipeline) -> pd.DataFrame:

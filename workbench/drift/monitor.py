@@ -3,7 +3,7 @@
 `load_windows` reads the reference and current windows of a dataset (through `workbench.data.load`),
 and, when a registered model is given, decorates them with the model's recorded feature function,
 adds the label (`spec.target > spec.label_threshold`) and scores them on Spark
-(`workbench.training.score_spark`). With `predictions=True` the current window is the serving
+(`workbench.model_contract.score_spark`). With `predictions=True` the current window is the serving
 wrapper's prediction log instead, joined to labels that arrived later.
 
 The prediction log (written by the serving wrapper under the `predictions_dir` setting, parquet) has
@@ -81,7 +81,7 @@ class Windows:
     categorical: list[str]
     source: str = "dataset"  # "dataset" | "prediction log"
     model_uri: str | None = None
-    spec: Any = None  # workbench.training.ModelSpec
+    spec: Any = None  # workbench.model_contract.ModelSpec
     version: Any = None  # workbench.registry.ModelVersionInfo, for a registered model
     label: str | None = None  # column with the label (1/0, or the target for regression)
     prediction: str | None = None  # column with the model's score
@@ -245,7 +245,7 @@ def join_labels(
 
 def _model(model: str, settings: Settings):
     from .. import registry
-    from ..training import ModelSpec
+    from ..model_contract import ModelSpec
 
     spec = ModelSpec.load(model, settings)
     version = None
@@ -273,7 +273,7 @@ def _labelled(df: DataFrame, spec) -> DataFrame:
 
 
 def _score(df: DataFrame, model: str, settings: Settings) -> DataFrame:
-    from ..training import score_spark
+    from ..model_contract import score_spark
 
     return score_spark(df, model, settings, output_column=PREDICTION)
 
@@ -307,16 +307,9 @@ def data_quality(
 
 
 def _training_schema(run_id: str, settings: Settings | None):
-    from .. import registry, validation
+    from ..model_contract import training_schema
 
-    registry.configure(settings)
-    import mlflow
-
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/schema.json")
-    except Exception:  # an older run without a logged schema
-        return None
-    return validation.Schema.from_json(text)
+    return training_schema(run_id, settings)  # None for an older run without a logged schema
 
 
 # ---- performance -------------------------------------------------------------------------------------
@@ -442,18 +435,16 @@ def window_explanation_drift(
     """Explanation drift of the model between the windows: mean |SHAP| per feature on bounded samples
     of raw rows, features whose influence moved most first (`workbench.explain.attribution_drift`).
 
-    None when there is no model, when the current window lacks the raw columns the explainer decorates
-    (a prediction log carries model inputs), or while `workbench.explain` is not installed: this is
-    the hook for the explainability helpers, which compute the attributions; drift only asks.
+    None when there is no model, or when the current window lacks the raw columns the explainer
+    decorates (a prediction log carries model inputs). `workbench.explain` computes the attributions;
+    drift only asks.
     """
     from .stats import sample_windows
 
     if windows.model_uri is None or windows.spec is None:
         return None
-    try:
-        from ..explain import attribution_drift  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    from ..explain import attribution_drift
+
     columns = list(windows.spec.raw_columns)
     if any(c not in windows.reference.columns or c not in windows.current.columns for c in columns):
         return None

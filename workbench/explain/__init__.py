@@ -10,24 +10,12 @@
     explain.log_explanation_summary(model_uri)               # ranking + plots on the version's run
     explain.attribution_drift(model_uri, reference_pdf, current_pdf)   # explanation drift
 
-Modules: `core` (loading, explanations, lineage, drift, MLflow summary), `shap_adapter` and
-`lime_adapter` (the only modules importing shap and lime), `plots`, `widgets`, `spark`.
+Modules: `results` (the result types and pure computations over them), `core` (loading, explanations,
+lineage, drift), `summary` (the MLflow summary), `shap_adapter` and `lime_adapter` (the only modules
+importing shap and lime), `plots`, `widgets`, `spark`.
 """
 
-from .core import (
-    Agreement,
-    Explanation,
-    LocalExplanation,
-    ModelExplainer,
-    TrainingWindow,
-    agreement_table,
-    attribution_drift,
-    compare_rankings,
-    load_explainer,
-    log_explanation_summary,
-    sample_rows,
-    training_window,
-)
+from .core import ModelExplainer, attribution_drift, load_explainer, sample_rows, training_window
 from .plots import (
     dependence_plot,
     dependence_plots,
@@ -38,7 +26,9 @@ from .plots import (
     summary_plot,
     waterfall_plot,
 )
+from .results import Agreement, Explanation, LocalExplanation, TrainingWindow, agreement_table, compare_rankings
 from .spark import explain_spark, ranking_spark, shap_spark
+from .summary import log_explanation_summary
 from .widgets import ExplanationExplorer, explore
 
 __all__ = [

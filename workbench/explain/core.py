@@ -11,11 +11,13 @@ Raw rows are decorated by the model's recorded feature function and selected/coe
 `shap_adapter`). Background rows (for LIME, the model-agnostic fallback and interventional Tree
 SHAP) are sampled from the training window recorded in the model's lineage: the dataset and
 `train_where` of its training run, narrowed to the time range its training part covered.
+
+The result types live in `results` (so `plots` and `widgets` need not import the explainer), the
+MLflow summary in `summary`; every MLflow read goes through `workbench.model_contract`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,154 +25,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import registry
+from .. import model_contract, registry
 from ..config import Settings, load_settings
-from ..errors import ExplainError, WorkbenchError
-from ..training import ModelSpec
+from ..errors import ExplainError
+from ..model_contract import ModelSpec
 from . import shap_adapter
 from .lime_adapter import DEFAULT_SAMPLES, lime_weights
+from .results import Explanation, LocalExplanation, TrainingWindow, agreement, compare_rankings
 
 __all__ = [
     "ModelExplainer",
     "Predictor",
-    "agreement",
-    "agreement_table",
-    "ranking_of",
-    "Explanation",
-    "LocalExplanation",
-    "Agreement",
-    "TrainingWindow",
     "load_explainer",
     "sample_rows",
     "training_window",
     "attribution_drift",
-    "compare_rankings",
-    "log_explanation_summary",
     "METHODS",
-    "ARTIFACT_DIR",
 ]
 
 METHODS = ("auto", "tree", "permutation")
-ARTIFACT_DIR = "explain"
-TOP_FEATURES_TAG = "workbench.explain.top_features"
 _MODEL_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-# ---- results -------------------------------------------------------------------------------------------
-@dataclass
-class Explanation:
-    """SHAP attributions for a set of rows, one column per raw model feature.
-
-    `values.loc[row_id, feature]`: the feature's contribution to the row's output in `output_kind`
-    units (log-odds for a classifier); `base_values + values.sum(axis=1)` is the model's raw output.
-    Row ids are the index of the raw frame that was explained.
-    """
-
-    values: pd.DataFrame
-    base_values: pd.Series
-    prediction: pd.Series  # P(positive) for a classifier, the prediction for a regressor
-    data: pd.DataFrame  # the model input (decorated feature values) of each row
-    raw: pd.DataFrame  # the rows as given
-    output_kind: str
-    method: str
-    model_uri: str
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.values.columns)
-
-    @property
-    def ids(self) -> list:
-        return list(self.values.index)
-
-    @property
-    def output(self) -> pd.Series:
-        """The model's raw output per row (base value + attributions)."""
-        return self.base_values + self.values.sum(axis=1)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def ranking(self) -> pd.DataFrame:
-        """Global importance: mean |SHAP| per feature, largest first, with its share of the total."""
-        return ranking_of(self.values)
-
-    def row(self, row_id) -> pd.Series:
-        if row_id not in self.values.index:
-            raise ExplainError(
-                f"Row id {row_id!r} is not among the {len(self)} explained rows; pick one of the frame's index values."
-            )
-        return self.values.loc[row_id]
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How far SHAP and LIME tell the same story for one row, over the top features by |SHAP|."""
-
-    top: int
-    sign_agreement: float  # share of the top features where both give the same direction
-    top_overlap: float  # share of SHAP's top features that are also among LIME's top
-    rank_correlation: float  # Spearman correlation of the two attributions over both top sets
-
-    def statement(self) -> str:
-        n_same = int(round(self.sign_agreement * self.top))
-        corr = "n/a" if np.isnan(self.rank_correlation) else f"{self.rank_correlation:+.2f}"
-        verdict = (
-            "agree"
-            if self.sign_agreement >= 0.8 and self.top_overlap >= 0.6
-            else "partly agree"
-            if self.sign_agreement >= 0.5
-            else "disagree"
-        )
-        return (
-            f"SHAP and LIME {verdict}: same direction for {n_same} of the top {self.top} features, "
-            f"{int(round(self.top_overlap * self.top))} of the top {self.top} shared, "
-            f"rank correlation {corr} (Spearman)."
-        )
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "top": self.top,
-            "sign_agreement": self.sign_agreement,
-            "top_overlap": self.top_overlap,
-            "rank_correlation": self.rank_correlation,
-        }
-
-
-@dataclass
-class LocalExplanation:
-    """One row: its prediction, SHAP values (output units) and LIME weights (probability units)."""
-
-    row_id: Any
-    prediction: float
-    output: float
-    base_value: float
-    shap: pd.Series
-    lime: pd.Series
-    lime_score: float
-    data: pd.Series
-    agreement: Agreement
-    output_kind: str
-
-    def table(self) -> pd.DataFrame:
-        """Feature, value, SHAP and LIME side by side, largest |SHAP| first."""
-        order = self.shap.abs().sort_values(ascending=False).index
-        return pd.DataFrame(
-            {"value": self.data[order].astype(object), "shap": self.shap[order], "lime": self.lime[order]}
-        ).rename_axis("feature")
-
-
-@dataclass(frozen=True)
-class TrainingWindow:
-    """Where a model's training rows came from, read from its training run."""
-
-    dataset: str
-    where: str | None  # a Spark SQL predicate selecting the training part
-    run_id: str | None
-    time_column: str = ""
-    time_range: tuple[str, ...] = ()
-    train_where: str = ""
-    note: str = ""
 
 
 # ---- the explainer ----------------------------------------------------------------------------------------
@@ -406,57 +280,6 @@ class ModelExplainer:
         )
 
 
-def agreement(shap_values: pd.Series, lime: pd.Series, top: int = 5) -> Agreement:
-    """Sign agreement and overlap over SHAP's top features, and the Spearman correlation over both tops."""
-    from scipy.stats import spearmanr
-
-    top = max(1, min(top, len(shap_values)))
-    shap_top = list(shap_values.abs().sort_values(ascending=False, kind="mergesort").index[:top])
-    lime_top = list(lime.abs().sort_values(ascending=False, kind="mergesort").index[:top])
-    same = [np.sign(shap_values[f]) == np.sign(lime[f]) for f in shap_top]
-    union = list(dict.fromkeys([*shap_top, *lime_top]))
-    corr = float("nan")
-    if len(union) >= 3 and shap_values[union].nunique() > 1 and lime[union].nunique() > 1:
-        corr = float(spearmanr(shap_values[union].to_numpy(), lime[union].to_numpy()).statistic)
-    return Agreement(
-        top=top,
-        sign_agreement=float(np.mean(same)),
-        top_overlap=len(set(shap_top) & set(lime_top)) / top,
-        rank_correlation=corr,
-    )
-
-
-def agreement_table(locals_: list[LocalExplanation]) -> pd.DataFrame:
-    """One line per locally explained row: prediction, SHAP/LIME agreement figures and the statement."""
-    return pd.DataFrame(
-        [
-            {
-                "row_id": l.row_id,
-                "prediction": l.prediction,
-                **l.agreement.as_dict(),
-                "lime_fit_r2": l.lime_score,
-                "statement": l.agreement.statement(),
-            }
-            for l in locals_
-        ]
-    )
-
-
-def ranking_of(values: pd.DataFrame) -> pd.DataFrame:
-    mean_abs = values.abs().mean(axis=0)
-    total = float(mean_abs.sum())
-    table = pd.DataFrame(
-        {
-            "feature": mean_abs.index,
-            "mean_abs_shap": mean_abs.to_numpy(),
-            "share": mean_abs.to_numpy() / total if total > 0 else 0.0,
-        }
-    )
-    table = table.sort_values("mean_abs_shap", ascending=False, kind="mergesort").reset_index(drop=True)
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table
-
-
 # ---- loading ------------------------------------------------------------------------------------------------
 def load_explainer(
     model_uri: str,
@@ -476,19 +299,8 @@ def load_explainer(
     method: 'auto' (Tree SHAP when the pipeline's estimator is a tree model, else permutation),
     'tree' or 'permutation'. feature_perturbation: for Tree SHAP, 'tree_path_dependent' or 'interventional'.
     """
-    import mlflow
-
     settings = settings or load_settings()
-    registry.configure(settings)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
-    except WorkbenchError:
-        raise
-    except Exception as exc:
-        raise ExplainError(
-            f"Could not load model {model_uri} from {settings.registry_uri} ({exc.__class__.__name__}). "
-            "Check the name and alias with `workbench models list`, or train one first."
-        ) from exc
+    pyfunc = model_contract.load_pyfunc(model_uri, settings, error=ExplainError)
     spec = ModelSpec.from_model(pyfunc)
     try:
         pipeline = pyfunc.get_raw_model()
@@ -535,19 +347,13 @@ def training_window(
 ) -> TrainingWindow:
     """The dataset and filter that selected the model's training rows, from its training run.
 
-    Uses the run's `train_where` and the `train_time_range` recorded in `data_identity.json`
+    Uses the run's `train_where` and the `train_time_range` recorded in `model_contract.DATA_IDENTITY_ARTIFACT`
     (the time-ordered training part, without the holdout). Models without that lineage fall
     back to the whole dataset named in their spec, and say so in `note`.
     """
-    import mlflow
-    from mlflow import MlflowClient
-
     settings = settings or load_settings()
-    registry.configure(settings)
     if run_id is None:
-        from mlflow.models import get_model_info
-
-        run_id = get_model_info(model_uri).run_id
+        run_id = model_contract.model_run_id(model_uri, settings)
     if not run_id:
         return TrainingWindow(
             dataset=spec.dataset,
@@ -555,19 +361,20 @@ def training_window(
             run_id=None,
             note="the model has no training run; background is drawn from the whole dataset",
         )
-    params = MlflowClient(tracking_uri=settings.tracking_uri).get_run(run_id).data.params
+    params = model_contract.run_params(run_id, settings)
     dataset = params.get("dataset") or spec.dataset
     train_where = params.get("train_where", "")
-    try:
-        identity = mlflow.artifacts.load_dict(f"runs:/{run_id}/data_identity.json")
-    except Exception:  # an older run without the artifact: the filter alone
-        identity = {}
+    identity = model_contract.data_identity(run_id, settings)  # {} for an older run: the filter alone
     time_range = tuple(identity.get("train_time_range") or ())
     parts = [f"({train_where})"] if train_where else []
     if spec.time_column and len(time_range) == 2:
         lo, hi = (v.replace("'", "") for v in time_range)
         parts.append(f"`{spec.time_column}` >= '{lo}' AND `{spec.time_column}` <= '{hi}'")
-    note = "" if identity else "the training run has no data_identity.json; the window is train_where alone"
+    note = (
+        ""
+        if identity
+        else f"the training run has no {model_contract.DATA_IDENTITY_ARTIFACT}; the window is train_where alone"
+    )
     return TrainingWindow(
         dataset=dataset,
         where=" AND ".join(parts) or None,
@@ -607,47 +414,6 @@ def sample_rows(
 
 
 # ---- explanation drift --------------------------------------------------------------------------------------
-def compare_rankings(reference: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
-    """Two `ranking()` tables -> per feature: mean |SHAP| before/after, change, share change, ranks.
-
-    Sorted by the absolute change of mean |SHAP|: the first rows are the features whose influence moved most."""
-    ref = reference.set_index("feature")
-    cur = current.set_index("feature")
-    features = list(dict.fromkeys([*ref.index, *cur.index]))
-    ref, cur = ref.reindex(features), cur.reindex(features)
-    out = pd.DataFrame(
-        {
-            "feature": features,
-            "reference": ref["mean_abs_shap"].fillna(0.0).to_numpy(),
-            "current": cur["mean_abs_shap"].fillna(0.0).to_numpy(),
-            "reference_share": ref["share"].fillna(0.0).to_numpy(),
-            "current_share": cur["share"].fillna(0.0).to_numpy(),
-            "reference_rank": ref["rank"].to_numpy(),
-            "current_rank": cur["rank"].to_numpy(),
-        }
-    )
-    out["change"] = out["current"] - out["reference"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["relative_change"] = np.where(out["reference"] > 0, out["change"] / out["reference"], np.nan)
-    out["share_change"] = out["current_share"] - out["reference_share"]
-    order = out["change"].abs().sort_values(ascending=False, kind="mergesort").index
-    return out.loc[
-        order,
-        [
-            "feature",
-            "reference",
-            "current",
-            "change",
-            "relative_change",
-            "reference_share",
-            "current_share",
-            "share_change",
-            "reference_rank",
-            "current_rank",
-        ],
-    ].reset_index(drop=True)
-
-
 def attribution_drift(
     model_uri: str,
     reference_pdf: pd.DataFrame,
@@ -666,72 +432,3 @@ def attribution_drift(
     if reference_pdf is None or not len(reference_pdf) or current_pdf is None or not len(current_pdf):
         raise ExplainError("attribution_drift needs rows in both the reference and the current frame.")
     return compare_rankings(explainer.explain(reference_pdf).ranking(), explainer.explain(current_pdf).ranking())
-
-
-# ---- the global summary, logged with the model ----------------------------------------------------------------
-def log_explanation_summary(
-    model_uri: str,
-    rows: pd.DataFrame | None = None,
-    settings: Settings | None = None,
-    explainer: ModelExplainer | None = None,
-    n_rows: int = 1000,
-    max_display: int = 15,
-) -> dict[str, Any]:
-    """Log what drives the model as artifacts of its training run (the run behind the registered version).
-
-    Writes `explain/global_ranking.json` (mean |SHAP| per feature, method, rows, window),
-    `explain/summary.png` (beeswarm) and `explain/ranking.png`, and tags the run with its top features
-    (`workbench.explain.top_features`). `rows` defaults to `n_rows` rows of the training window.
-    Running it again replaces the same artifacts.
-    """
-    from mlflow import MlflowClient
-
-    from . import plots
-
-    settings = settings or load_settings()
-    explainer = explainer or load_explainer(model_uri, settings, n_background=0)
-    run_id = explainer.window.run_id if explainer.window else None
-    if not run_id:
-        raise ExplainError(f"Model {model_uri} has no training run to log the explanation summary to.")
-    if rows is None:
-        w = explainer.window
-        rows = sample_rows(
-            w.dataset,
-            where=w.where,
-            n=n_rows,
-            seed=explainer.seed,
-            columns=list(explainer.spec.raw_columns),
-            purpose=f"explanation summary for {model_uri}",
-            settings=settings,
-            spark=explainer._spark,
-        )
-    e = explainer.explain(rows)
-    ranking = e.ranking()
-    summary = {
-        "model": model_uri,
-        "version": explainer.version,
-        "method": e.method,
-        "output": e.output_kind,
-        "rows": len(e),
-        "window": explainer.describe()["training_window"],
-        "ranking": [
-            {"feature": r.feature, "mean_abs_shap": float(r.mean_abs_shap), "share": float(r.share)}
-            for r in ranking.itertuples()
-        ],
-    }
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
-    client.log_text(run_id, json.dumps(summary, indent=2), f"{ARTIFACT_DIR}/global_ranking.json")
-    client.log_figure(run_id, plots.summary_plot(e, max_display=max_display), f"{ARTIFACT_DIR}/summary.png")
-    client.log_figure(run_id, plots.ranking_plot(e, max_display=max_display), f"{ARTIFACT_DIR}/ranking.png")
-    top = ",".join(ranking["feature"].head(5))
-    client.set_tag(run_id, TOP_FEATURES_TAG, top)
-    return {
-        "run_id": run_id,
-        "artifacts": [
-            f"{ARTIFACT_DIR}/global_ranking.json",
-            f"{ARTIFACT_DIR}/summary.png",
-            f"{ARTIFACT_DIR}/ranking.png",
-        ],
-        "top_features": top.split(","),
-        "rows": len(e),
-    }

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ..errors import ExplainError
 from . import shap_adapter
-from .core import Explanation, LocalExplanation
+from .results import Explanation, LocalExplanation
 
 __all__ = [
     "ExplanationFigure",

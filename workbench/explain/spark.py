@@ -30,7 +30,7 @@ from .. import storage
 from ..config import Settings
 from ..errors import ExplainError
 from ..features import model_frame
-from .core import ModelExplainer, compare_rankings, load_explainer  # noqa: F401  (compare_rankings: see ranking_spark)
+from .core import ModelExplainer, load_explainer
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -196,7 +196,7 @@ def ranking_spark(explained: DataFrame, prefix: str = PREFIX) -> pd.DataFrame:
     if not columns:
         raise ExplainError(f"The DataFrame has no '{prefix}*' columns; pass the output of explain_spark or shap_spark.")
     row = explained.agg(*[F.avg(F.abs(F.col(c))).alias(c) for c in columns]).collect()[0]
-    from .core import ranking_of
+    from .results import ranking_of
 
     means = pd.DataFrame([[float(row[c] or 0.0) for c in columns]], columns=[c[len(prefix) :] for c in columns])
     return ranking_of(means)

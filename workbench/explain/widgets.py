@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import Explanation, LocalExplanation, ModelExplainer
+from .core import ModelExplainer
 from .plots import dependence_plot, figure_png, lime_plot, waterfall_plot
+from .results import Explanation, LocalExplanation
 
 __all__ = ["ExplanationExplorer", "explore", "ANY"]
 

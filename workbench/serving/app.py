@@ -159,7 +159,7 @@ def app_from_environment() -> Starlette:
 def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
     """The feature functions of every alias served (checks that each alias exists)."""
     from .. import registry
-    from ..training import ModelSpec
+    from ..model_contract import ModelSpec
 
     names = []
     for alias in [options.alias, *options.split, *([options.shadow] if options.shadow else [])]:

@@ -5,8 +5,8 @@
     decorated, X = model.prepare(raw_pdf)                       # decorate, then the model's input frame
     scores = model.predict(X)                                    # P(positive) or the regression value
 
-Loading goes through `mlflow.pyfunc.load_model` (so the MLmodel, its signature and input example are
-the ones MLflow would serve) and then predicts with the sklearn pipeline inside it: requests are
+Loading goes through `model_contract.load_pyfunc` (`mlflow.pyfunc.load_model`, so the MLmodel, its
+signature and input example are the ones MLflow would serve) and then predicts with the sklearn pipeline inside it: requests are
 validated before they get here, so pyfunc's own per-call schema enforcement would only repeat work.
 `smoke_test` checks, for every version before it serves, that this shortcut gives exactly what
 `pyfunc.predict` gives on the model's input example, and that an all-null raw row goes through the
@@ -34,17 +34,16 @@ import numpy as np
 import pandas as pd
 
 from .. import features as feature_functions
-from .. import registry
+from .. import model_contract, registry
 from ..config import Settings
 from ..errors import ServingError, WorkbenchError
+from ..model_contract import SCHEMA_ARTIFACT, ModelSpec
 from ..storage import atomic_write_bytes, atomic_write_text
-from ..training import ModelSpec
 
 __all__ = ["LoadedModel", "Domain", "Lookups", "load_version", "smoke_test", "raw_kinds"]
 
 log = logging.getLogger("workbench.serving")
 
-SCHEMA_ARTIFACT = "schema.json"  # logged by workbench.training (workbench.validation format)
 SNAPSHOT_META = "snapshot.json"
 
 # catalog / validation type -> the JSON kind a request must send
@@ -301,17 +300,15 @@ def raw_kinds(spec: ModelSpec, settings: Settings, signature_inputs: dict[str, s
     return kinds
 
 
-def _domain(pyfunc, pipeline, spec: ModelSpec) -> Domain:
+def _domain(pyfunc, pipeline, spec: ModelSpec, settings: Settings) -> Domain:
     run_id = getattr(pyfunc.metadata, "run_id", None)
     if run_id:
         try:
-            import mlflow
-
-            from ..validation import Schema
-
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{SCHEMA_ARTIFACT}")
-            return Domain.from_schema(Schema.from_json(text), spec.features)
-        except Exception as exc:  # an older model without a training schema
+            schema = model_contract.training_schema(run_id, settings)
+            if schema is not None:
+                return Domain.from_schema(schema, spec.features)
+            log.info("Model run %s has no %s; using the encoder's categories as the domain.", run_id, SCHEMA_ARTIFACT)
+        except Exception as exc:  # an unreadable training schema
             log.info(
                 "Model run %s has no usable %s (%s); using the encoder's categories as the domain.",
                 run_id,
@@ -326,17 +323,8 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
 
     Raises ServingError (or RegistryError) naming the model and what failed; never returns a model that
     failed its smoke test."""
-    import mlflow
-
     info = registry.get_version(name, ref, settings)
-    uri = registry.model_uri(name, info.version)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
-    except Exception as exc:
-        raise ServingError(
-            f"Model '{name}' version {info.version} ('{ref}') could not be loaded "
-            f"({exc.__class__.__name__}). Check the version's artifacts in the registry."
-        ) from exc
+    pyfunc = model_contract.load_pyfunc(registry.model_uri(name, info.version), settings, error=ServingError)
     try:
         spec = ModelSpec.from_model(pyfunc)
         pipeline = pyfunc.get_raw_model()
@@ -360,7 +348,7 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
         spec=spec,
         pipeline=pipeline,
         decorator=decorator,
-        domain=_domain(pyfunc, pipeline, spec),
+        domain=_domain(pyfunc, pipeline, spec, settings),
         raw_columns=tuple(spec.raw_columns),
         raw_kinds=raw_kinds(spec, settings, sig_types),
         input_example=example,
