@@ -18,7 +18,7 @@ import workbench.jobs as jobs_api
 from workbench.errors import NotebookError, NotebookExecutionError, ParameterError
 from workbench.jobs import check_parameters, find_run, inspect_parameters, load_runs, resolve_notebook, run_notebook
 from workbench.jobs.notebooks import ParameterWarning
-from workbench.jobs.record import RunRecord
+from workbench.runs.record import RunRecord
 
 from .notebook_factory import REPO, cli, make_home, start_workbench, workbench, write_notebook
 

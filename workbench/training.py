@@ -57,7 +57,6 @@ Rows with a null target (cancelled flights have no `arr_delay`) are dropped and 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,6 +68,7 @@ from . import features as feature_functions
 from . import registry
 from .config import Settings, load_settings
 from .errors import TrainingError
+from .runs.provenance import git_state
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -523,7 +523,7 @@ def train(
                 "rows_dropped_null_target": float(rows_loaded - rows_kept),
             }
         )
-        commit, dirty = _git(settings)
+        commit, dirty = git_state(settings.home).or_unknown()
         mlflow.set_tags(
             {
                 "mlflow.source.git.commit": commit,
@@ -689,24 +689,6 @@ def _experiment(settings: Settings) -> str:
     return client.create_experiment(
         settings.mlflow_experiment, artifact_location=f"{settings.artifacts_uri}/{settings.mlflow_experiment}"
     )
-
-
-def _git(settings: Settings) -> tuple[str, bool]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", settings.home, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", settings.home, "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        )
-        return commit or "unknown", dirty
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
 
 
 def _sha256(text: str) -> str:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from workbench.jobs.record import RunRecord
+from workbench.runs.record import RunRecord
 
 from ..notebook_factory import REPO, make_home, start_workbench, workbench
 

@@ -78,8 +78,8 @@ def _logging() -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from ..jobs.fastimport import skip_iri_grammar
-    from ..jobs.record import iso, utcnow
     from ..jobs.scheduler import jobs_path, load_jobs, next_fire
+    from ..runs.record import iso, utcnow
 
     skip_iri_grammar()
     settings = load_settings()

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs.history import find_run, load_runs
+    from ..runs.history import find_run, load_runs
 
     settings = load_settings()
     if args.what and args.what[0] == "show":

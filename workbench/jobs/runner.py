@@ -5,7 +5,7 @@ The steps follow papermill's split, each in its own place:
   parameterize              papermill.parameterize_notebook (an `injected-parameters` cell)
   execute                   engine.py     (papermill's nbclient engine, with the kernel's env and cwd)
   render                    workbench.reports.render (nbconvert, in-process)
-  record                    record.py     (run.json, written at start and rewritten atomically at the end)
+  record                    workbench.runs.record (run.json, written at start and rewritten atomically at the end)
 
 Files in a run folder only ever appear complete (temp file + rename). While the notebook runs,
 papermill saves its progress to `<notebook>.partial.ipynb`; it is replaced by `<notebook>.ipynb`
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,11 +25,23 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import SetupError
 from ..identity import Identity, current_identity
+from ..runs.history import find_run
+from ..runs.layout import RUN_DIR_ENV, notebook_key, runs_dir
+from ..runs.provenance import git_state
+from ..runs.record import (
+    FAILED,
+    INTERRUPTED,
+    REPORT_FILE,
+    SUCCEEDED,
+    RunRecord,
+    iso,
+    new_run_id,
+    process_start,
+    utcnow,
+)
 from ..storage import atomic_write_bytes, atomic_write_text
 from . import engine as _engine
-from .history import find_run, runs_dir
-from .notebooks import check_parameters, inspect_parameters, notebook_key, resolve_notebook
-from .record import FAILED, INTERRUPTED, REPORT_FILE, SUCCEEDED, RunRecord, iso, new_run_id, process_start, utcnow
+from .notebooks import check_parameters, inspect_parameters, resolve_notebook
 from .refs import find_refs, resolve_refs
 
 __all__ = ["run_notebook", "check_kernel", "PARTIAL_SUFFIX"]
@@ -86,7 +97,7 @@ def run_notebook(
     started = utcnow()
     folder = runs_dir(settings) / key / (run_id or new_run_id(started))
     folder.mkdir(parents=True, exist_ok=False)
-    commit, dirty = _git_state(Path(settings.home))
+    commit, dirty = git_state(settings.home)
     record = RunRecord(
         run_id=folder.name,
         notebook=key,
@@ -183,7 +194,7 @@ def _execute(
             log_output=log_output,
             start_timeout=KERNEL_START_TIMEOUT_S,
             execution_timeout=record.cell_timeout_s,
-            kernel_env=_engine.kernel_env(settings, {**(env or {}), _engine.RUN_DIR_ENV: str(folder.resolve())}),
+            kernel_env=_engine.kernel_env(settings, {**(env or {}), RUN_DIR_ENV: str(folder.resolve())}),
             kernel_cwd=path.parent,
         )
     except KeyboardInterrupt:
@@ -305,24 +316,6 @@ def _identity(settings: Settings, env: Mapping[str, str] | None) -> Identity:
     if (env or {}).get("WORKBENCH_JOB_IDENTITY") == "service":
         return Identity(settings.service_user, settings.service_groups, "service")
     return current_identity(settings)
-
-
-def _git_state(home: Path) -> tuple[str | None, bool | None]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "-C", str(home), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None, None
 
 
 def _relative(path: Path, home: str) -> str:

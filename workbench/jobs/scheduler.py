@@ -48,10 +48,11 @@ import yaml
 
 from ..config import Settings
 from ..errors import JobsFileError, NotebookError, ParameterError, SetupError
+from ..runs.history import load_runs
+from ..runs.layout import runs_dir
+from ..runs.record import FAILED, INTERRUPTED, SUCCEEDED, RunRecord, iso, new_run_id, parse_iso, utcnow
 from .engine import settings_env
-from .history import load_runs, runs_dir
 from .notebooks import check_parameters, inspect_parameters, notebook_key, resolve_notebook, short_name
-from .record import FAILED, INTERRUPTED, SUCCEEDED, RunRecord, iso, new_run_id, parse_iso, utcnow
 from .refs import find_refs
 
 __all__ = [
@@ -447,7 +448,7 @@ def _launch(
     reader.join(timeout=5)
     folder = runs_dir(settings) / notebook_key(step.path) / run_id
     if (folder / "run.json").is_file():
-        from .history import reconcile
+        from ..runs.history import reconcile
 
         return reconcile(RunRecord.load(folder))
     # The runner stopped before the run began (e.g. a referenced value was refused): record that.
