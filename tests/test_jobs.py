@@ -180,6 +180,81 @@ def test_a_published_alert_exits_2_and_calls_the_webhook(home):
     assert _Hook.received[0]["published_status"] == "alert"
 
 
+@pytest.fixture
+def receiver():
+    """A webhook receiver on 127.0.0.1 that answers with the codes queued in `server.codes`, then 204."""
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.server.requests.append((self.path, self.headers["Content-Type"], json.loads(body)))
+            self.send_response(self.server.codes.pop(0) if self.server.codes else 204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    server.requests, server.codes = [], []
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook?token=secret-token"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def documented_payload_fields() -> list[str]:
+    """The field names listed in workbench.alerts' docstring (the page the docs include)."""
+    import re
+
+    import workbench.alerts
+
+    doc = workbench.alerts.__doc__
+    table = doc[doc.index("The payload is") : doc.index("`alert_payload(")]
+    return re.findall(r"^    ([a-z_]+) +\S", table, flags=re.MULTILINE)
+
+
+def test_a_run_alert_is_the_documented_payload_and_is_retried_after_a_500(home, receiver):
+    receiver.codes = [500]
+    out = workbench(home, "run", "check", "-p", "flag", "true", "--quiet", WORKBENCH_WEBHOOK_URL=receiver.url)
+    assert out.returncode == 2, out.stderr
+    run_id = out.stdout.strip()
+    assert len(receiver.requests) == 2  # the 500, then the retry that got 204
+    (path, content_type, first), (_, _, second) = receiver.requests
+    assert first == second and path == "/hook?token=secret-token" and content_type == "application/json"
+    fields = documented_payload_fields()
+    assert len(fields) >= 15 and sorted(first) == sorted(fields)
+    assert first["event"] == "workbench.alert" and first["version"] == 1 and first["status"] == "alert"
+    assert first["source"] == first["notebook"] == "10_check" and first["run_id"] == run_id
+    assert first["published_status"] == "alert" and first["run_status"] == "succeeded"
+    assert first["metrics"] == {"n_squared": 9} and first["summary"] == "n_squared=9 at alert"
+    assert first["text"].startswith("[ALERT] 10_check: n_squared=9 at alert (file://")
+    assert first["report"] == f"runs/10_check/{run_id}/report.html"
+    assert (home / "reports" / first["report"]).is_file() and first["report_url"].endswith(first["report"])
+    record = RunRecord.load(home / "reports" / "runs" / "10_check" / run_id)
+    assert record.alert == {"delivered": True, "status_code": 204, "attempts": 2, "error": ""}
+
+
+def test_an_alert_that_cannot_be_delivered_does_not_fail_the_run_but_is_reported(home):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook?token=secret-token"
+    out = workbench(home, "run", "check", "-p", "flag", "true", WORKBENCH_WEBHOOK_URL=url)
+    assert out.returncode == 2, out.stderr  # the alert's exit status, not a failed run
+    assert "alert not delivered: the webhook could not be reached" in out.stderr
+    assert "NOT delivered" in out.stdout and "secret-token" not in out.stdout + out.stderr
+    run_id = out.stdout.split()[1].rstrip(":")
+    record = RunRecord.load(home / "reports" / "runs" / "10_check" / run_id)
+    assert record.status == "succeeded" and record.published_status == "alert"
+    assert record.alert["delivered"] is False and record.alert["attempts"] == 3
+    assert "could not be reached" in record.alert["error"] and record.alert["status_code"] is None
+    assert "NOT delivered" in workbench(home, "runs", "show", run_id).stdout
+
+
 def _wait_until_sleeping(home: Path, before: set[Path], proc) -> Path:
     """The new run's folder, once the notebook is inside its `time.sleep` cell."""
     deadline = time.monotonic() + 120

@@ -92,6 +92,8 @@ def _show(r) -> None:
             )
         )
     rows += [("folder", str(r.folder)), ("report", str(r.report_path) if r.report_path else "(none)")]
+    if r.alert:
+        rows.append(("alert", describe_alert(r.alert)))
     for name, value in rows:
         print(f"{name:<13} {value}")
     print("parameters")
@@ -117,3 +119,12 @@ def _show(r) -> None:
             else ""
         )
         print(f"error{where}: {err.get('ename')}: {err.get('evalue') or err.get('message') or ''}")
+
+
+def describe_alert(alert: dict) -> str:
+    """One line on the delivery of a run's alert webhook (the `alert` field of run.json)."""
+    tries = alert.get("attempts") or 0
+    tried = f"{tries} attempt{'s' if tries != 1 else ''}"
+    if alert.get("delivered"):
+        return f"sent to the webhook (HTTP {alert.get('status_code')}, {tried})"
+    return f"NOT delivered: {alert.get('error') or 'unknown error'} ({tried}); check the webhook_url setting"

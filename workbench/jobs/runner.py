@@ -6,6 +6,7 @@ The steps follow papermill's split, each in its own place:
   execute                   engine.py     (papermill's nbclient engine, with the kernel's env and cwd)
   render                    workbench.reports.render (nbconvert, in-process)
   record                    workbench.runs.record (run.json, written at start and rewritten atomically at the end)
+  alert                     workbench.alerts (the webhook, when the notebook published `alert`; outcome in run.json)
 
 Files in a run folder only ever appear complete (temp file + rename). While the notebook runs,
 papermill saves its progress to `<notebook>.partial.ipynb`; it is replaced by `<notebook>.ipynb`
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ __all__ = ["run_notebook", "check_kernel", "PARTIAL_SUFFIX"]
 log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial.ipynb"
 KERNEL_START_TIMEOUT_S = 60
-WEBHOOK_TIMEOUT_S = 5
 
 
 def run_notebook(
@@ -135,10 +134,10 @@ def run_notebook(
         }
         record.save()
         raise
+    if record.published_status == "alert" and settings.webhook_url:
+        _send_alert(record, settings)
     if build_index:
         _build_index(settings)
-    if record.published_status == "alert" and settings.webhook_url:
-        _post_webhook(settings.webhook_url, record)
     if interrupted:
         raise KeyboardInterrupt
     return record
@@ -289,27 +288,21 @@ def _build_index(settings: Settings) -> None:
         log.warning("could not rebuild the reports index: %s: %s", type(exc).__name__, exc)
 
 
-def _post_webhook(url: str, record: RunRecord) -> None:
-    body = json.dumps(
-        {
-            "event": "run.alert",
-            "run_id": record.run_id,
-            "notebook": record.notebook,
-            "status": record.status,
-            "published_status": record.published_status,
-            "metrics": record.metrics,
-            "job": record.job,
-            "started": record.started,
-            "ended": record.ended,
-            "report": str(record.report_path) if record.report_path else None,
-        }
-    ).encode("utf-8")
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+def _send_alert(record: RunRecord, settings: Settings) -> None:
+    """POST the run's alert (workbench.alerts, with retries) and record the outcome in run.json.
+    An alert that cannot be delivered is logged and recorded, never fatal to the run."""
+    from ..alerts import notify_run
+
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
-            response.read()
-    except Exception as exc:  # an alert that cannot be delivered is logged, never fatal
-        log.warning("alert webhook for run %s failed: %s", record.run_id, type(exc).__name__)
+        result = notify_run(record, settings)
+    except Exception as exc:  # a bug in building the payload must not lose the run's record
+        log.warning("alert for run %s not sent: %s", record.run_id, type(exc).__name__)
+        record.alert = {"delivered": False, "status_code": None, "attempts": 0, "error": type(exc).__name__}
+    else:
+        if result is None:
+            return
+        record.alert = result.to_dict()
+    record.save()
 
 
 def _identity(settings: Settings, env: Mapping[str, str] | None) -> Identity:
