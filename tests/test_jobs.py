@@ -368,7 +368,7 @@ def test_runs_lists_newest_first_filters_and_shows_one(tmp_path, monkeypatch, ca
     assert [r.run_id[-6:] for r in load_runs(settings)] == ["ccccc3", "bbbbb2", "aaaaa1"]
     assert [r.run_id[-6:] for r in load_runs(settings, notebook="explore")] == ["bbbbb2", "aaaaa1"]
 
-    code, out, _ = cli(tmp_path, "runs", "explore", monkeypatch=monkeypatch, capsys=capsys)
+    code, out, _ = cli(tmp_path, "runs", "list", "explore", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0
     lines = out.splitlines()
     assert "20250102T060000Z-bbbbb2" in lines[1] and "failed" in lines[1]
