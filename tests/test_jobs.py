@@ -418,3 +418,21 @@ def test_a_parameter_papermill_drops_is_named_in_a_warning(tmp_path):
     with pytest.warns(ParameterWarning, match=r"'where'.*IN \(1\)"):
         declared = inspect_parameters(path)
     assert list(declared) == ["n"]
+
+
+def test_git_state_is_one_helper_for_runs_and_training(tmp_path):
+    import subprocess
+
+    from workbench.runs.provenance import git_state
+
+    assert git_state(tmp_path) == (None, None) and git_state(tmp_path).or_unknown() == ("unknown", False)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "tracked.txt").write_text("one\n")
+    (tmp_path / "untracked.txt").write_text("not added\n")
+    subprocess.run([*git, "add", "tracked.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_state(tmp_path) == (head, False)  # untracked files do not make it dirty
+    (tmp_path / "tracked.txt").write_text("two\n")
+    assert git_state(tmp_path) == (head, True) and git_state(tmp_path).or_unknown() == (head, True)

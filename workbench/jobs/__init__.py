@@ -2,7 +2,7 @@
 
 run_notebook(notebook, parameters, settings=None, ...) -> RunRecord   (runner.py)
 load_runs(settings, notebook=None) / find_run(settings, run_id)      (workbench.runs, re-exported)
-load_jobs / run_due / Scheduler                                        (scheduler.py)
+load_jobs (jobs.yaml, jobsfile.py) / run_due / Scheduler              (scheduler.py)
 """
 
 from ..runs.history import find_run, load_runs
