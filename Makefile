@@ -47,7 +47,7 @@ $(LAKE_OK):
 
 demo: setup lake  ## set up, build the sample lake, run the main job on embedded defaults, then start the hub (DEMO_NO_HUB=1: don't)
 	@echo
-	$(WB) lake status
+	$(WB) lake list
 	@echo
 	@# Exit status 2 means the notebook ran and published an alert (e.g. drift): expected in the demo.
 	$(WB) run 01_explore -p dataset flights || [ $$? -eq 2 ]

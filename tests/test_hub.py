@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,6 +97,27 @@ def test_services_run_behind_the_hub_on_127_0_0_1(hub_settings):
     assert f"--timeout={hub_settings.hub_idle_timeout}" in services["idle-culler"]["command"]
     assert services["reports"]["environment"]["WORKBENCH_HUB_STATE_DIR"] == hub_settings.hub_state_dir
     assert "WORKBENCH_HUB_DB_URL" not in services["reports"]["environment"]
+
+
+def test_the_scheduler_service_is_configured_without_building_the_cli(hub_settings):
+    """The hub config once built the whole CLI parser to learn whether `workbench scheduler` exists;
+    it is part of the package, so the config names it without importing workbench.cli."""
+    settings = hub_settings.with_overrides(hub_services=("reports", "scheduler"))
+    services = {s["name"]: s for s in apply_config(settings, Config(), euid=1000).JupyterHub.services}
+    assert services["scheduler"]["command"] == [sys.executable, "-m", "workbench", "scheduler"]
+    assert services["scheduler"]["environment"]["WORKBENCH_JOB_IDENTITY"] == "service"
+    code = (
+        "import sys; from traitlets.config import Config; from workbench.config import load_settings; "
+        "from workbench.hub import apply_config; "
+        f"s = load_settings(env={{'WORKBENCH_HOME': {str(REPO)!r}}}).with_overrides("
+        f"hub_state_dir={str(settings.hub_state_dir)!r}, hub_users_file={str(settings.hub_users_file)!r}, "
+        "hub_services=('reports', 'scheduler')); "
+        "apply_config(s, Config(), euid=1000); "
+        "print(sorted(m for m in sys.modules if m.startswith('workbench.cli')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_servers_get_settings_from_the_hub_but_no_identity_or_secret(hub_settings):

@@ -18,7 +18,7 @@ import workbench.jobs as jobs_api
 from workbench.errors import NotebookError, NotebookExecutionError, ParameterError
 from workbench.jobs import check_parameters, find_run, inspect_parameters, load_runs, resolve_notebook, run_notebook
 from workbench.jobs.notebooks import ParameterWarning
-from workbench.jobs.record import RunRecord
+from workbench.runs.record import RunRecord
 
 from .notebook_factory import REPO, cli, make_home, start_workbench, workbench, write_notebook
 
@@ -180,6 +180,81 @@ def test_a_published_alert_exits_2_and_calls_the_webhook(home):
     assert _Hook.received[0]["published_status"] == "alert"
 
 
+@pytest.fixture
+def receiver():
+    """A webhook receiver on 127.0.0.1 that answers with the codes queued in `server.codes`, then 204."""
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.server.requests.append((self.path, self.headers["Content-Type"], json.loads(body)))
+            self.send_response(self.server.codes.pop(0) if self.server.codes else 204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    server.requests, server.codes = [], []
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook?token=secret-token"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def documented_payload_fields() -> list[str]:
+    """The field names listed in workbench.alerts' docstring (the page the docs include)."""
+    import re
+
+    import workbench.alerts
+
+    doc = workbench.alerts.__doc__
+    table = doc[doc.index("The payload is") : doc.index("`alert_payload(")]
+    return re.findall(r"^    ([a-z_]+) +\S", table, flags=re.MULTILINE)
+
+
+def test_a_run_alert_is_the_documented_payload_and_is_retried_after_a_500(home, receiver):
+    receiver.codes = [500]
+    out = workbench(home, "run", "check", "-p", "flag", "true", "--quiet", WORKBENCH_WEBHOOK_URL=receiver.url)
+    assert out.returncode == 2, out.stderr
+    run_id = out.stdout.strip()
+    assert len(receiver.requests) == 2  # the 500, then the retry that got 204
+    (path, content_type, first), (_, _, second) = receiver.requests
+    assert first == second and path == "/hook?token=secret-token" and content_type == "application/json"
+    fields = documented_payload_fields()
+    assert len(fields) >= 15 and sorted(first) == sorted(fields)
+    assert first["event"] == "workbench.alert" and first["version"] == 1 and first["status"] == "alert"
+    assert first["source"] == first["notebook"] == "10_check" and first["run_id"] == run_id
+    assert first["published_status"] == "alert" and first["run_status"] == "succeeded"
+    assert first["metrics"] == {"n_squared": 9} and first["summary"] == "n_squared=9 at alert"
+    assert first["text"].startswith("[ALERT] 10_check: n_squared=9 at alert (file://")
+    assert first["report"] == f"runs/10_check/{run_id}/report.html"
+    assert (home / "reports" / first["report"]).is_file() and first["report_url"].endswith(first["report"])
+    record = RunRecord.load(home / "reports" / "runs" / "10_check" / run_id)
+    assert record.alert == {"delivered": True, "status_code": 204, "attempts": 2, "error": ""}
+
+
+def test_an_alert_that_cannot_be_delivered_does_not_fail_the_run_but_is_reported(home):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook?token=secret-token"
+    out = workbench(home, "run", "check", "-p", "flag", "true", WORKBENCH_WEBHOOK_URL=url)
+    assert out.returncode == 2, out.stderr  # the alert's exit status, not a failed run
+    assert "alert not delivered: the webhook could not be reached" in out.stderr
+    assert "NOT delivered" in out.stdout and "secret-token" not in out.stdout + out.stderr
+    run_id = out.stdout.split()[1].rstrip(":")
+    record = RunRecord.load(home / "reports" / "runs" / "10_check" / run_id)
+    assert record.status == "succeeded" and record.published_status == "alert"
+    assert record.alert["delivered"] is False and record.alert["attempts"] == 3
+    assert "could not be reached" in record.alert["error"] and record.alert["status_code"] is None
+    assert "NOT delivered" in workbench(home, "runs", "show", run_id).stdout
+
+
 def _wait_until_sleeping(home: Path, before: set[Path], proc) -> Path:
     """The new run's folder, once the notebook is inside its `time.sleep` cell."""
     deadline = time.monotonic() + 120
@@ -293,7 +368,7 @@ def test_runs_lists_newest_first_filters_and_shows_one(tmp_path, monkeypatch, ca
     assert [r.run_id[-6:] for r in load_runs(settings)] == ["ccccc3", "bbbbb2", "aaaaa1"]
     assert [r.run_id[-6:] for r in load_runs(settings, notebook="explore")] == ["bbbbb2", "aaaaa1"]
 
-    code, out, _ = cli(tmp_path, "runs", "explore", monkeypatch=monkeypatch, capsys=capsys)
+    code, out, _ = cli(tmp_path, "runs", "list", "explore", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0
     lines = out.splitlines()
     assert "20250102T060000Z-bbbbb2" in lines[1] and "failed" in lines[1]
@@ -343,3 +418,21 @@ def test_a_parameter_papermill_drops_is_named_in_a_warning(tmp_path):
     with pytest.warns(ParameterWarning, match=r"'where'.*IN \(1\)"):
         declared = inspect_parameters(path)
     assert list(declared) == ["n"]
+
+
+def test_git_state_is_one_helper_for_runs_and_training(tmp_path):
+    import subprocess
+
+    from workbench.runs.provenance import git_state
+
+    assert git_state(tmp_path) == (None, None) and git_state(tmp_path).or_unknown() == ("unknown", False)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "tracked.txt").write_text("one\n")
+    (tmp_path / "untracked.txt").write_text("not added\n")
+    subprocess.run([*git, "add", "tracked.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_state(tmp_path) == (head, False)  # untracked files do not make it dirty
+    (tmp_path / "tracked.txt").write_text("two\n")
+    assert git_state(tmp_path) == (head, True) and git_state(tmp_path).or_unknown() == (head, True)

@@ -12,9 +12,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 import workbench.reports as reports_api
 from workbench.errors import ReportError
-from workbench.jobs.record import RunRecord
 from workbench.reports import PUBLISH_MIMETYPE, build_index, collect, make_server, publish, render_report
 from workbench.reports.site import trend_svg
+from workbench.runs.record import RunRecord
 
 from .notebook_factory import make_home
 

@@ -10,8 +10,8 @@ import pytest
 
 from workbench.errors import JobsFileError
 from workbench.jobs.airflow import export_airflow
-from workbench.jobs.record import RunRecord, iso
 from workbench.jobs.scheduler import due_jobs, job_slot, load_jobs, run_due, run_job
+from workbench.runs.record import RunRecord, iso
 
 from .notebook_factory import cli, make_home, workbench
 

@@ -58,7 +58,6 @@ Rows with a null target (cancelled flights have no `arr_delay`) are dropped and 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +79,7 @@ from .model_contract import (
     compute_metrics,
 )
 from .model_contract import scores as _scores
+from .runs.provenance import git_state
 
 __all__ = [
     "TrainResult",
@@ -415,7 +415,7 @@ def train(
                 "rows_dropped_null_target": float(rows_loaded - rows_kept),
             }
         )
-        commit, dirty = _git(settings)
+        commit, dirty = git_state(settings.home).or_unknown()
         mlflow.set_tags(
             {
                 "mlflow.source.git.commit": commit,
@@ -559,24 +559,6 @@ def _experiment(settings: Settings) -> str:
     return client.create_experiment(
         settings.mlflow_experiment, artifact_location=f"{settings.artifacts_uri}/{settings.mlflow_experiment}"
     )
-
-
-def _git(settings: Settings) -> tuple[str, bool]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", settings.home, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", settings.home, "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        )
-        return commit or "unknown", dirty
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
 
 
 def _sha256(text: str) -> str:

@@ -11,7 +11,6 @@ import nbformat
 import pytest
 
 from tests.integration.hubtools import hub_settings, login, running_hub
-from workbench.hub.configure import _cli_has
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +47,6 @@ def write_notebook(folder) -> None:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    if not _cli_has("scheduler"):
-        pytest.skip("this workbench has no `workbench scheduler` command (the jobs work is not merged)")
     root = tmp_path_factory.mktemp("hub-scheduler")
     write_notebook(root / "notebooks")
     (root / "jobs.yaml").write_text(JOBS)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from workbench.jobs.record import RunRecord
+from workbench.runs.record import RunRecord
 
 from ..notebook_factory import REPO, make_home, start_workbench, workbench
 
@@ -61,7 +61,7 @@ def test_explore_runs_on_the_lake_and_lands_on_the_reports_site(repo_settings, t
     assert "Explore a dataset" in html and "<img" in html and "wind_gust" in html
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "01_explore" in index and index.count("<svg") == 2 and "figures/distributions.png" in index
-    listing = workbench(tmp_path, "runs", "explore")
+    listing = workbench(tmp_path, "runs", "list", "explore")
     assert record.run_id in listing.stdout and "warn" in listing.stdout
 
 

@@ -2,6 +2,12 @@
 
 Each command group lives in its own module here with a `register(subparsers)` function that adds
 its parser and sets `func` (called with the parsed args and returning an exit code).
+
+Verbs follow one rule in every group: `GROUP list` lists, `GROUP show NAME` shows one (`models list`,
+`data list`, `runs list [NOTEBOOK]`, `runs show RUN_ID`, `lake list`, `jobs list`). A group keeps an old
+spelling for one release by naming it on its parser, and `main` rewrites it with a one-line note on stderr:
+    p.set_defaults(deprecated_verbs={"catalog": "list"})   # `data catalog` -> `data list`
+    p.set_defaults(implied_verb="list")                    # `runs [NOTEBOOK]` -> `runs list [NOTEBOOK]`
 """
 
 from __future__ import annotations
@@ -62,9 +68,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def upgrade_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`argv` with an old spelling of a verb replaced by the current one, noted on stderr."""
+    group = _subcommands(parser).get(argv[0]) if argv else None
+    if group is None:
+        return argv
+    name, rest = argv[0], argv[1:]
+    renamed = group.get_default("deprecated_verbs") or {}
+    implied = group.get_default("implied_verb")
+    if rest and rest[0] in renamed:
+        old, new = f"{name} {rest[0]}", f"{name} {renamed[rest[0]]}"
+        argv = [name, renamed[rest[0]], *rest[1:]]
+    elif implied and (not rest or (rest[0] not in _subcommands(group) and rest[0] not in ("-h", "--help"))):
+        old, new = f"{name} {' '.join(rest[:1]) or ''}".rstrip(), f"{name} {implied} {' '.join(rest[:1])}".rstrip()
+        argv = [name, implied, *rest]
+    else:
+        return argv
+    print(
+        f"note: `workbench {old}` is deprecated and goes in the next release; use `workbench {new}`.",
+        file=sys.stderr,
+    )
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(upgrade_argv(parser, list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 64

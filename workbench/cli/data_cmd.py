@@ -8,7 +8,7 @@ import json
 from ..config import load_settings
 
 EXAMPLES = [
-    ("workbench data catalog", "the datasets you may read, and at what level"),
+    ("workbench data list", "the datasets you may read, and at what level"),
     ("workbench data audit --user ada", "who read what, when"),
 ]
 
@@ -19,10 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="governed data: what you may read, the audit log, publishing governed views",
         description="Governed access to the lake's datasets (masks, row filters, grants) and the audit of every read.",
     )
+    p.set_defaults(deprecated_verbs={"catalog": "list"})  # `data catalog`, the old spelling, for one release
     data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     ls = data.add_parser(
-        "catalog",
+        "list",
         help="list the datasets you may read and at what level",
         description="List the datasets the current identity may read, the level (masked or full), the row "
         "filter that applies, and how each sensitive column is masked.",

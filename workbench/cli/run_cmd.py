@@ -208,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{record.notebook} {record.run_id}: {record.status} in {record.duration_s:.1f} s{extra}")
         print(f"  report  {record.report_path or '(not rendered)'}")
         print(f"  index   {settings.path('reports_dir') / 'index.html'}")
+        if record.alert:
+            from .runs_cmd import describe_alert
+
+            print(f"  alert   {describe_alert(record.alert)}")
     if record.error:
         err = record.error
         where = f"cell {err['execution_count'] or err['cell_index']}: " if err.get("cell_index") is not None else ""

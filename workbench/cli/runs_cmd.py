@@ -1,4 +1,4 @@
-"""`workbench runs`: list notebook runs, or show one."""
+"""`workbench runs`: list notebook runs (`runs list [NOTEBOOK]`), or show one (`runs show RUN_ID`)."""
 
 from __future__ import annotations
 
@@ -7,46 +7,59 @@ import json
 
 from ..config import load_settings
 
-EXAMPLES = [("workbench runs", "list notebook runs; `workbench runs show RUN_ID` for one")]
+EXAMPLES = [("workbench runs list", "list notebook runs; `workbench runs show RUN_ID` for one")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runs",
-        help="list notebook runs (workbench runs [NOTEBOOK]) or show one (workbench runs show RUN_ID)",
-        description="List runs newest first, from the run.json files under reports/runs/. "
-        "`workbench runs show RUN_ID` prints one run's record (a unique prefix of the id is enough). "
+        help="list notebook runs (workbench runs list [NOTEBOOK]) or show one (workbench runs show RUN_ID)",
+        description="Notebook runs, from the run.json files under reports/runs/. "
         "A run whose process died without finishing is shown as interrupted.",
-        epilog="examples:\n  workbench runs\n  workbench runs explore --limit 5\n  workbench runs show 20251122T0733",
+        epilog="examples:\n  workbench runs list\n  workbench runs list explore --limit 5\n"
+        "  workbench runs show 20251122T0733",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "what", nargs="*", metavar="NOTEBOOK | show RUN_ID", help="a notebook to filter on, or `show RUN_ID`"
+    # `workbench runs [NOTEBOOK]` (before the list/show rule) still lists, with a note, for one release
+    p.set_defaults(implied_verb="list")
+    actions = p.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+
+    ls = actions.add_parser(
+        "list",
+        help="runs newest first, of every notebook or of one",
+        description="List runs newest first. NOTEBOOK is a file name or a short name (explore for 01_explore).",
     )
-    p.add_argument("--job", help="only runs of this scheduled job")
-    p.add_argument("-n", "--limit", type=int, default=20, help="how many runs to list (default 20; 0 for all)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=run)
+    ls.add_argument("notebook", nargs="?", metavar="NOTEBOOK", help="only runs of this notebook")
+    ls.add_argument("--job", help="only runs of this scheduled job")
+    ls.add_argument("-n", "--limit", type=int, default=20, help="how many runs to list (default 20; 0 for all)")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=run_list)
+
+    show = actions.add_parser(
+        "show",
+        help="one run's record: status, parameters, published values, error, files",
+        description="Print one run's record; a unique prefix of the run id is enough.",
+    )
+    show.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
+    show.add_argument("--json", action="store_true", help="print the run.json record")
+    show.set_defaults(func=run_show)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..jobs.history import find_run, load_runs
+def run_show(args: argparse.Namespace) -> int:
+    from ..runs.history import find_run
 
-    settings = load_settings()
-    if args.what and args.what[0] == "show":
-        if len(args.what) != 2:
-            print("usage: workbench runs show RUN_ID")
-            return 64
-        record = find_run(settings, args.what[1])
-        if args.json:
-            print(json.dumps(record.to_dict(), indent=2, default=str))
-            return 0
-        _show(record)
+    record = find_run(load_settings(), args.run_id)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2, default=str))
         return 0
-    if len(args.what) > 1:
-        print("usage: workbench runs [NOTEBOOK] | workbench runs show RUN_ID")
-        return 64
-    records = load_runs(settings, notebook=args.what[0] if args.what else None, job=args.job)
+    _show(record)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..runs.history import load_runs
+
+    records = load_runs(load_settings(), notebook=args.notebook, job=args.job)
     shown = records[: args.limit] if args.limit > 0 else records
     if args.json:
         print(json.dumps([r.to_dict() for r in shown], indent=2, default=str))
@@ -92,6 +105,8 @@ def _show(r) -> None:
             )
         )
     rows += [("folder", str(r.folder)), ("report", str(r.report_path) if r.report_path else "(none)")]
+    if r.alert:
+        rows.append(("alert", describe_alert(r.alert)))
     for name, value in rows:
         print(f"{name:<13} {value}")
     print("parameters")
@@ -117,3 +132,12 @@ def _show(r) -> None:
             else ""
         )
         print(f"error{where}: {err.get('ename')}: {err.get('evalue') or err.get('message') or ''}")
+
+
+def describe_alert(alert: dict) -> str:
+    """One line on the delivery of a run's alert webhook (the `alert` field of run.json)."""
+    tries = alert.get("attempts") or 0
+    tried = f"{tries} attempt{'s' if tries != 1 else ''}"
+    if alert.get("delivered"):
+        return f"sent to the webhook (HTTP {alert.get('status_code')}, {tried})"
+    return f"NOT delivered: {alert.get('error') or 'unknown error'} ({tried}); check the webhook_url setting"

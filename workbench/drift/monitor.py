@@ -24,10 +24,8 @@ rows for one entity); a prediction whose label has not arrived yet counts for dr
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -36,7 +34,8 @@ import numpy as np
 
 from ..config import Settings, load_settings
 from ..errors import DriftError
-from ..jobs.engine import RUN_DIR_ENV  # the job runner names the run's folder in it; Evidently's HTML goes there
+from ..reports.artifacts import show_html  # Evidently's HTML, shown from the run's folder
+from ..runs.layout import RUN_DIR_ENV, artifact_dir  # the job runner names the run's folder in RUN_DIR_ENV
 from .stats import Thresholds, split_features
 
 if TYPE_CHECKING:
@@ -450,31 +449,3 @@ def window_explanation_drift(
         return None
     ref, cur = sample_windows(windows.reference, windows.current, rows, columns=columns)
     return attribution_drift(windows.model_uri, ref, cur, settings=settings)
-
-
-def show_html(path: str | Path, title: str, height: int = 900):
-    """An iframe (and a link) for an HTML artifact, addressed relative to the run's folder when it
-    lives there, so the rendered run report shows it without inlining its megabytes."""
-    from html import escape
-
-    from IPython.display import HTML
-
-    path = Path(path)
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    src = str(path.relative_to(run_dir)) if run_dir and path.is_relative_to(run_dir) else path.resolve().as_uri()
-    src = escape(src, quote=True)
-    return HTML(
-        f'<p><a href="{src}" target="_blank">{escape(title)}</a> (opens the standalone report)</p>'
-        f'<iframe src="{src}" title="{escape(title, quote=True)}" style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe>'
-    )
-
-
-# ---- artifacts ---------------------------------------------------------------------------------------
-def artifact_dir(settings: Settings | None = None, name: str = "drift") -> Path:
-    """Where a run's large artifacts go: the run's folder when the job runner names it in
-    $WORKBENCH_RUN_DIR, else `<reports_dir>/<name>/<UTC time>` for an interactive session."""
-    if os.environ.get(RUN_DIR_ENV):
-        return Path(os.environ[RUN_DIR_ENV])
-    settings = settings or load_settings()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return settings.path("reports_dir") / name / stamp

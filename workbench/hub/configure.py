@@ -11,8 +11,6 @@ nothing but a traitlets `Config` to be tested. Two profiles, chosen by the `prof
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 from dataclasses import fields
@@ -33,7 +31,6 @@ __all__ = [
     "ApplyGroupLimits",
 ]
 
-log = logging.getLogger(__name__)
 
 AUTHENTICATORS = {
     "local": "workbench.hub.auth.NativeUsersFileAuthenticator",
@@ -166,18 +163,15 @@ def _services(settings: Settings) -> list[dict]:
             }
         )
     if "scheduler" in wanted:
-        if _cli_has("scheduler"):
-            services.append(
-                {
-                    "name": "scheduler",
-                    "display": False,
-                    "command": [python, "-m", "workbench", "scheduler"],
-                    "environment": {**env, "WORKBENCH_JOB_IDENTITY": "service"},
-                    "cwd": settings.home,
-                }
-            )
-        else:  # a hub-managed service that exits is restarted at once, forever: do not start one that cannot run
-            log.warning("hub service 'scheduler' skipped: this workbench has no `workbench scheduler` command")
+        services.append(
+            {
+                "name": "scheduler",
+                "display": False,
+                "command": [python, "-m", "workbench", "scheduler"],
+                "environment": {**env, "WORKBENCH_JOB_IDENTITY": "service"},
+                "cwd": settings.home,
+            }
+        )
     return services
 
 
@@ -256,15 +250,6 @@ def _environment(settings: Settings, keep) -> dict[str, str]:
             value = ",".join(value)
         env[ENV_PREFIX + f.name.upper()] = str(value)
     return env
-
-
-def _cli_has(command: str) -> bool:
-    from ..cli import build_parser
-
-    parser = build_parser()
-    return any(
-        command in action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-    )
 
 
 def _may_only_read_reports(users: CachedUsersFile, user) -> bool:

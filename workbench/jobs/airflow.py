@@ -15,8 +15,8 @@ import shlex
 from pathlib import Path
 
 from ..config import Settings
+from .jobsfile import Job, load_jobs
 from .refs import find_refs
-from .scheduler import Job, load_jobs
 
 __all__ = ["export_airflow", "render_dag", "dag_id"]
 
@@ -127,7 +127,7 @@ def export_airflow(
 ) -> list[Path]:
     """Write one DAG file per job into `out_dir` (default: the airflow_dags_dir setting); returns the files."""
     from ..storage import atomic_write_text
-    from .scheduler import jobs_path
+    from .jobsfile import jobs_path
 
     jobs = load_jobs(settings, jobs_file)
     folder = Path(out_dir) if out_dir else settings.path("airflow_dags_dir")

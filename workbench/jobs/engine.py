@@ -99,11 +99,6 @@ def _papermill_logger():
     return logger
 
 
-# Set in the kernel of a job run: the run's folder, where a notebook puts large artifacts (an Evidently
-# report, explanations) so they sit next to report.html and travel with the run.
-RUN_DIR_ENV = "WORKBENCH_RUN_DIR"
-
-
 def settings_env(settings: Settings) -> dict[str, str]:
     """WORKBENCH_* variables that make a child process load the same settings as `settings`.
 

@@ -21,6 +21,7 @@ import yaml
 
 from ..config import Settings
 from ..errors import NotebookError, ParameterError
+from ..runs.layout import NOTEBOOK_SUFFIX, notebook_key, short_name
 
 __all__ = [
     "Parameter",
@@ -34,8 +35,6 @@ __all__ = [
     "NO_PARAMETERS_HELP",
 ]
 
-NOTEBOOK_SUFFIX = ".ipynb"
-_NUMBERED = re.compile(r"^\d+_")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _TYPES = {"int", "float", "str", "bool", "list", "dict"}
@@ -60,16 +59,6 @@ class Parameter:
     def describe(self) -> str:
         kind = self.type or "any"
         return f"{self.name} ({kind}, default {self.default})" + (f": {self.help}" if self.help else "")
-
-
-def short_name(stem: str) -> str:
-    """'04_drift_monitor' -> 'drift_monitor'."""
-    return _NUMBERED.sub("", stem)
-
-
-def notebook_key(path: Path) -> str:
-    """The name a notebook's runs are filed under: its file name without extension."""
-    return Path(path).name[: -len(NOTEBOOK_SUFFIX)] if str(path).endswith(NOTEBOOK_SUFFIX) else Path(path).stem
 
 
 def list_notebooks(settings: Settings) -> list[Path]:

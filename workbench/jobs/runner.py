@@ -5,7 +5,8 @@ The steps follow papermill's split, each in its own place:
   parameterize              papermill.parameterize_notebook (an `injected-parameters` cell)
   execute                   engine.py     (papermill's nbclient engine, with the kernel's env and cwd)
   render                    workbench.reports.render (nbconvert, in-process)
-  record                    record.py     (run.json, written at start and rewritten atomically at the end)
+  record                    workbench.runs.record (run.json, written at start and rewritten atomically at the end)
+  alert                     workbench.alerts (the webhook, when the notebook published `alert`; outcome in run.json)
 
 Files in a run folder only ever appear complete (temp file + rename). While the notebook runs,
 papermill saves its progress to `<notebook>.partial.ipynb`; it is replaced by `<notebook>.ipynb`
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,23 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import SetupError
 from ..identity import Identity, current_identity
+from ..runs.history import find_run
+from ..runs.layout import RUN_DIR_ENV, notebook_key, runs_dir
+from ..runs.provenance import git_state
+from ..runs.record import (
+    FAILED,
+    INTERRUPTED,
+    REPORT_FILE,
+    SUCCEEDED,
+    RunRecord,
+    iso,
+    new_run_id,
+    process_start,
+    utcnow,
+)
 from ..storage import atomic_write_bytes, atomic_write_text
 from . import engine as _engine
-from .history import find_run, runs_dir
-from .notebooks import check_parameters, inspect_parameters, notebook_key, resolve_notebook
-from .record import FAILED, INTERRUPTED, REPORT_FILE, SUCCEEDED, RunRecord, iso, new_run_id, process_start, utcnow
+from .notebooks import check_parameters, inspect_parameters, resolve_notebook
 from .refs import find_refs, resolve_refs
 
 __all__ = ["run_notebook", "check_kernel", "PARTIAL_SUFFIX"]
@@ -38,7 +49,6 @@ __all__ = ["run_notebook", "check_kernel", "PARTIAL_SUFFIX"]
 log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial.ipynb"
 KERNEL_START_TIMEOUT_S = 60
-WEBHOOK_TIMEOUT_S = 5
 
 
 def run_notebook(
@@ -86,7 +96,7 @@ def run_notebook(
     started = utcnow()
     folder = runs_dir(settings) / key / (run_id or new_run_id(started))
     folder.mkdir(parents=True, exist_ok=False)
-    commit, dirty = _git_state(Path(settings.home))
+    commit, dirty = git_state(settings.home)
     record = RunRecord(
         run_id=folder.name,
         notebook=key,
@@ -124,10 +134,10 @@ def run_notebook(
         }
         record.save()
         raise
+    if record.published_status == "alert" and settings.webhook_url:
+        _send_alert(record, settings)
     if build_index:
         _build_index(settings)
-    if record.published_status == "alert" and settings.webhook_url:
-        _post_webhook(settings.webhook_url, record)
     if interrupted:
         raise KeyboardInterrupt
     return record
@@ -183,7 +193,7 @@ def _execute(
             log_output=log_output,
             start_timeout=KERNEL_START_TIMEOUT_S,
             execution_timeout=record.cell_timeout_s,
-            kernel_env=_engine.kernel_env(settings, {**(env or {}), _engine.RUN_DIR_ENV: str(folder.resolve())}),
+            kernel_env=_engine.kernel_env(settings, {**(env or {}), RUN_DIR_ENV: str(folder.resolve())}),
             kernel_cwd=path.parent,
         )
     except KeyboardInterrupt:
@@ -278,51 +288,27 @@ def _build_index(settings: Settings) -> None:
         log.warning("could not rebuild the reports index: %s: %s", type(exc).__name__, exc)
 
 
-def _post_webhook(url: str, record: RunRecord) -> None:
-    body = json.dumps(
-        {
-            "event": "run.alert",
-            "run_id": record.run_id,
-            "notebook": record.notebook,
-            "status": record.status,
-            "published_status": record.published_status,
-            "metrics": record.metrics,
-            "job": record.job,
-            "started": record.started,
-            "ended": record.ended,
-            "report": str(record.report_path) if record.report_path else None,
-        }
-    ).encode("utf-8")
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+def _send_alert(record: RunRecord, settings: Settings) -> None:
+    """POST the run's alert (workbench.alerts, with retries) and record the outcome in run.json.
+    An alert that cannot be delivered is logged and recorded, never fatal to the run."""
+    from ..alerts import notify_run
+
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
-            response.read()
-    except Exception as exc:  # an alert that cannot be delivered is logged, never fatal
-        log.warning("alert webhook for run %s failed: %s", record.run_id, type(exc).__name__)
+        result = notify_run(record, settings)
+    except Exception as exc:  # a bug in building the payload must not lose the run's record
+        log.warning("alert for run %s not sent: %s", record.run_id, type(exc).__name__)
+        record.alert = {"delivered": False, "status_code": None, "attempts": 0, "error": type(exc).__name__}
+    else:
+        if result is None:
+            return
+        record.alert = result.to_dict()
+    record.save()
 
 
 def _identity(settings: Settings, env: Mapping[str, str] | None) -> Identity:
     if (env or {}).get("WORKBENCH_JOB_IDENTITY") == "service":
         return Identity(settings.service_user, settings.service_groups, "service")
     return current_identity(settings)
-
-
-def _git_state(home: Path) -> tuple[str | None, bool | None]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "-C", str(home), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return commit.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None, None
 
 
 def _relative(path: Path, home: str) -> str:

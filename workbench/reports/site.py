@@ -122,7 +122,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def _context(records: list, reports_dir: Path) -> dict[str, Any]:
-    from ..jobs.history import latest_by_notebook
+    from ..runs.history import latest_by_notebook
 
     by_notebook: dict[str, list] = {}
     for record in records:
@@ -190,8 +190,8 @@ def _context(records: list, reports_dir: Path) -> dict[str, Any]:
 
 def build_index(settings: Settings | None = None) -> Path:
     """Write `<reports>/index.html` from every run record and return its path."""
-    from ..jobs.history import load_runs
-    from ..jobs.record import iso, utcnow
+    from ..runs.history import load_runs
+    from ..runs.record import iso, utcnow
 
     settings = settings or load_settings()
     reports_dir = settings.path("reports_dir")

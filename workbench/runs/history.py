@@ -15,17 +15,12 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import NotebookError
-from .notebooks import NOTEBOOK_SUFFIX, short_name
+from .layout import NOTEBOOK_SUFFIX, runs_dir, short_name
 from .record import INTERRUPTED, RECORD_FILE, RUNNING, RunRecord, iso, parse_iso, process_alive, utcnow
 
 __all__ = ["runs_dir", "load_runs", "find_run", "reconcile", "latest_by_notebook"]
 
 log = logging.getLogger(__name__)
-RUNS_SUBDIR = "runs"
-
-
-def runs_dir(settings: Settings) -> Path:
-    return settings.path("reports_dir") / RUNS_SUBDIR
 
 
 def _matches(notebook_key: str, wanted: str | None) -> bool:
@@ -95,7 +90,7 @@ def find_run(settings: Settings, run_id: str) -> RunRecord:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise NotebookError(f"No run '{run_id}' under {runs_dir(settings)}. `workbench runs` lists the runs.")
+        raise NotebookError(f"No run '{run_id}' under {runs_dir(settings)}. `workbench runs list` lists the runs.")
     raise NotebookError(
         f"Run id prefix '{run_id}' matches {len(matches)} runs ({', '.join(r.run_id for r in matches[:5])}); give more of it."
     )

@@ -94,6 +94,7 @@ class RunRecord:
     attempt: int | None = None
     error: dict[str, Any] | None = None
     published: dict[str, Any] = field(default_factory=empty_published)
+    alert: dict[str, Any] | None = None  # delivery of the alert webhook: delivered, status_code, attempts, error
     files: dict[str, str | None] = field(default_factory=dict)
     workbench_version: str = ""
     folder: Path | None = field(default=None, compare=False)
