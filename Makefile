@@ -17,6 +17,8 @@ TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
+# mkdocs-material prints a banner about MkDocs 2 on every build; the docs pin mkdocs<2
+export NO_MKDOCS_2_WARNING = 1
 
 .PHONY: help setup java demo test lake clean hub browser bench wrk lint docs docs-check
 
