@@ -256,3 +256,21 @@ def test_the_checker_finds_what_it_should():
     assert module_name_exists("workbench.hub.apply_config")  # exported through __all__ (loaded lazily)
     assert not module_name_exists("workbench.data.no_such_thing")
     assert not module_name_exists("workbench.no_such_module")
+
+
+def test_settings_page_lists_every_setting():
+    """The settings table is generated at build time (mkdocs_hooks.py) from the dataclass, one row per setting."""
+    import dataclasses
+    import importlib.util
+
+    from workbench.config import Settings
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "mkdocs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = (DOCS / "how-to" / "settings.md").read_text(encoding="utf-8")
+    assert hooks.MARKER in page
+    table = hooks.on_page_markdown(page, None, None, None)
+    public = [f.name for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
+    assert public and all(f"| `{name}` |" in table for name in public)
+    assert "workbench-dev-salt-change-me" not in table  # secrets are not printed, not even the development default
