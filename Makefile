@@ -80,7 +80,7 @@ lint: setup  ## ruff: lint and check the formatting (`ruff format .` fixes the f
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-docs: setup  ## serve the docs site (docs/, mkdocs.yml) on http://$(DOCS_ADDR) with live reload
+docs: setup  ## serve the docs site (docs/, mkdocs.yml) with live reload on http://127.0.0.1:8001 (DOCS_ADDR=host:port to change)
 	$(VENV)/bin/mkdocs serve -a $(DOCS_ADDR)
 
 docs-check: setup  ## build the docs site strictly into site/ (a broken link, a missing page or a page left out of the nav fails)
