@@ -10,13 +10,17 @@ CHP      := $(NPM_DIR)/node_modules/.bin/configurable-http-proxy
 STAMP    := $(VENV)/.installed
 LAKE_OK  := lake/raw/airlines  # written last by `workbench lake init`
 PYTEST_ARGS ?=
+# `make docs` serves the docs site here (the hub's proxy API also defaults to 8001: change one if both run)
+DOCS_ADDR ?= 127.0.0.1:8001
 # 2 workers: most of the suite's wall time is waiting on JVM, hub and server start-ups (1 = serial)
 TEST_WORKERS ?= 2
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
+# mkdocs-material prints a banner about MkDocs 2 on every build; the docs pin mkdocs<2
+export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: help setup java demo test lake clean hub browser bench wrk lint
+.PHONY: help setup java demo test lake clean hub browser bench wrk lint docs docs-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -76,7 +80,13 @@ lint: setup  ## ruff: lint and check the formatting (`ruff format .` fixes the f
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup lake browser lint  ## set up and run the whole test suite
+docs: setup  ## serve the docs site (docs/, mkdocs.yml) with live reload on http://127.0.0.1:8001 (DOCS_ADDR=host:port to change)
+	$(VENV)/bin/mkdocs serve -a $(DOCS_ADDR)
+
+docs-check: setup  ## build the docs site strictly into site/ (a broken link, a missing page or a page left out of the nav fails)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: setup lake browser lint docs-check  ## set up and run the whole test suite
 	$(VENV)/bin/pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 wrk:  ## install the wrk HTTP load generator for the serving benchmark (Debian, root)
@@ -91,4 +101,4 @@ bench: setup lake wrk  ## run the benchmarks (minutes; prints ratios against the
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:  ## remove generated state (keeps .venv and the npm prefix)
-	rm -rf lake mlflow.db mlartifacts .hub reports/runs reports/index.html reports/.scheduler reports/.index.lock
+	rm -rf site lake mlflow.db mlartifacts .hub reports/runs reports/index.html reports/.scheduler reports/.index.lock

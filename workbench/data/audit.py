@@ -7,7 +7,7 @@ is on disk before the data it describes is handed out. A read that cannot be rec
 
 The log lives at the `audit_dir` setting (default <lake>/audit), which must be a local or mounted
 path. A day file is created with mode 0622 (owner reads; others may only append), so one shared
-audit folder (mode 1733, see the README) serves every user of a multi-user host.
+audit folder (mode 1733, see docs/how-to/data-governance.md) serves every user of a multi-user host.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`workbench data publish`: materialise each dataset's governed views into the governed zone, and
 (on a local or mounted lake) set filesystem permissions so the files themselves enforce the grants.
 
-Layout (see the README for the same on HDFS):
+Layout (docs/how-to/data-governance.md gives the same on HDFS):
 
     <lake>/raw/<dataset>/                        service account + groups with `full`   (dirs 0750, files 0640)
     <governed>/<dataset>/masked/v<time>-<id>/    + groups with `masked`
@@ -109,7 +109,7 @@ def publish(
     if perms and not local:
         raise SetupError(
             f"Filesystem permissions can be set here only on a local or mounted lake; {settings.governed_uri} is not. "
-            "Apply the owner, group and ACL layout in the README with `hdfs dfs -setfacl`, or run without --permissions."
+            "Apply the owner, group and ACL layout of docs/how-to/data-governance.md with `hdfs dfs -setfacl`, or run without --permissions."
         )
     if perms:
         perms.audit_folder(audit.audit_folder(settings))

@@ -5,7 +5,7 @@ nothing but a traitlets `Config` to be tested. Two profiles, chosen by the `prof
 
 - `local`: NativeAuthenticator (own password per person, sign-ups authorized by an admin), the
   SimpleLocalProcessSpawner with a home folder per user under the hub state folder, SQLite.
-- `production`: PAM (system users; see the README for GenericOAuthenticator), LocalProcessSpawner
+- `production`: PAM (system users; docs/how-to/hub.md shows GenericOAuthenticator), LocalProcessSpawner
   running each server as its system user, a PostgreSQL hub database (`hub_db_url`), optional TLS.
 """
 

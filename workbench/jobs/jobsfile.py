@@ -85,7 +85,7 @@ def load_jobs(settings: Settings, path: str | Path | None = None) -> list[Job]:
     file = jobs_path(settings, path)
     if not file.is_file():
         raise JobsFileError(
-            f"No jobs file at {file}. Create it (see the jobs section of README.md) or set WORKBENCH_JOBS_FILE."
+            f"No jobs file at {file}. Create it (see docs/how-to/jobs-and-reports.md, 'Schedule jobs') or set WORKBENCH_JOBS_FILE."
         )
     try:
         raw = yaml.safe_load(file.read_text()) or {}
