@@ -47,14 +47,6 @@ NOT_MODULES = {
 
 # Written for the layout after the parallel branches of issue 13 merge (model contract, runs layer).
 # The lead empties this set once they are on main; then every name here must exist like any other.
-PENDING_MERGE = {
-    "workbench/model_contract.py",
-    "workbench/runs",
-    "workbench/runs/record.py",
-    "workbench/runs/history.py",
-    "workbench.model_contract",
-    "workbench.runs",
-}
 
 FENCE_RE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 CODE_SPAN_RE = re.compile(r"`([^`\n]+)`")
@@ -163,9 +155,9 @@ def test_no_doc_names_a_missing_file():
     for page in doc_files():
         for span in CODE_SPAN_RE.findall(prose(page)):
             name = path_like(span)
-            if name is None or name in GENERATED or name in PENDING_MERGE:
+            if name is None or name in GENERATED:
                 continue
-            if any(name.startswith(g + "/") for g in GENERATED | PENDING_MERGE):
+            if any(name.startswith(g + "/") for g in GENERATED):
                 continue
             if not exists(name, page):
                 missing.append(f"{page.relative_to(ROOT)}: `{span}`")
@@ -180,22 +172,11 @@ def test_no_doc_names_a_missing_module():
         text = prose(page)
         names = [module_like(s) for s in CODE_SPAN_RE.findall(text)] + MKDOCSTRINGS_RE.findall(text)
         for name in filter(None, names):
-            if name in NOT_MODULES or name in PENDING_MERGE or any(name.startswith(p + ".") for p in PENDING_MERGE):
+            if name in NOT_MODULES:
                 continue
             if not module_name_exists(name):
                 missing.append(f"{page.relative_to(ROOT)}: `{name}`")
     assert not missing, "docs name modules or names that do not exist:\n" + "\n".join(sorted(set(missing)))
-
-
-def test_mkdocstrings_blocks_name_no_pending_module():
-    """`::: module` blocks render only what is on main; modules of unmerged branches are named in prose."""
-    pending = [
-        f"{page.relative_to(ROOT)}: {name}"
-        for page in DOCS.rglob("*.md")
-        for name in MKDOCSTRINGS_RE.findall(page.read_text(encoding="utf-8"))
-        if name in PENDING_MERGE or any(name.startswith(p + ".") for p in PENDING_MERGE)
-    ]
-    assert not pending, pending
 
 
 def test_readme_links_point_at_files():

@@ -8,7 +8,7 @@ A feature function is written ONCE, in pandas, over small lookup tables read thr
 
 so a model is never fed features computed differently from the ones it was trained on. A trained
 model records the name of its feature function and the raw columns that function needs
-(`workbench.training.ModelSpec`); serving looks the function up here by that name.
+(`workbench.model_contract.ModelSpec`); serving looks the function up here by that name.
 
     from workbench import features
     deco = features.get("flights_context").prepare(settings)   # loads the lookups once
