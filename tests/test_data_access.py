@@ -4,6 +4,7 @@ returns the right columns and values, row filters apply, refusals say who, what 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import warnings
 
 import pytest
@@ -161,7 +162,12 @@ def test_catalog_lists_level_row_filter_and_masks(base):
     assert set(entries) == {"airlines", "airports", "flights", "planes", "weather"}
     flights = entries["flights"]
     assert (flights.level, flights.row_filter, flights.owner) == ("masked", "origin = 'JFK'", "data-stewards")
-    assert {c.name: c.mask for c in flights.columns if c.mask} == {"tailnum": "hash", "time_hour": "year_only"}
+    assert {c.name: c.mask for c in flights.columns if c.mask} == {
+        "tailnum": "hash",
+        "time_hour": "year_only",
+        # issue 14: to the minute, scheduled_departure gave time_hour away (a functional dependency)
+        "scheduled_departure": "sql: date_trunc('DAY', scheduled_departure)",
+    }
     full = {e.name: e for e in catalog(as_(base, "data-stewards"))}["flights"]
     assert full.level == "full" and not any(c.mask for c in full.columns)
 
@@ -180,8 +186,11 @@ def test_local_profile_warns_once_that_the_boundary_is_advisory(base, spark, mon
         load("airlines", settings=base, spark=spark)  # not a second time
 
 
-def test_production_reads_published_views(base, spark):
-    prod = base.with_overrides(profile="production", mask_salt="prod-salt")
+def test_production_reads_published_views(base, spark, tmp_path):
+    key_file = tmp_path / "mask.key"
+    key_file.write_bytes(b"k" * 40 + b"\n")
+    key_file.chmod(0o600)
+    prod = base.with_overrides(profile="production", mask_salt="prod-salt", mask_key_file=str(key_file))
     with pytest.raises(
         LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"
     ):
@@ -196,7 +205,7 @@ def test_production_reads_published_views(base, spark):
     versions = sorted(p.name for p in (prod.path("governed_dir") / "planes" / "masked").iterdir())
     assert len(versions) == 2 and all(v.startswith("v") for v in versions)  # staged, renamed in, two kept
     masked = load("planes", settings=prod, spark=spark)
-    pseudonym = hashlib.sha256(b"prod-salt" + b"N10156").hexdigest()
+    pseudonym = hmac.new(b"k" * 40, b"N10156", hashlib.sha256).hexdigest()  # production: HMAC-SHA256 (issue 14)
     assert masked.count() == 3322 and masked.where(f"tailnum = '{pseudonym}'").count() == 1
     jfk = load("weather", columns=["origin"], settings=as_(prod, "jfk-operations"), spark=spark)
     assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
