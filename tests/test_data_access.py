@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import warnings
 
 import pytest
@@ -15,7 +16,7 @@ from workbench.data import access, catalog, load, publish, sample
 from workbench.data.access import GovernanceWarning
 from workbench.data.audit import query
 from workbench.data.policy import REDACTED
-from workbench.errors import AccessDenied, LakeError, UnknownDataset
+from workbench.errors import AccessDenied, ConfigError, LakeError, PredicateRefused, UnknownDataset
 
 # One flight, identified by public columns: UA 1545 on 2013-01-01 (tail N14228, time_hour 10:00 UTC).
 ONE_FLIGHT = "month = 1 AND day = 1 AND carrier = 'UA' AND flight = 1545"
@@ -234,3 +235,157 @@ def test_catalog_command_lists_what_the_caller_may_read(monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_GROUPS", "stakeholders")
     assert main(["data", "catalog"]) == 0
     assert "no datasets" in capsys.readouterr().out
+
+
+# ---- issue 14: predicates see only the governed view, tried as an attacker would ----------------
+RAW_TAIL = re.compile(r"\bN[0-9][0-9A-Z]{1,5}\b")  # an FAA-shaped tail number
+
+
+@pytest.fixture
+def engine_dropped(base, tmp_path):
+    """planes with `engine` dropped at the masked level and `speed` left out of the catalog."""
+    doc = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
+    cols = doc["datasets"]["planes"]["columns"]
+    cols["engine"] = {"type": "string", "classification": "pii", "mask": "drop"}
+    del cols["speed"]
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
+    return base.with_overrides(catalog_path=str(tmp_path / "catalog.yaml"))
+
+
+@pytest.mark.parametrize(
+    "where,name",
+    [
+        ("engine = 'Turbo-fan'", "`engine`"),  # a drop-masked column
+        ("governed.engine = 'Turbo-fan'", "`engine`"),  # qualified with the fence's own alias
+        ("speed > 100", "`speed`"),  # a column the catalog does not describe
+        ("raise_error(engine) IS NULL", "`engine`"),  # would print the raw value of a dropped column
+    ],
+)
+def test_where_cannot_name_a_column_outside_the_view(engine_dropped, spark, where, name):
+    with pytest.raises(PredicateRefused) as err:
+        load("planes", where=where, settings=engine_dropped, spark=spark)
+    message = str(err.value)
+    assert name in message and "not a column of your view of dataset 'planes' at level 'masked'" in message
+    assert "Turbo-fan" not in message.replace(where, "")  # names the column, never a value
+    denied = query(engine_dropped, dataset="planes", outcome="denied").records
+    assert denied and denied[-1]["reason"] == "PredicateRefused" and denied[-1]["where"] == where
+    # the steward's view has both columns: the same predicate is fine there
+    assert (
+        load(
+            "planes",
+            where=where.replace("raise_error(engine)", "engine"),
+            settings=as_(engine_dropped, "data-stewards"),
+            spark=spark,
+        ).count()
+        >= 0
+    )
+
+
+def test_the_returned_dataframe_is_fenced_too(engine_dropped, spark):
+    from pyspark.errors import AnalysisException
+
+    masked = load("planes", settings=engine_dropped, spark=spark)
+    for attempt in (
+        lambda: masked.where("engine = 'Turbo-fan'"),
+        lambda: masked.orderBy("engine"),
+        lambda: masked.select("speed"),
+    ):
+        with pytest.raises(AnalysisException, match="UNRESOLVED_COLUMN"):
+            attempt().schema
+    narrowed = load("planes", columns=["tailnum", "seats"], settings=engine_dropped, spark=spark)
+    with pytest.raises(AnalysisException, match="UNRESOLVED_COLUMN"):
+        narrowed.where("engine = 'Turbo-fan'").schema
+
+
+def test_raise_error_in_a_predicate_shows_masked_values_only(base, spark):
+    from pyspark.errors import PySparkException
+
+    df = load("planes", where="raise_error(tailnum) IS NULL", settings=base, spark=spark)
+    with pytest.raises(PySparkException) as err:
+        df.collect()
+    text = str(err.value)
+    assert re.search(r"\b[0-9a-f]{64}\b", text) and not RAW_TAIL.search(text)  # a pseudonym, never the tail number
+    # a row-filtered reader cannot use raise_error to look at rows the filter removes
+    probe = "CASE WHEN origin <> 'JFK' THEN raise_error(concat(origin, tailnum)) ELSE true END"
+    jfk = load(
+        "flights", columns=["origin"], where=f"month = 2 AND {probe}", settings=as_(base, "jfk-operations"), spark=spark
+    )
+    assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
+
+
+def test_where_cannot_read_files_or_call_the_jvm(base, spark):
+    raw = f"{base.lake}/raw/planes".removeprefix("file://")
+    subquery = f"tailnum IN (SELECT tailnum FROM parquet.`{raw}`)"
+    spark.conf.set("spark.sql.runSQLOnFiles", "true")  # even a session someone turned it back on in
+    with pytest.raises(PredicateRefused, match=r"reads another table or a file.*SQL over file paths is off"):
+        load("planes", where=subquery, settings=base, spark=spark)
+    assert spark.conf.get("spark.sql.runSQLOnFiles") == "false"
+    for call in ("reflect('java.lang.System', 'getenv', 'HOME') IS NOT NULL", "`java_method` /* x */ ('a', 'b') = ''"):
+        with pytest.raises(PredicateRefused, match="reflect/java_method"):
+            load("planes", where=call, settings=base, spark=spark)
+
+
+def test_production_refuses_a_shared_cluster(base, tmp_path):
+    from workbench.spark import get_spark
+
+    for master in ("spark://127.0.0.1:7077", "sc://127.0.0.1:15002", "yarn"):
+        prod = base.with_overrides(profile="production", spark_master=master)
+        with pytest.raises(
+            ConfigError, match=r"refuses a (shared Spark master|Spark Connect server).*spark_cluster_enforces_access"
+        ):
+            get_spark(settings=prod)
+        with pytest.raises(ConfigError, match="can read every raw file"):
+            load("planes", settings=prod)  # refused before any session is made, and audited
+        assert query(prod, dataset="planes", outcome="error").records[-1]["reason"] == "ConfigError"
+    # the local profile may use a cluster (advisory anyway), and production may when the cluster enforces access
+    from workbench.spark import _refuse_shared
+
+    _refuse_shared(base.with_overrides(spark_master="spark://127.0.0.1:7077"), "spark://127.0.0.1:7077")
+    _refuse_shared(
+        base.with_overrides(profile="production", spark_cluster_enforces_access=True), "sc://127.0.0.1:15002"
+    )
+
+
+# ---- issue 14: hash masks are HMAC-SHA256 with a key only the service reads ----------------------
+def _key_file(tmp_path, content: bytes = b"0123456789abcdef0123456789abcdef", mode: int = 0o600):
+    path = tmp_path / "mask.key"
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def test_hmac_key_file_gives_hmac_pseudonyms(base, spark, tmp_path):
+    key = _key_file(tmp_path)
+    settings = base.with_overrides(mask_key_file=str(key))
+    row = first(load("flights", columns=["tailnum"], where=ONE_FLIGHT, settings=settings, spark=spark))
+    assert row.tailnum == hmac.new(key.read_bytes(), b"N14228", hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "content,mode,needle",
+    [
+        (b"0123456789abcdef0123456789abcdef", 0o644, "mode 0644, so other accounts can read"),
+        (b"0123456789abcdef0123456789abcdef", 0o640, "mode 0640"),
+        (b"short", 0o600, "has 5 bytes; use at least 32"),
+        (b"workbench-dev-salt-change-me\n", 0o600, "holds the development salt"),
+    ],
+)
+def test_a_weak_or_exposed_key_is_refused(base, tmp_path, content, mode, needle):
+    from workbench.data.keys import hash_key
+
+    with pytest.raises(ConfigError, match=needle):
+        hash_key(base.with_overrides(mask_key_file=str(_key_file(tmp_path, content, mode))))
+
+
+def test_production_needs_a_key_file_and_refuses_links(base, spark, tmp_path):
+    from workbench.data.keys import hash_key
+
+    steward = as_(base, "data-stewards").with_overrides(profile="production", mask_salt="not-the-default")
+    with pytest.raises(ConfigError, match="'mask_key_file' is empty in the production profile"):
+        publish(steward, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
+    target = _key_file(tmp_path)
+    (tmp_path / "link.key").symlink_to(target)
+    with pytest.raises(ConfigError, match="not a link"):
+        hash_key(steward.with_overrides(mask_key_file=str(tmp_path / "link.key")))
+    with pytest.raises(ConfigError, match="does not exist"):
+        hash_key(steward.with_overrides(mask_key_file=str(tmp_path / "missing.key")))

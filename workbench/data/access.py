@@ -94,8 +94,8 @@ def load(
     event.update(level=grant.level, view=grant.view, row_filter=grant.row_filter)
     from ..spark import get_spark
 
-    spark = spark or get_spark(settings=settings)
     try:
+        spark = spark or get_spark(settings=settings)  # in the try: a refused shared cluster is audited too
         _governed_session(settings, spark)
         df = _select(_governed(settings, spark, cat, ds, grant, identity), ds, grant, columns, where)
     except AccessDenied as exc:
