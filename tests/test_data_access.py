@@ -354,11 +354,22 @@ def _key_file(tmp_path, content: bytes = b"0123456789abcdef0123456789abcdef", mo
     return path
 
 
-def test_hmac_key_file_gives_hmac_pseudonyms(base, spark, tmp_path):
-    key = _key_file(tmp_path)
+@pytest.mark.parametrize("length", [32, 64, 100])  # RFC 2104: keys longer than a block are hashed first
+def test_hmac_key_file_gives_hmac_pseudonyms(base, spark, tmp_path, length):
+    key = _key_file(tmp_path, bytes(range(65, 65 + 26)) * 4)
+    key.write_bytes(key.read_bytes()[:length])
+    secret = key.read_bytes()
     settings = base.with_overrides(mask_key_file=str(key))
     row = first(load("flights", columns=["tailnum"], where=ONE_FLIGHT, settings=settings, spark=spark))
-    assert row.tailnum == hmac.new(key.read_bytes(), b"N14228", hashlib.sha256).hexdigest()
+    assert row.tailnum == hmac.new(secret, b"N14228", hashlib.sha256).hexdigest()
+    # integers: 60 bits of the same MAC, folded into the column's range
+    doc = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
+    doc["datasets"]["planes"]["columns"]["year"] = {"type": "int", "classification": "sensitive", "mask": "hash"}
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
+    planes = settings.with_overrides(catalog_path=str(tmp_path / "catalog.yaml"))
+    pseudonym = hmac.new(secret, b"N10156", hashlib.sha256).hexdigest()
+    year = first(load("planes", where=f"tailnum = '{pseudonym}'", settings=planes, spark=spark)).year
+    assert year == int(hmac.new(secret, b"2004", hashlib.sha256).hexdigest()[:15], 16) % (2**31 - 1)
 
 
 @pytest.mark.parametrize(
