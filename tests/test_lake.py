@@ -96,3 +96,16 @@ def test_status_counts_what_the_caller_may_read_through_the_governed_loader(spar
     assert {(s.level, s.rows, s.note) for s in none} == {("none", None, "no access")}
     records = query(base, user="jo").records
     assert {r["purpose"] for r in records} == {"lake status"} and len(records) == 5  # every count is an audited read
+
+
+def test_status_command_prints_level_and_rows(spark, monkeypatch, capsys, tmp_path):
+    from tests.conftest import REPO
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_AUDIT_DIR", str(tmp_path / "audit"))
+    monkeypatch.setenv("WORKBENCH_GROUPS", "jfk-operations")
+    assert main(["lake", "status"]) == 0
+    lines = {l.split()[0]: l.split() for l in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["airlines"][1:3] == ["masked", "16"] and lines["flights"][1] == "masked"
+    assert int(lines["flights"][2].replace(",", "")) < 336776  # JFK rows only: counted through the governed loader

@@ -250,7 +250,7 @@ def lake_status(settings: Settings, spark=None) -> list[DatasetStatus]:
     from .data.access import catalog as readable
     from .data.access import load
     from .data.catalog import load_catalog
-    from .errors import LakeError, WorkbenchError
+    from .errors import WorkbenchError
 
     cat = load_catalog(settings)
     levels = {e.name: e.level for e in readable(settings, include_denied=True)}
