@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import statistics
 import tempfile
@@ -87,7 +88,10 @@ def main() -> None:
 
         # the published path: the steward publishes the masked view once (HMAC at publish), readers read it
         production = settings.with_overrides(
-            profile="production", mask_key_file=str(key_file), governed_dir=str(tmp / "governed")
+            profile="production",
+            mask_key_file=str(key_file),
+            governed_dir=str(tmp / "governed"),
+            service_user=pwd.getpwuid(os.geteuid()).pw_name,  # we own the key file: we play the service account
         )
         print("publishing the governed views ...", flush=True)
         publish(production, spark, permissions=False, progress=lambda m: None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import pwd
 import re
 import warnings
 
@@ -191,7 +193,12 @@ def test_production_reads_published_views(base, spark, tmp_path):
     key_file = tmp_path / "mask.key"
     key_file.write_bytes(b"k" * 40 + b"\n")
     key_file.chmod(0o600)
-    prod = base.with_overrides(profile="production", mask_salt="prod-salt", mask_key_file=str(key_file))
+    prod = base.with_overrides(
+        profile="production",
+        mask_salt="prod-salt",
+        mask_key_file=str(key_file),
+        service_user=pwd.getpwuid(os.geteuid()).pw_name,  # the key file's owner
+    )
     with pytest.raises(
         LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"
     ):
@@ -400,3 +407,9 @@ def test_production_needs_a_key_file_and_refuses_links(base, spark, tmp_path):
         hash_key(steward.with_overrides(mask_key_file=str(tmp_path / "link.key")))
     with pytest.raises(ConfigError, match="does not exist"):
         hash_key(steward.with_overrides(mask_key_file=str(tmp_path / "missing.key")))
+    # production: the service account must own it (whoever owns it can read it)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    other = next(u.pw_name for u in pwd.getpwall() if u.pw_uid != os.geteuid())
+    assert hash_key(steward.with_overrides(mask_key_file=str(target), service_user=me)).hmac
+    with pytest.raises(ConfigError, match=rf"owned by uid {os.geteuid()}, not by the data service account '{other}'"):
+        hash_key(steward.with_overrides(mask_key_file=str(target), service_user=other))

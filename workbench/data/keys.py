@@ -1,8 +1,8 @@
 """The secret behind `hash` masks.
 
 Production: HMAC-SHA256 with a key read from the file named by the `mask_key_file` setting, which
-only the data service account may read (a regular file, mode 0600 or 0400; `publish`, run as that
-account, is the only reader). Without it the production profile refuses to hash, and a key that is
+only the data service account may read (a regular file it owns, mode 0600 or 0400; `publish`, run as
+that account, is the only reader). Without it the production profile refuses to hash, and a key that is
 short or equal to the development salt is refused too: a known or guessable key lets anyone hash a
 dictionary of likely values (FAA-shaped tail numbers) and reverse the pseudonyms.
 
@@ -15,6 +15,7 @@ The key never appears in a message, a repr or the audit log.
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ def hash_key(settings: Settings) -> HashKey:
     """The hash key the settings call for. Raises ConfigError naming the setting and what to do."""
     if settings.mask_key_file:
         path = settings.path("mask_key_file")
-        return HashKey(read_key_file(path), True, f"mask_key_file {path}")
+        owner = settings.service_user if settings.profile == "production" else None
+        return HashKey(read_key_file(path, owner), True, f"mask_key_file {path}")
     if settings.profile == "production":
         raise ConfigError(
             "setting 'mask_key_file' is empty in the production profile: hash masks there are HMAC-SHA256 with a "
@@ -52,8 +54,9 @@ def hash_key(settings: Settings) -> HashKey:
     return HashKey(settings.mask_salt.encode(), False, "mask_salt")
 
 
-def read_key_file(path: Path) -> bytes:
-    """The key in `path` (surrounding whitespace stripped), refusing a file others could read or replace."""
+def read_key_file(path: Path, owner: str | None = None) -> bytes:
+    """The key in `path` (surrounding whitespace stripped), refusing a file others could read or replace,
+    and, when `owner` is given (production: the service account), a file another account owns."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -73,6 +76,11 @@ def read_key_file(path: Path) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"setting 'mask_key_file': {path} is not a regular file.")
+        if owner is not None and st.st_uid != _uid(owner):
+            raise ConfigError(
+                f"setting 'mask_key_file': {path} is owned by uid {st.st_uid}, not by the data service account "
+                f"'{owner}' (setting service_user); its owner can read the hash key. `chown {owner}` it."
+            )
         if st.st_mode & 0o077:
             raise ConfigError(
                 f"setting 'mask_key_file': {path} has mode {stat.S_IMODE(st.st_mode):04o}, so other accounts can read "
@@ -95,3 +103,13 @@ def read_key_file(path: Path) -> bytes:
             "bytes (e.g. `head -c 32 /dev/urandom | base64`)."
         )
     return key
+
+
+def _uid(user: str) -> int:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ConfigError(
+            f"setting 'service_user': '{user}' is not a system user here, so the owner of the hash key file cannot "
+            "be checked. Create the account or fix the setting."
+        ) from None
