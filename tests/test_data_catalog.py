@@ -320,6 +320,8 @@ def test_data_check_refuses_masks_that_change_nothing_and_reports_all(steward, s
     assert any("dataset 'airlines', column 'carrier', field 'type'" in e for e in errors)
     assert not any("'model'" in e for e in errors)  # lower() changes the (upper-case) model names
     assert not report.ok
+    # ... but lower() maps each model to one value: invertible by whoever guesses it, which is worth a warning
+    assert any("column 'model'" in w.message and "one-to-one on the sample" in w.message for w in report.warnings)
 
 
 def test_data_check_finds_the_leak_in_the_old_catalog_and_passes_the_shipped_one(steward, spark, tmp_path):

@@ -9,6 +9,7 @@ Errors (the catalog must change before governed reads can be trusted):
 
 Warnings (a steward should look):
 - a mask that leaves at least half of the sampled values unchanged;
+- an sql mask that is one-to-one on the sample (`reverse(code)`): whoever guesses it can invert it;
 - a functional dependency: on the sample, an unmasked column released at the masked level determines a
   masked column's raw value (every value of X comes with one value of Y), so the mask can be undone by a
   lookup, e.g. a minute-precise departure time next to an hour masked to its year. Columns that are nearly
@@ -192,6 +193,28 @@ def _check_masks_change_values(report: CheckReport, ds: Dataset, sample, key, us
                 ds.name,
                 f"{where}: the mask '{column.mask}' leaves {same / count:.0%} of {count:,} sampled values unchanged.",
             )
+        elif count and column.mask.kind == "sql" and _one_to_one(sample, column, key):
+            report.add(
+                WARNING,
+                ds.name,
+                f"{where}: the sql mask is one-to-one on the sample (each masked value comes from a single raw value), "
+                "so whoever guesses the expression can invert it (reverse(), concat(), upper() of a code). For "
+                "pseudonyms use the keyed `hash` mask.",
+            )
+
+
+def _one_to_one(sample, column, key) -> bool:
+    """True when, on the sample, every masked value comes from one raw value and there are at least two."""
+    from pyspark.sql import functions as F
+
+    raw_col = F.col(f"`{column.name}`")
+    masked = mask_expression(column, sample.schema[column.name].dataType, key).alias("m")
+    pairs = sample.where(raw_col.isNotNull()).select(masked, raw_col.alias("r"))
+    groups = pairs.groupBy("m").agg((F.min("r") != F.max("r")).alias("many"))
+    row = groups.agg(
+        F.count(F.lit(1)).alias("groups"), F.sum(F.when(F.col("many"), 1).otherwise(0)).alias("many")
+    ).first()
+    return bool(row["groups"] and row["groups"] > 1 and not row["many"])
 
 
 def _check_dependencies(report: CheckReport, ds: Dataset, sample) -> None:
