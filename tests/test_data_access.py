@@ -413,3 +413,30 @@ def test_production_needs_a_key_file_and_refuses_links(base, spark, tmp_path):
     assert hash_key(steward.with_overrides(mask_key_file=str(target), service_user=me)).hmac
     with pytest.raises(ConfigError, match=rf"owned by uid {os.geteuid()}, not by the data service account '{other}'"):
         hash_key(steward.with_overrides(mask_key_file=str(target), service_user=other))
+
+
+def test_a_dictionary_attack_on_published_pseudonyms_finds_nothing(base, spark, tmp_path):
+    """The attack from issue 14: hash every likely tail number with the public development salt and look the
+    pseudonyms up. It reverses the development hash; against production's HMAC it finds nothing."""
+    from pyspark.sql import functions as F
+
+    from workbench.data.keys import DEFAULT_SALT
+
+    # the attacker's dictionary: every real tail number (a stronger one than FAA-shaped guesses)
+    guesses = spark.read.parquet(f"{base.lake}/raw/planes").select("tailnum").distinct()
+    dictionary = guesses.select(F.sha2(F.concat(F.lit(DEFAULT_SALT), "tailnum"), 256).alias("tailnum"))
+    dev = load("planes", columns=["tailnum"], settings=base.with_overrides(mask_salt=DEFAULT_SALT), spark=spark)
+    assert dev.join(dictionary, "tailnum").count() == 3322  # the development hash is reversed, every row
+
+    key = _key_file(tmp_path, os.urandom(24).hex().encode())
+    steward = as_(base, "data-stewards").with_overrides(
+        profile="production",
+        mask_key_file=str(key),
+        governed_dir=str(tmp_path / "governed"),
+        service_user=pwd.getpwuid(os.geteuid()).pw_name,
+    )
+    publish(steward, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
+    published = load(
+        "planes", columns=["tailnum"], settings=steward.with_overrides(groups=("data-scientists",)), spark=spark
+    )
+    assert published.count() == 3322 and published.join(dictionary, "tailnum").count() == 0
