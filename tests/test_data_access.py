@@ -4,6 +4,10 @@ returns the right columns and values, row filters apply, refusals say who, what 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import pwd
+import re
 import warnings
 
 import pytest
@@ -14,7 +18,7 @@ from workbench.data import access, catalog, load, publish, sample
 from workbench.data.access import GovernanceWarning
 from workbench.data.audit import query
 from workbench.data.policy import REDACTED
-from workbench.errors import AccessDenied, LakeError, UnknownDataset
+from workbench.errors import AccessDenied, ConfigError, LakeError, PredicateRefused, UnknownDataset
 
 # One flight, identified by public columns: UA 1545 on 2013-01-01 (tail N14228, time_hour 10:00 UTC).
 ONE_FLIGHT = "month = 1 AND day = 1 AND carrier = 'UA' AND flight = 1545"
@@ -161,7 +165,12 @@ def test_catalog_lists_level_row_filter_and_masks(base):
     assert set(entries) == {"airlines", "airports", "flights", "planes", "weather"}
     flights = entries["flights"]
     assert (flights.level, flights.row_filter, flights.owner) == ("masked", "origin = 'JFK'", "data-stewards")
-    assert {c.name: c.mask for c in flights.columns if c.mask} == {"tailnum": "hash", "time_hour": "year_only"}
+    assert {c.name: c.mask for c in flights.columns if c.mask} == {
+        "tailnum": "hash",
+        "time_hour": "year_only",
+        # issue 14: to the minute, scheduled_departure gave time_hour away (a functional dependency)
+        "scheduled_departure": "sql: date_trunc('DAY', scheduled_departure)",
+    }
     full = {e.name: e for e in catalog(as_(base, "data-stewards"))}["flights"]
     assert full.level == "full" and not any(c.mask for c in full.columns)
 
@@ -180,8 +189,16 @@ def test_local_profile_warns_once_that_the_boundary_is_advisory(base, spark, mon
         load("airlines", settings=base, spark=spark)  # not a second time
 
 
-def test_production_reads_published_views(base, spark):
-    prod = base.with_overrides(profile="production", mask_salt="prod-salt")
+def test_production_reads_published_views(base, spark, tmp_path):
+    key_file = tmp_path / "mask.key"
+    key_file.write_bytes(b"k" * 40 + b"\n")
+    key_file.chmod(0o600)
+    prod = base.with_overrides(
+        profile="production",
+        mask_salt="prod-salt",
+        mask_key_file=str(key_file),
+        service_user=pwd.getpwuid(os.geteuid()).pw_name,  # the key file's owner
+    )
     with pytest.raises(
         LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"
     ):
@@ -196,7 +213,7 @@ def test_production_reads_published_views(base, spark):
     versions = sorted(p.name for p in (prod.path("governed_dir") / "planes" / "masked").iterdir())
     assert len(versions) == 2 and all(v.startswith("v") for v in versions)  # staged, renamed in, two kept
     masked = load("planes", settings=prod, spark=spark)
-    pseudonym = hashlib.sha256(b"prod-salt" + b"N10156").hexdigest()
+    pseudonym = hmac.new(b"k" * 40, b"N10156", hashlib.sha256).hexdigest()  # production: HMAC-SHA256 (issue 14)
     assert masked.count() == 3322 and masked.where(f"tailnum = '{pseudonym}'").count() == 1
     jfk = load("weather", columns=["origin"], settings=as_(prod, "jfk-operations"), spark=spark)
     assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
@@ -225,3 +242,201 @@ def test_catalog_command_lists_what_the_caller_may_read(monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_GROUPS", "stakeholders")
     assert main(["data", "catalog"]) == 0
     assert "no datasets" in capsys.readouterr().out
+
+
+# ---- issue 14: predicates see only the governed view, tried as an attacker would ----------------
+RAW_TAIL = re.compile(r"\bN[0-9][0-9A-Z]{1,5}\b")  # an FAA-shaped tail number
+
+
+@pytest.fixture
+def engine_dropped(base, tmp_path):
+    """planes with `engine` dropped at the masked level and `speed` left out of the catalog."""
+    doc = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
+    cols = doc["datasets"]["planes"]["columns"]
+    cols["engine"] = {"type": "string", "classification": "pii", "mask": "drop"}
+    del cols["speed"]
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
+    return base.with_overrides(catalog_path=str(tmp_path / "catalog.yaml"))
+
+
+@pytest.mark.parametrize(
+    "where,name",
+    [
+        ("engine = 'Turbo-fan'", "`engine`"),  # a drop-masked column
+        ("governed.engine = 'Turbo-fan'", "`engine`"),  # qualified with the fence's own alias
+        ("speed > 100", "`speed`"),  # a column the catalog does not describe
+        ("raise_error(engine) IS NULL", "`engine`"),  # would print the raw value of a dropped column
+    ],
+)
+def test_where_cannot_name_a_column_outside_the_view(engine_dropped, spark, where, name):
+    with pytest.raises(PredicateRefused) as err:
+        load("planes", where=where, settings=engine_dropped, spark=spark)
+    message = str(err.value)
+    assert name in message and "not a column of your view of dataset 'planes' at level 'masked'" in message
+    assert "Turbo-fan" not in message.replace(where, "")  # names the column, never a value
+    denied = query(engine_dropped, dataset="planes", outcome="denied").records
+    assert denied and denied[-1]["reason"] == "PredicateRefused" and denied[-1]["where"] == where
+    # the steward's view has both columns: the same predicate is fine there
+    assert (
+        load(
+            "planes",
+            where=where.replace("raise_error(engine)", "engine"),
+            settings=as_(engine_dropped, "data-stewards"),
+            spark=spark,
+        ).count()
+        >= 0
+    )
+
+
+def test_the_returned_dataframe_is_fenced_too(engine_dropped, spark):
+    from pyspark.errors import AnalysisException
+
+    masked = load("planes", settings=engine_dropped, spark=spark)
+    for attempt in (
+        lambda: masked.where("engine = 'Turbo-fan'"),
+        lambda: masked.orderBy("engine"),
+        lambda: masked.select("speed"),
+    ):
+        with pytest.raises(AnalysisException, match="UNRESOLVED_COLUMN"):
+            attempt().schema
+    narrowed = load("planes", columns=["tailnum", "seats"], settings=engine_dropped, spark=spark)
+    with pytest.raises(AnalysisException, match="UNRESOLVED_COLUMN"):
+        narrowed.where("engine = 'Turbo-fan'").schema
+
+
+def test_raise_error_in_a_predicate_shows_masked_values_only(base, spark):
+    from pyspark.errors import PySparkException
+
+    df = load("planes", where="raise_error(tailnum) IS NULL", settings=base, spark=spark)
+    with pytest.raises(PySparkException) as err:
+        df.collect()
+    text = str(err.value)
+    assert re.search(r"\b[0-9a-f]{64}\b", text) and not RAW_TAIL.search(text)  # a pseudonym, never the tail number
+    # a row-filtered reader cannot use raise_error to look at rows the filter removes
+    probe = "CASE WHEN origin <> 'JFK' THEN raise_error(concat(origin, tailnum)) ELSE true END"
+    jfk = load(
+        "flights", columns=["origin"], where=f"month = 2 AND {probe}", settings=as_(base, "jfk-operations"), spark=spark
+    )
+    assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
+
+
+def test_where_cannot_read_files_or_call_the_jvm(base, spark):
+    raw = f"{base.lake}/raw/planes".removeprefix("file://")
+    subquery = f"tailnum IN (SELECT tailnum FROM parquet.`{raw}`)"
+    spark.conf.set("spark.sql.runSQLOnFiles", "true")  # even a session someone turned it back on in
+    with pytest.raises(PredicateRefused, match=r"reads another table or a file.*SQL over file paths is off"):
+        load("planes", where=subquery, settings=base, spark=spark)
+    assert spark.conf.get("spark.sql.runSQLOnFiles") == "false"
+    for call in ("reflect('java.lang.System', 'getenv', 'HOME') IS NOT NULL", "`java_method` /* x */ ('a', 'b') = ''"):
+        with pytest.raises(PredicateRefused, match="reflect/java_method"):
+            load("planes", where=call, settings=base, spark=spark)
+
+
+def test_production_refuses_a_shared_cluster(base, tmp_path):
+    from workbench.spark import get_spark
+
+    for master in ("spark://127.0.0.1:7077", "sc://127.0.0.1:15002", "yarn"):
+        prod = base.with_overrides(profile="production", spark_master=master)
+        with pytest.raises(
+            ConfigError, match=r"refuses a (shared Spark master|Spark Connect server).*spark_cluster_enforces_access"
+        ):
+            get_spark(settings=prod)
+        with pytest.raises(ConfigError, match="can read every raw file"):
+            load("planes", settings=prod)  # refused before any session is made, and audited
+        assert query(prod, dataset="planes", outcome="error").records[-1]["reason"] == "ConfigError"
+    # the local profile may use a cluster (advisory anyway), and production may when the cluster enforces access
+    from workbench.spark import _refuse_shared
+
+    _refuse_shared(base.with_overrides(spark_master="spark://127.0.0.1:7077"), "spark://127.0.0.1:7077")
+    _refuse_shared(
+        base.with_overrides(profile="production", spark_cluster_enforces_access=True), "sc://127.0.0.1:15002"
+    )
+
+
+# ---- issue 14: hash masks are HMAC-SHA256 with a key only the service reads ----------------------
+def _key_file(tmp_path, content: bytes = b"0123456789abcdef0123456789abcdef", mode: int = 0o600):
+    path = tmp_path / "mask.key"
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("length", [32, 64, 100])  # RFC 2104: keys longer than a block are hashed first
+def test_hmac_key_file_gives_hmac_pseudonyms(base, spark, tmp_path, length):
+    key = _key_file(tmp_path, bytes(range(65, 65 + 26)) * 4)
+    key.write_bytes(key.read_bytes()[:length])
+    secret = key.read_bytes()
+    settings = base.with_overrides(mask_key_file=str(key))
+    row = first(load("flights", columns=["tailnum"], where=ONE_FLIGHT, settings=settings, spark=spark))
+    assert row.tailnum == hmac.new(secret, b"N14228", hashlib.sha256).hexdigest()
+    # integers: 60 bits of the same MAC, folded into the column's range
+    doc = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
+    doc["datasets"]["planes"]["columns"]["year"] = {"type": "int", "classification": "sensitive", "mask": "hash"}
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc))
+    planes = settings.with_overrides(catalog_path=str(tmp_path / "catalog.yaml"))
+    pseudonym = hmac.new(secret, b"N10156", hashlib.sha256).hexdigest()
+    year = first(load("planes", where=f"tailnum = '{pseudonym}'", settings=planes, spark=spark)).year
+    assert year == int(hmac.new(secret, b"2004", hashlib.sha256).hexdigest()[:15], 16) % (2**31 - 1)
+
+
+@pytest.mark.parametrize(
+    "content,mode,needle",
+    [
+        (b"0123456789abcdef0123456789abcdef", 0o644, "mode 0644, so other accounts can read"),
+        (b"0123456789abcdef0123456789abcdef", 0o640, "mode 0640"),
+        (b"short", 0o600, "has 5 bytes; use at least 32"),
+        (b"workbench-dev-salt-change-me\n", 0o600, "holds the development salt"),
+    ],
+)
+def test_a_weak_or_exposed_key_is_refused(base, tmp_path, content, mode, needle):
+    from workbench.data.keys import hash_key
+
+    with pytest.raises(ConfigError, match=needle):
+        hash_key(base.with_overrides(mask_key_file=str(_key_file(tmp_path, content, mode))))
+
+
+def test_production_needs_a_key_file_and_refuses_links(base, spark, tmp_path):
+    from workbench.data.keys import hash_key
+
+    steward = as_(base, "data-stewards").with_overrides(profile="production", mask_salt="not-the-default")
+    with pytest.raises(ConfigError, match="'mask_key_file' is empty in the production profile"):
+        publish(steward, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
+    target = _key_file(tmp_path)
+    (tmp_path / "link.key").symlink_to(target)
+    with pytest.raises(ConfigError, match="not a link"):
+        hash_key(steward.with_overrides(mask_key_file=str(tmp_path / "link.key")))
+    with pytest.raises(ConfigError, match="does not exist"):
+        hash_key(steward.with_overrides(mask_key_file=str(tmp_path / "missing.key")))
+    # production: the service account must own it (whoever owns it can read it)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    other = next(u.pw_name for u in pwd.getpwall() if u.pw_uid != os.geteuid())
+    assert hash_key(steward.with_overrides(mask_key_file=str(target), service_user=me)).hmac
+    with pytest.raises(ConfigError, match=rf"owned by uid {os.geteuid()}, not by the data service account '{other}'"):
+        hash_key(steward.with_overrides(mask_key_file=str(target), service_user=other))
+
+
+def test_a_dictionary_attack_on_published_pseudonyms_finds_nothing(base, spark, tmp_path):
+    """The attack from issue 14: hash every likely tail number with the public development salt and look the
+    pseudonyms up. It reverses the development hash; against production's HMAC it finds nothing."""
+    from pyspark.sql import functions as F
+
+    from workbench.data.keys import DEFAULT_SALT
+
+    # the attacker's dictionary: every real tail number (a stronger one than FAA-shaped guesses)
+    guesses = spark.read.parquet(f"{base.lake}/raw/planes").select("tailnum").distinct()
+    dictionary = guesses.select(F.sha2(F.concat(F.lit(DEFAULT_SALT), "tailnum"), 256).alias("tailnum"))
+    dev = load("planes", columns=["tailnum"], settings=base.with_overrides(mask_salt=DEFAULT_SALT), spark=spark)
+    assert dev.join(dictionary, "tailnum").count() == 3322  # the development hash is reversed, every row
+
+    key = _key_file(tmp_path, os.urandom(24).hex().encode())
+    steward = as_(base, "data-stewards").with_overrides(
+        profile="production",
+        mask_key_file=str(key),
+        governed_dir=str(tmp_path / "governed"),
+        service_user=pwd.getpwuid(os.geteuid()).pw_name,
+    )
+    publish(steward, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
+    published = load(
+        "planes", columns=["tailnum"], settings=steward.with_overrides(groups=("data-scientists",)), spark=spark
+    )
+    assert published.count() == 3322 and published.join(dictionary, "tailnum").count() == 0

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from workbench.data.catalog import load_catalog, parse_catalog
-from workbench.errors import CatalogError
+from workbench.data.catalog import SPARK_TYPES, load_catalog, parse_catalog, valid_spark_type
+from workbench.errors import CatalogError, CatalogInvalid
 
 COMMITTED = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
 
@@ -199,3 +199,164 @@ def test_invalid_row_filter_and_sql_mask_name_their_field(steward, spark, tmp_pa
     settings = settings.with_overrides(catalog_path=write(tmp_path, doc))
     with pytest.raises(CatalogError, match=r"dataset 'planes', column 'seats', field 'mask'"):
         load("planes", settings=settings, spark=spark)
+
+
+# ---- issue 14: a strict catalog ------------------------------------------------------------------
+COMMITTED_TEXT = (REPO / "hub_config" / "catalog.yaml").read_text()
+
+
+def _with_inserted(text: str, after: str, lines: str) -> str:
+    """The catalog text with `lines` inserted after the first line equal to `after` (YAML keeps the last key)."""
+    out = text.splitlines(keepends=True)
+    i = next(n for n, line in enumerate(out) if line.rstrip("\n") == after)
+    return "".join(out[: i + 1]) + lines + "".join(out[i + 1 :])
+
+
+def _line_of(text: str, line: str, start: int = 0) -> int:
+    return text.splitlines().index(line, start) + 1
+
+
+def test_a_duplicate_column_cannot_remove_a_mask(steward, spark, tmp_path):
+    from workbench.data import load
+
+    # the attack: a second `tailnum:` at the end of flights' columns, without the mask
+    text = COMMITTED_TEXT.replace("  weather:\n", "      tailnum:\n        type: string\n  weather:\n", 1)
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["datasets"]["flights"]["columns"]["tailnum"] == {
+        "type": "string"
+    }  # plain YAML: mask gone
+    first = _line_of(text, "      tailnum:")
+    second = _line_of(text, "      tailnum:", first)
+    with pytest.raises(CatalogInvalid, match=rf"key 'tailnum' appears twice, at lines {first} and {second}"):
+        load_catalog(steward.with_overrides(catalog_path=str(path)))
+    with pytest.raises(CatalogInvalid):  # so no read goes through the unmasked column
+        load(
+            "flights", settings=steward.with_overrides(catalog_path=str(path), groups=("data-scientists",)), spark=spark
+        )
+
+
+def test_a_duplicate_grant_cannot_raise_a_level(steward, tmp_path):
+    text = _with_inserted(COMMITTED_TEXT, "  jfk-operations: masked", "  jfk-operations: full\n")
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["grants"]["jfk-operations"] == "full"  # what YAML alone would grant
+    line = _line_of(text, "  jfk-operations: masked")
+    with pytest.raises(CatalogInvalid, match=rf"key 'jfk-operations' appears twice, at lines {line} and {line + 1}"):
+        load_catalog(steward.with_overrides(catalog_path=str(path)))
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    def many(doc):
+        doc["datasets"]["flights"]["columns"]["tailnum"]["mask"] = "hahs"
+        doc["grants"]["data-scientists"] = "maskd"
+        doc["datasets"]["planes"]["zone"] = "bronze"
+        doc["datasets"]["airlines"]["columns"]["name"]["type"] = "integer"
+
+    with pytest.raises(CatalogInvalid) as err:
+        parse_catalog(broken(many), tmp_path / "catalog.yaml", "file:///lake")
+    assert len(err.value.problems) == 4
+    assert all(p.startswith(f"{tmp_path / 'catalog.yaml'}:") for p in err.value.problems)
+    message = str(err.value)
+    for needle in ("unknown mask 'hahs'", "undefined level 'maskd'", "'bronze'", "'integer' is not a Spark type name"):
+        assert needle in message
+    assert "Did you mean 'int'" in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "string",
+        "int",
+        "decimal(10,2)",
+        "array<string>",
+        "map<string,int>",
+        "struct<a:int,b:array<double>>",
+        "timestamp_ntz",
+    ],
+)
+def test_spark_type_names_are_accepted(name):
+    assert valid_spark_type(name)
+
+
+@pytest.mark.parametrize("name", ["integer", "varchar", "array<strin>", "map<string>", "struct<a>", "decimal(10)", ""])
+def test_other_type_names_are_refused(name):
+    assert not valid_spark_type(name)
+
+
+@pytest.mark.parametrize("sql", ["tailnum", "`tailnum`", " ( tailnum ) "])
+def test_an_sql_mask_that_is_the_column_itself_is_refused(tmp_path, sql):
+    doc = broken(_set(["datasets", "flights", "columns", "tailnum", "mask"], {"sql": sql}))
+    with pytest.raises(CatalogInvalid, match="the sql mask is the column itself, so it releases the raw value"):
+        parse_catalog(doc, tmp_path / "c.yaml", "file:///lake")
+
+
+def test_the_docs_list_every_accepted_type():
+    page = (REPO / "docs" / "catalog-rules.md").read_text()
+    assert all(f"`{name}`" in page for name in SPARK_TYPES)
+
+
+# ---- issue 14: `workbench data check` against the data -------------------------------------------
+def _only(doc, *names):
+    doc["datasets"] = {n: doc["datasets"][n] for n in names}
+
+
+def test_data_check_refuses_masks_that_change_nothing_and_reports_all(steward, spark, tmp_path):
+    from workbench.data.checks import check_catalog
+
+    def edit(doc):
+        _only(doc, "planes", "airlines")
+        cols = doc["datasets"]["planes"]["columns"]
+        cols["tailnum"]["mask"] = {"sql": "concat(tailnum, '')"}  # looks like a mask, returns the raw value
+        cols["seats"] = {"type": "int", "classification": "sensitive", "mask": {"sql": "seats + 0"}}
+        cols["model"] = {"type": "string", "classification": "sensitive", "mask": {"sql": "lower(model)"}}
+        doc["datasets"]["airlines"]["columns"]["carrier"]["type"] = "bigint"  # another dataset's mistake
+
+    report = check_catalog(steward.with_overrides(catalog_path=write(tmp_path, broken(edit))), spark)
+    errors = [f.message for f in report.errors]
+    assert len(errors) == 3, errors
+    assert any("column 'tailnum', field 'mask'" in e and "returns the raw value on all" in e for e in errors)
+    assert any("column 'seats', field 'mask'" in e and "masks nothing" in e for e in errors)
+    assert any("dataset 'airlines', column 'carrier', field 'type'" in e for e in errors)
+    assert not any("'model'" in e for e in errors)  # lower() changes the (upper-case) model names
+    assert not report.ok
+    # ... but lower() maps each model to one value: invertible by whoever guesses it, which is worth a warning
+    assert any("column 'model'" in w.message and "one-to-one on the sample" in w.message for w in report.warnings)
+
+
+def test_data_check_finds_the_leak_in_the_old_catalog_and_passes_the_shipped_one(steward, spark, tmp_path):
+    from workbench.data.checks import check_catalog
+
+    def old(doc):  # the catalog before issue 14: time_hour masked, its minute-precise source and weather's copy not
+        _only(doc, "flights", "weather")
+        doc["datasets"]["flights"]["columns"]["scheduled_departure"] = {"type": "timestamp"}
+        doc["datasets"]["weather"]["columns"]["time_hour"] = {"type": "timestamp"}
+
+    report = check_catalog(
+        steward.with_overrides(catalog_path=write(tmp_path, broken(old))), spark, sample_rows=100_000
+    )
+    warnings = [f.message for f in report.warnings]
+    assert report.ok and len(warnings) == 2, warnings
+    assert any(
+        "unmasked column 'scheduled_departure' determines the raw value of the masked column 'time_hour'" in w
+        for w in warnings
+    )
+    assert any("column 'time_hour' is masked (year_only) but dataset 'weather' releases" in w for w in warnings)
+
+    shipped = check_catalog(steward, spark)
+    assert shipped.ok and shipped.findings == [], shipped.findings
+    assert shipped.datasets == ["airlines", "airports", "flights", "planes", "weather"]
+
+
+def test_data_check_command_prints_every_problem_and_exits_78(monkeypatch, capsys, tmp_path):
+    from workbench.cli import main
+
+    text = _with_inserted(COMMITTED_TEXT, "  jfk-operations: masked", "  jfk-operations: full\n")
+    text = text.replace("        mask: hash\n", "        mask: hahs\n", 1)
+    (tmp_path / "catalog.yaml").write_text(text)
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_CATALOG_PATH", str(tmp_path / "catalog.yaml"))
+    assert main(["data", "check"]) == 78
+    out = capsys.readouterr().out
+    assert "appears twice" in out and "unknown mask 'hahs'" in out
+    assert out.count("error: ") == 2 and "2 error(s), 0 warning(s)" in out

@@ -240,6 +240,23 @@ class Settings:
     )
     hub_ssl_key: str = _setting("", "TLS private key file (PEM) matching hub_ssl_cert.")
 
+    # Catalog strictness and hashing keys (issue 14)
+    mask_key_file: str = _setting(
+        "",
+        "File holding the secret key of `hash` masks (HMAC-SHA256), readable only by the data service account "
+        "(mode 0600 or 0400). Required in the production profile; when empty elsewhere, hashes are salted SHA-256 "
+        "with mask_salt (development only).",
+    )
+    spark_cluster_enforces_access: bool = _setting(
+        False,
+        "Production only: allow a shared Spark master or Spark Connect server for governed reads. Set it only when "
+        "the cluster itself enforces each user's file access (executors run as the user, e.g. Kerberos + HDFS ACLs); "
+        "otherwise its OS account reads every raw file on behalf of any user.",
+    )
+    catalog_check_rows: int = _setting(
+        200000, "Rows `workbench data check` samples per dataset to test masks and functional dependencies."
+    )
+
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 
     # ---- derived locations -------------------------------------------------------------------
@@ -506,6 +523,8 @@ def _validate(s: Settings) -> None:
             fail("spark_conf", "key=value pairs separated by commas")
     if s.webhook_url and urlparse(s.webhook_url).scheme not in {"http", "https"}:
         fail("webhook_url", "an http:// or https:// URL")
+    if s.catalog_check_rows <= 0:
+        fail("catalog_check_rows", "a positive number of rows")
 
 
 def replace(settings: Settings, **values: Any) -> Settings:

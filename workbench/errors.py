@@ -5,8 +5,10 @@
     ├── SetupError               a missing prerequisite (Java, a package, a lake not initialised)
     ├── LakeError                a dataset missing or unreadable in the lake
     ├── CatalogError             the catalog file is invalid (file, dataset, field)
-    │   └── UnknownDataset       a dataset name not in the catalog (lists close names)
+    │   ├── UnknownDataset       a dataset name not in the catalog (lists close names)
+    │   └── CatalogInvalid       the catalog breaks its rules (carries every problem found, one per line)
     ├── AccessDenied             the caller has no grant for a dataset (or the filesystem refused the read)
+    │   └── PredicateRefused     a where= predicate names a column outside the caller's view, a table or a file
     ├── AuditError               a read could not be recorded in the audit log (so no data is returned)
     ├── IdentityError            inside a hub server, the hub could not confirm who is asking
     ├── ValidationError          a batch does not match a schema (carries the anomalies)
@@ -64,10 +66,23 @@ class UnknownDataset(CatalogError):
     exit_code = 1
 
 
+class CatalogInvalid(CatalogError):
+    """The catalog breaks its rules; `problems` lists every one found (each names file, dataset, field)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 class AccessDenied(WorkbenchError):
     """The caller has no grant that allows this read."""
 
     exit_code = 77  # EX_NOPERM
+
+
+class PredicateRefused(AccessDenied):
+    """A `where=` predicate reaches outside the governed view: a column the caller's level does not
+    release (or the catalog does not describe), another table, or a file."""
 
 
 class AuditError(WorkbenchError):

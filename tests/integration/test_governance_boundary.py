@@ -134,12 +134,15 @@ def world(spark):
         }
         (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
         (root / "catalog.yaml").chmod(0o644)
+        (root / "mask.key").write_text(uuid.uuid4().hex + uuid.uuid4().hex)  # the service's HMAC key (issue 14)
+        (root / "mask.key").chmod(0o600)  # root's alone: the users below never read it
         env = {
             "WORKBENCH_HOME": str(root),
             "WORKBENCH_LAKE_ROOT": str(lake),
             "WORKBENCH_CATALOG_PATH": str(root / "catalog.yaml"),
             "WORKBENCH_PROFILE": "production",
             "WORKBENCH_MASK_SALT": SALT,
+            "WORKBENCH_MASK_KEY_FILE": str(root / "mask.key"),
             "WORKBENCH_SERVICE_USER": "root",
         }
         from workbench.config import load_settings

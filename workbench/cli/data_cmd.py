@@ -129,22 +129,28 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..data.catalog import check_schema, load_catalog
-    from ..data.policy import Grant, govern
-    from ..spark import get_spark
+    from ..data.checks import check_catalog
+    from ..errors import CatalogError
 
     settings = load_settings()
-    cat = load_catalog(settings)
-    spark = get_spark("workbench-data-check", settings)
-    for name, ds in sorted(cat.datasets.items()):
-        df = spark.read.format(ds.format).load(ds.uri)
-        unclassified = check_schema(cat, ds, df.schema)
-        for group, predicate in ds.row_filters.items():
-            govern(df, cat, ds, Grant("masked", group, predicate), settings.mask_salt)
-        govern(df, cat, ds, Grant("masked", "", None), settings.mask_salt)
+    report = check_catalog(settings)
+    by_dataset: dict[str, list] = {}
+    for finding in report.findings:
+        by_dataset.setdefault(finding.dataset, []).append(finding)
+    for finding in by_dataset.get("", []):
+        print(f"{finding.severity}: {finding.message}")
+    for name in report.datasets:
+        found = by_dataset.get(name, [])
+        errors = sum(f.severity == "error" for f in found)
+        unclassified = report.unclassified.get(name)
         note = f" (not in the catalog, withheld below full: {', '.join(unclassified)})" if unclassified else ""
-        print(f"  {name:<12} ok{note}")
-    print(f"{cat.path}: valid")
+        print(f"  {name:<12} {'ok' if not errors else f'{errors} error(s)'}{note}")
+        for finding in found:
+            print(f"    {finding.severity}: {finding.message}")
+    if not report.ok:
+        print(f"{report.path}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        return CatalogError.exit_code
+    print(f"{report.path}: valid" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
     return 0
 
 

@@ -48,17 +48,11 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from ..data.catalog import load_catalog
-    from ..spark import get_spark
+    from ..lake import lake_status
 
     settings = load_settings()
-    catalog = load_catalog(settings)
-    spark = get_spark(settings=settings)
-    print(f"{'dataset':<12} {'rows':>10}  {'zone':<8} uri")
-    for name, ds in sorted(catalog.datasets.items()):
-        try:
-            rows = f"{spark.read.format(ds.format).load(ds.uri).count():,}"
-        except Exception:
-            rows = "missing"
-        print(f"{name:<12} {rows:>10}  {ds.zone:<8} {ds.uri}")
+    print(f"{'dataset':<12} {'level':<7} {'rows':>10}  {'zone':<8} uri")
+    for st in lake_status(settings):
+        rows = f"{st.rows:,}" if st.rows is not None else st.note
+        print(f"{st.name:<12} {st.level:<7} {rows:>10}  {st.zone:<8} {st.uri}")
     return 0

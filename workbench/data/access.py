@@ -13,17 +13,19 @@ Where the masks are applied depends on the profile:
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
-from ..errors import AccessDenied, LakeError, UnknownDataset, WorkbenchError
+from ..errors import AccessDenied, LakeError, PredicateRefused, UnknownDataset, WorkbenchError
 from ..identity import Identity, current_identity
 from . import audit
 from .catalog import LEVEL_FULL, LEVEL_MASKED, Catalog, Dataset, load_catalog, unknown_dataset_message
-from .policy import VIEW_RAW, Grant, effective_grant, govern
+from .keys import hash_key
+from .policy import GOVERNED_ALIAS, VIEW_RAW, Grant, effective_grant, fence, govern
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,9 +64,11 @@ def load(
 ) -> DataFrame:
     """A Spark DataFrame of the named dataset as the caller may see it.
 
-    The caller's row filter and masks come first; then `where` (a Spark SQL predicate, evaluated on the
-    masked values) and `columns`. Masked columns keep their names and types. Raises UnknownDataset,
-    AccessDenied (no grant, or the filesystem refused), LakeError, or AuditError (the read could not be recorded).
+    The caller's row filter and masks come first; then `where` (a Spark SQL predicate over the columns
+    the caller's level releases, evaluated on their masked values) and `columns`. Masked columns keep their
+    names and types. Raises UnknownDataset, AccessDenied (no grant, or the filesystem refused),
+    PredicateRefused (`where` names something outside the caller's view), LakeError, ConfigError (a shared
+    cluster in production), or AuditError (the read could not be recorded).
     """
     settings = settings or load_settings()
     identity = current_identity(settings)
@@ -90,8 +94,9 @@ def load(
     event.update(level=grant.level, view=grant.view, row_filter=grant.row_filter)
     from ..spark import get_spark
 
-    spark = spark or get_spark(settings=settings)
     try:
+        spark = spark or get_spark(settings=settings)  # in the try: a refused shared cluster is audited too
+        _governed_session(settings, spark)
         df = _select(_governed(settings, spark, cat, ds, grant, identity), ds, grant, columns, where)
     except AccessDenied as exc:
         audit.record(settings, **event, outcome="denied", reason=exc.__class__.__name__)
@@ -133,9 +138,17 @@ def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant
                 f"The '{grant.view}' view of dataset '{ds.name}' has not been published to {settings.governed_uri}. "
                 f"Ask its owner, {ds.owner}, to run `workbench data publish`."
             )
-        return _read(spark, ds, uri, "parquet", identity, grant)
+        return fence(_read(spark, ds, uri, "parquet", identity, grant))
     raw = _read(spark, ds, ds.uri, ds.format, identity, grant)
-    return govern(raw, cat, ds, grant, settings.mask_salt)
+    return govern(raw, cat, ds, grant, hash_key(settings) if grant.level != LEVEL_FULL else "")
+
+
+def _governed_session(settings: Settings, spark) -> None:
+    """The session a governed read uses: a shared cluster is refused in production (ConfigError, audited as
+    an error), and SQL over files is off so a `where=` subquery cannot read a path."""
+    from ..spark import check_governed_session
+
+    check_governed_session(settings, spark)
 
 
 def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Grant) -> DataFrame:
@@ -165,16 +178,7 @@ def _refused(ds: Dataset, identity: Identity, grant: Grant, uri: str) -> str:
 
 def _select(df: DataFrame, ds: Dataset, grant: Grant, columns: Sequence[str] | None, where: str | None) -> DataFrame:
     if where:
-        from pyspark.errors import AnalysisException, ParseException
-
-        try:
-            df = df.where(where)
-            df.schema
-        except (AnalysisException, ParseException) as exc:
-            raise LakeError(
-                f"The where= predicate for dataset '{ds.name}' is not valid Spark SQL over its columns "
-                f"({', '.join(df.columns)}): {exc.__class__.__name__}."
-            ) from exc
+        df = _where(df, ds, grant, where)
     if columns:
         withheld = [c for c in columns if c not in df.columns and ds.column(c) is not None]
         if withheld and grant.level != LEVEL_FULL:
@@ -189,6 +193,55 @@ def _select(df: DataFrame, ds: Dataset, grant: Grant, columns: Sequence[str] | N
             )
         df = df.select(*columns)
     return df
+
+
+# Functions that call into the JVM by reflection: a predicate could use them to reach outside the view.
+_REFLECTION_RE = re.compile(r"\b(?:try_)?(?:reflect|java_method)`?\s*\(", re.IGNORECASE)
+_SQL_COMMENT_RE = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
+
+
+def _where(df: DataFrame, ds: Dataset, grant: Grant, where: str) -> DataFrame:
+    """`where` over the governed view `df` (fenced by `policy.fence`): it resolves against the view's
+    columns only, with their masked values. A name outside the view, another table, a file or a
+    reflection call is refused (PredicateRefused) with a message that never echoes data values."""
+    from pyspark.errors import AnalysisException, ParseException
+
+    view = f"your view of dataset '{ds.name}' at level '{grant.level}'"
+    if _REFLECTION_RE.search(_SQL_COMMENT_RE.sub(" ", where)):
+        raise PredicateRefused(
+            f"The where= predicate for dataset '{ds.name}' calls reflect/java_method, which runs arbitrary JVM "
+            "code; a predicate may use only the dataset's columns and Spark SQL functions."
+        )
+    try:
+        out = df.where(where)
+        out.schema  # analyse now, so the refusal names the predicate
+        return out
+    except AnalysisException as exc:
+        condition = (exc.getCondition() or "") if hasattr(exc, "getCondition") else ""
+        params = exc.getMessageParameters() or {}
+        if condition.startswith("UNRESOLVED_COLUMN") or condition.startswith("UNRESOLVED_FIELD"):
+            name = str(params.get("objectName", "")).replace(f"`{GOVERNED_ALIAS}`.", "")
+            raise PredicateRefused(
+                f"The where= predicate names {name or 'a column'}, which is not a column of {view}. A predicate sees "
+                f"only the columns you may read ({', '.join(df.columns)}), with their masked values. Ask the owner, "
+                f"{ds.owner}, if you need another column."
+            ) from None
+        if condition.startswith(("TABLE_OR_VIEW_NOT_FOUND", "UNSUPPORTED_DATASOURCE_FOR_DIRECT_QUERY")):
+            raise PredicateRefused(
+                f"The where= predicate for dataset '{ds.name}' reads another table or a file "
+                f"({params.get('relationName', 'a relation')}). A predicate may use only the dataset's own columns; "
+                "SQL over file paths is off in governed sessions. Load the other dataset with workbench.data.load "
+                "and join the two DataFrames."
+            ) from None
+        raise LakeError(
+            f"The where= predicate for dataset '{ds.name}' is not valid Spark SQL over its columns "
+            f"({', '.join(df.columns)}): {exc.__class__.__name__} {condition}."
+        ) from None
+    except ParseException as exc:
+        raise LakeError(
+            f"The where= predicate for dataset '{ds.name}' is not valid Spark SQL over its columns "
+            f"({', '.join(df.columns)}): {exc.__class__.__name__}."
+        ) from None
 
 
 # ---- what may I read? ------------------------------------------------------------------------

@@ -26,7 +26,11 @@ a laptop and a cluster.
           note: {type: string, classification: sensitive, mask: {sql: "left(note, 3)"}}
 
 Columns default to classification `internal`. Sensitive and pii columns must have a mask; other
-columns must not. `check_schema` compares a dataset's columns with the data itself.
+columns must not. Loading is strict: a duplicate key, an unknown field, a type Spark does not name or a
+mask that is the column itself is an error, and every problem of the file is reported at once
+(CatalogInvalid). `check_schema` compares a dataset's columns with the data itself; the checks that
+need data (masks that change nothing, unmasked columns that give a masked one away) are in `checks`.
+The catalog knows no dataset in particular (the sample lake writes its own first catalog).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 import yaml
 
 from ..config import Settings
-from ..errors import CatalogError, UnknownDataset
+from ..errors import CatalogError, CatalogInvalid, UnknownDataset
 from ..storage import atomic_write_text
 
 __all__ = [
@@ -51,7 +55,13 @@ __all__ = [
     "Catalog",
     "load_catalog",
     "parse_catalog",
-    "write_initial_catalog",
+    "read_catalog_text",
+    "check_schema",
+    "schema_problems",
+    "spark_schema_columns",
+    "write_catalog",
+    "valid_spark_type",
+    "SPARK_TYPES",
     "LEVELS",
     "LEVEL_NONE",
     "LEVEL_MASKED",
@@ -156,101 +166,189 @@ def unknown_dataset_message(name: str, known: Iterable[str], path: Path | str) -
 
 
 # ---- loading and validation ------------------------------------------------------------------
+# Spark type names (DataType.simpleString) a column's `type` may take; decimal(p,s), array<T>,
+# map<K,V> and struct<name:T,...> are built from them.
+SPARK_TYPES = (
+    "string",
+    "boolean",
+    "tinyint",
+    "smallint",
+    "int",
+    "bigint",
+    "float",
+    "double",
+    "date",
+    "timestamp",
+    "timestamp_ntz",
+    "binary",
+)
+_DECIMAL_RE = re.compile(r"^decimal\((\d+),(\d+)\)$")
+_IDENT_RE = re.compile(r"^\(*\s*`?([A-Za-z_][A-Za-z0-9_]*)`?\s*\)*$")
+
+
+class _Problems:
+    """Collects every problem of one catalog file, so a check reports them all at once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(f"{self.path}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise CatalogInvalid(self.items)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that records duplicate mapping keys (YAML silently keeps the last one)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[tuple[str, int, int]] = []  # (key, first line, second line), 1-based
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges are explicit overrides, not duplicates
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping reports it
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    self.duplicates.append((str(key), first, line))
+                else:
+                    seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_catalog_text(text: str, path: Path | str) -> tuple[Any, list[str]]:
+    """Parse catalog YAML: (document, problems), a problem for each duplicate key naming both lines."""
+    path = Path(path)
+    loader = _StrictLoader(text)
+    try:
+        doc = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path} is not valid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+    problems = [
+        f"{path}: key '{key}' appears twice, at lines {first} and {second}; YAML would silently keep only the "
+        "second (which can remove a mask or raise a grant). Keep one."
+        for key, first, second in loader.duplicates
+    ]
+    return doc or {}, problems
+
+
 def load_catalog(settings: Settings) -> Catalog:
     path = settings.path("catalog_path")
     if not path.exists():
         raise CatalogError(
             f"No catalog at {path}. Run `workbench lake init` to create the sample lake and its catalog, or set WORKBENCH_CATALOG_PATH."
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path} is not valid YAML: {exc}") from exc
-    return parse_catalog(raw, path, settings.lake)
+    raw, problems = read_catalog_text(path.read_text(), path)
+    return parse_catalog(raw, path, settings.lake, problems=problems)
 
 
-def parse_catalog(raw: Any, path: Path | str, lake: str) -> Catalog:
-    """Validate a catalog document and build the Catalog. Raises CatalogError naming file, dataset and field."""
+def parse_catalog(raw: Any, path: Path | str, lake: str, problems: Iterable[str] = ()) -> Catalog:
+    """Validate a catalog document and build the Catalog.
+
+    Raises CatalogInvalid (a CatalogError) listing every problem found, each naming file, dataset and field;
+    `problems` are ones found earlier (duplicate keys) and are reported with the rest.
+    """
     path = Path(path)
+    found = _Problems(path)
+    found.items.extend(problems)
     if not isinstance(raw, dict):
-        raise CatalogError(
-            f"{path}: the catalog must be a mapping with 'datasets' and 'grants', found a {type(raw).__name__}."
-        )
-    _unknown_keys(path, "the catalog", raw, TOP_KEYS)
-    grants = _grants(path, "top-level 'grants'", raw.get("grants"))
+        found.add(f"the catalog must be a mapping with 'datasets' and 'grants', found a {type(raw).__name__}.")
+        found.raise_if_any()
+    _unknown_keys(found, "the catalog", raw, TOP_KEYS)
+    grants = _grants(found, "top-level 'grants'", raw.get("grants"))
     datasets_raw = raw.get("datasets") or {}
     if not isinstance(datasets_raw, dict):
-        raise CatalogError(
-            f"{path}: 'datasets' must be a mapping of dataset names, found a {type(datasets_raw).__name__}."
-        )
-    datasets = {str(name): _dataset(path, str(name), spec, lake, grants) for name, spec in datasets_raw.items()}
+        found.add(f"'datasets' must be a mapping of dataset names, found a {type(datasets_raw).__name__}.")
+        datasets_raw = {}
+    datasets = {}
+    for name, spec in datasets_raw.items():
+        ds = _dataset(found, str(name), spec, lake, grants)
+        if ds is not None:
+            datasets[str(name)] = ds
+    found.raise_if_any()
     return Catalog(path=path, datasets=datasets, raw=raw, grants=grants)
 
 
-def _unknown_keys(path: Path, where: str, spec: dict, known: frozenset[str]) -> None:
+def _unknown_keys(found: _Problems, where: str, spec: dict, known: frozenset[str]) -> None:
     for key in spec:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise CatalogError(
-                f"{path}: {where} has an unknown field '{key}'.{hint} Known fields: {', '.join(sorted(known))}."
-            )
+            found.add(f"{where} has an unknown field '{key}'.{hint} Known fields: {', '.join(sorted(known))}.")
 
 
-def _grants(path: Path, where: str, spec: Any) -> dict[str, str]:
+def _grants(found: _Problems, where: str, spec: Any) -> dict[str, str]:
     if spec is None:
         return {}
     if not isinstance(spec, dict):
-        raise CatalogError(
-            f"{path}: {where} must map group names to a level ({', '.join(LEVELS)}), found a {type(spec).__name__}."
-        )
+        found.add(f"{where} must map group names to a level ({', '.join(LEVELS)}), found a {type(spec).__name__}.")
+        return {}
     out = {}
     for group, level in spec.items():
         group = str(group)
         if not GROUP_RE.match(group):
-            raise CatalogError(
-                f"{path}: {where}: group name '{group}' is invalid; use letters, digits, '.', '_' and '-'."
-            )
+            found.add(f"{where}: group name '{group}' is invalid; use letters, digits, '.', '_' and '-'.")
+            continue
         if level not in LEVELS:
             close = difflib.get_close_matches(str(level), LEVELS, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise CatalogError(
-                f"{path}: {where}: group '{group}' is granted an undefined level '{level}'; expected one of {', '.join(LEVELS)}.{hint}"
+            found.add(
+                f"{where}: group '{group}' is granted an undefined level '{level}'; expected one of {', '.join(LEVELS)}.{hint}"
             )
+            continue
         out[group] = level
     return out
 
 
-def _dataset(path: Path, name: str, spec: Any, lake: str, top_grants: dict[str, str]) -> Dataset:
+def _dataset(found: _Problems, name: str, spec: Any, lake: str, top_grants: dict[str, str]) -> Dataset | None:
     where = f"dataset '{name}'"
     if not isinstance(spec, dict):
-        raise CatalogError(
-            f"{path}: {where} must be a mapping of fields (uri, owner, columns, ...), found a {type(spec).__name__}."
-        )
-    _unknown_keys(path, where, spec, DATASET_KEYS)
+        found.add(f"{where} must be a mapping of fields (uri, owner, columns, ...), found a {type(spec).__name__}.")
+        return None
+    before = len(found.items)
+    _unknown_keys(found, where, spec, DATASET_KEYS)
 
     def need(key: str) -> str:
         if not spec.get(key):
-            raise CatalogError(f"{path}: {where} has no '{key}'. Add it.")
+            found.add(f"{where} has no '{key}'. Add it.")
+            return ""
         return str(spec[key])
 
+    uri, owner = need("uri"), need("owner")
     zone = str(spec.get("zone", "raw"))
     if zone not in ZONES:
-        raise CatalogError(f"{path}: {where}, field 'zone': expected one of {', '.join(ZONES)}, found '{zone}'.")
+        found.add(f"{where}, field 'zone': expected one of {', '.join(ZONES)}, found '{zone}'.")
     columns_raw = spec.get("columns") or {}
     if not isinstance(columns_raw, dict):
-        raise CatalogError(f"{path}: {where}, field 'columns' must map column names to their description.")
-    columns = tuple(_column(path, name, str(col), c) for col, c in columns_raw.items())
-    grants = _grants(path, f"{where}, field 'grants'", spec.get("grants"))
-    row_filters = _row_filters(path, where, spec.get("row_filters"), {**top_grants, **grants})
+        found.add(f"{where}, field 'columns' must map column names to their description.")
+        columns_raw = {}
+    columns = tuple(c for col, spec_c in columns_raw.items() if (c := _column(found, name, str(col), spec_c)))
+    grants = _grants(found, f"{where}, field 'grants'", spec.get("grants"))
+    row_filters = _row_filters(found, where, spec.get("row_filters"), {**top_grants, **grants})
     partitioning = spec.get("partitioning") or ()
     if isinstance(partitioning, str) or not all(isinstance(p, str) for p in partitioning):
-        raise CatalogError(f"{path}: {where}, field 'partitioning' must be a list of column names.")
+        found.add(f"{where}, field 'partitioning' must be a list of column names.")
+        partitioning = ()
+    if len(found.items) > before:
+        return None
     return Dataset(
         name=name,
-        uri=need("uri").replace("{lake}", lake),
+        uri=uri.replace("{lake}", lake),
         format=str(spec.get("format", "parquet")),
-        owner=need("owner"),
+        owner=owner,
         description=str(spec.get("description", "")),
         zone=zone,
         partitioning=tuple(partitioning),
@@ -260,123 +358,170 @@ def _dataset(path: Path, name: str, spec: Any, lake: str, top_grants: dict[str, 
     )
 
 
-def _row_filters(path: Path, where: str, spec: Any, grants: dict[str, str]) -> dict[str, str]:
+def _row_filters(found: _Problems, where: str, spec: Any, grants: dict[str, str]) -> dict[str, str]:
     if spec is None:
         return {}
     if not isinstance(spec, dict):
-        raise CatalogError(f"{path}: {where}, field 'row_filters' must map group names to a Spark SQL predicate.")
+        found.add(f"{where}, field 'row_filters' must map group names to a Spark SQL predicate.")
+        return {}
     out = {}
     for group, predicate in spec.items():
         group = str(group)
         if grants.get(group, LEVEL_NONE) == LEVEL_NONE:
-            raise CatalogError(
-                f"{path}: {where}, field 'row_filters': group '{group}' has a row filter but no grant to this dataset. "
+            found.add(
+                f"{where}, field 'row_filters': group '{group}' has a row filter but no grant to this dataset. "
                 f"Grant it a level ('masked' or 'full') in 'grants', or remove the filter."
             )
-        if not isinstance(predicate, str) or not predicate.strip():
-            raise CatalogError(
-                f"{path}: {where}, field 'row_filters': the filter of group '{group}' must be a non-empty Spark SQL predicate."
+        elif not isinstance(predicate, str) or not predicate.strip():
+            found.add(
+                f"{where}, field 'row_filters': the filter of group '{group}' must be a non-empty Spark SQL predicate."
             )
-        out[group] = predicate.strip()
+        else:
+            out[group] = predicate.strip()
     return out
 
 
-def _column(path: Path, dataset: str, name: str, spec: Any) -> Column:
+def valid_spark_type(name: str) -> bool:
+    """True for a Spark type name as `DataType.simpleString()` writes it (see SPARK_TYPES)."""
+    name = name.strip()
+    if name in SPARK_TYPES or _DECIMAL_RE.match(name):
+        return True
+    for prefix, arity in (("array<", 1), ("map<", 2), ("struct<", 0)):
+        if name.startswith(prefix) and name.endswith(">"):
+            parts = _split_top(name[len(prefix) : -1])
+            if arity == 0:
+                fields = [p.partition(":") for p in parts]
+                return bool(parts) and all(f and sep and valid_spark_type(t) for f, sep, t in fields)
+            return len(parts) == arity and all(valid_spark_type(p) for p in parts)
+    return False
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on the commas that are not inside <...> or (...)."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "<("
+        depth -= ch in ">)"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def _column(found: _Problems, dataset: str, name: str, spec: Any) -> Column | None:
     where = f"dataset '{dataset}', column '{name}'"
     spec = spec or {}
     if not isinstance(spec, dict):
-        raise CatalogError(
-            f"{path}: {where} must be a mapping (type, classification, mask), found a {type(spec).__name__}."
-        )
-    _unknown_keys(path, where, spec, COLUMN_KEYS)
+        found.add(f"{where} must be a mapping (type, classification, mask), found a {type(spec).__name__}.")
+        return None
+    before = len(found.items)
+    _unknown_keys(found, where, spec, COLUMN_KEYS)
     ctype = str(spec.get("type", "string"))
+    if not valid_spark_type(ctype):
+        close = difflib.get_close_matches(ctype, SPARK_TYPES, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        found.add(
+            f"{where}, field 'type': '{ctype}' is not a Spark type name.{hint} Use one of {', '.join(SPARK_TYPES)}, "
+            "decimal(p,s), array<T>, map<K,V> or struct<name:T,...> (as Spark's simpleString writes them)."
+        )
     classification = str(spec.get("classification", "internal"))
     if classification not in CLASSIFICATIONS:
-        raise CatalogError(
-            f"{path}: {where}, field 'classification': expected one of {', '.join(CLASSIFICATIONS)}, found '{classification}'."
+        found.add(
+            f"{where}, field 'classification': expected one of {', '.join(CLASSIFICATIONS)}, found '{classification}'."
         )
-    mask = _mask(path, where, spec.get("mask"))
-    if classification in MASKED_CLASSES and mask is None:
-        raise CatalogError(
-            f"{path}: {where} is classified '{classification}' but has no 'mask'. Add one of {', '.join(MASK_KINDS[:-1])} or {{sql: <expression>}}."
+    mask = _mask(found, where, name, spec.get("mask"))
+    if classification in MASKED_CLASSES and mask is None and "mask" not in spec:
+        found.add(
+            f"{where} is classified '{classification}' but has no 'mask'. Add one of {', '.join(MASK_KINDS[:-1])} or {{sql: <expression>}}."
         )
-    if classification not in MASKED_CLASSES and mask is not None:
-        raise CatalogError(
-            f"{path}: {where} has a mask but is classified '{classification}'; masks apply to sensitive and pii columns. Classify it sensitive or pii, or remove the mask."
+    if classification in CLASSIFICATIONS and classification not in MASKED_CLASSES and mask is not None:
+        found.add(
+            f"{where} has a mask but is classified '{classification}'; masks apply to sensitive and pii columns. Classify it sensitive or pii, or remove the mask."
         )
     if mask is not None:
         accepted = MASK_TYPES[mask.kind]
         if accepted is not None and ctype not in accepted:
-            raise CatalogError(
-                f"{path}: {where}, field 'mask': '{mask.kind}' applies to columns of type {', '.join(accepted)}; this column is '{ctype}'. Use null, drop or a sql mask."
+            found.add(
+                f"{where}, field 'mask': '{mask.kind}' applies to columns of type {', '.join(accepted)}; this column is '{ctype}'. Use null, drop or a sql mask."
             )
+    if len(found.items) > before:
+        return None
     return Column(name, ctype, str(spec.get("description", "")), classification, mask)
 
 
-def _mask(path: Path, where: str, spec: Any) -> Mask | None:
+def _mask(found: _Problems, where: str, column: str, spec: Any) -> Mask | None:
     if spec is None:
         return None
     if isinstance(spec, dict):
         if set(spec) != {"sql"} or not isinstance(spec["sql"], str) or not spec["sql"].strip():
-            raise CatalogError(
-                f"{path}: {where}, field 'mask': a custom mask is written {{sql: <Spark SQL expression>}}, found a mapping with keys {', '.join(map(str, spec))}."
+            found.add(
+                f"{where}, field 'mask': a custom mask is written {{sql: <Spark SQL expression>}}, found a mapping with keys {', '.join(map(str, spec))}."
             )
-        return Mask("sql", spec["sql"].strip())
+            return None
+        sql = spec["sql"].strip()
+        same = _IDENT_RE.match(sql)
+        if same and same.group(1).lower() == column.lower():
+            found.add(
+                f"{where}, field 'mask': the sql mask is the column itself, so it releases the raw value. "
+                "Write an expression that changes it (a truncation, a bucket, a hash), or use a built-in mask."
+            )
+            return None
+        return Mask("sql", sql)
     if spec not in MASK_KINDS or spec == "sql":
         close = difflib.get_close_matches(str(spec), MASK_KINDS[:-1], n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise CatalogError(
-            f"{path}: {where}, field 'mask': unknown mask '{spec}'; expected one of {', '.join(MASK_KINDS[:-1])} or {{sql: <expression>}}.{hint}"
+        found.add(
+            f"{where}, field 'mask': unknown mask '{spec}'; expected one of {', '.join(MASK_KINDS[:-1])} or {{sql: <expression>}}.{hint}"
         )
+        return None
     return Mask(str(spec))
 
 
 # ---- checking against the data ---------------------------------------------------------------
-def check_schema(catalog: Catalog, dataset: Dataset, schema) -> list[str]:
-    """Compare the catalog's columns with a Spark schema of the data.
-
-    Raises CatalogError for a catalog column that is not in the data or has another type.
-    Returns the names of data columns the catalog does not describe (unclassified: never released
-    at the masked level).
-    """
+def schema_problems(catalog: Catalog, dataset: Dataset, schema) -> tuple[list[str], list[str]]:
+    """(problems, unclassified): every catalog column that is not in the data or has another type, and
+    the names of data columns the catalog does not describe (never released below `full`)."""
     types = {f.name: f.dataType.simpleString() for f in schema.fields}
+    problems = []
     for col in dataset.columns:
         if col.name not in types:
-            raise CatalogError(
+            problems.append(
                 f"{catalog.path}: dataset '{dataset.name}', column '{col.name}': not in the data at {dataset.uri}. "
                 f"Columns in the data: {', '.join(types)}. Fix the name or remove the column."
             )
-        if types[col.name] != col.type:
-            raise CatalogError(
+        elif types[col.name] != col.type:
+            problems.append(
                 f"{catalog.path}: dataset '{dataset.name}', column '{col.name}', field 'type': the catalog says "
                 f"'{col.type}', the data has '{types[col.name]}'. Correct the catalog."
             )
-    return [name for name in types if dataset.column(name) is None]
+    return problems, [name for name in types if dataset.column(name) is None]
 
 
-# ---- the first catalog of a new lake ---------------------------------------------------------
+def check_schema(catalog: Catalog, dataset: Dataset, schema) -> list[str]:
+    """Compare the catalog's columns with a Spark schema of the data.
+
+    Raises CatalogInvalid naming every catalog column that is not in the data or has another type.
+    Returns the names of data columns the catalog does not describe (unclassified: never released
+    at the masked level).
+    """
+    problems, unclassified = schema_problems(catalog, dataset, schema)
+    if problems:
+        raise CatalogInvalid(problems)
+    return unclassified
+
+
+# ---- writing a catalog ------------------------------------------------------------------------
 def spark_schema_columns(df) -> dict[str, dict[str, str]]:
+    """The `columns` mapping of a catalog entry for a DataFrame: every column `internal`, with its Spark type."""
     return {f.name: {"type": f.dataType.simpleString()} for f in df.schema.fields}
 
 
-def write_initial_catalog(settings: Settings, spark) -> Path:
-    """Describe every sample table in a first catalog file (written atomically). Every column starts
-    `internal`; stewards then classify the sensitive ones and give them masks."""
-    from ..lake import OWNER, RAW_ZONE, SAMPLE_TABLES
-
-    datasets = {}
-    for table in SAMPLE_TABLES:
-        df = spark.read.parquet(f"{settings.lake}/{RAW_ZONE}/{table.name}")
-        datasets[table.name] = {
-            "uri": f"{{lake}}/{RAW_ZONE}/{table.name}",
-            "format": "parquet",
-            "zone": RAW_ZONE,
-            "owner": OWNER,
-            "description": table.description,
-            "partitioning": list(table.partition_by),
-            "columns": spark_schema_columns(df),
-        }
-    grants = {OWNER: LEVEL_FULL, "data-scientists": LEVEL_MASKED}
+def write_catalog(settings: Settings, document: dict[str, Any]) -> Path:
+    """Validate a catalog document and write it (atomically) to the `catalog_path` setting."""
     path = settings.path("catalog_path")
-    atomic_write_text(path, yaml.safe_dump({"version": 1, "grants": grants, "datasets": datasets}, sort_keys=False))
+    parse_catalog(document, path, settings.lake)
+    atomic_write_text(path, yaml.safe_dump(document, sort_keys=False))
     return path

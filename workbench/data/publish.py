@@ -37,15 +37,15 @@ from ..errors import AccessDenied, ConfigError, LakeError, SetupError
 from ..identity import current_identity
 from . import audit
 from .catalog import LEVEL_FULL, Catalog, Dataset, load_catalog
+from .keys import DEFAULT_SALT, HashKey, hash_key
 from .policy import VIEW_RAW, Grant, effective_grant, govern, readers_of, views_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["publish", "PublishedView", "view_uri", "current_version_uri", "KEEP_VERSIONS"]
+__all__ = ["publish", "PublishedView", "view_uri", "current_version_uri", "KEEP_VERSIONS", "DEFAULT_SALT"]
 
 KEEP_VERSIONS = 2
 DIR_MODE, FILE_MODE, ZONE_MODE, AUDIT_MODE = 0o750, 0o640, 0o711, 0o1733
-DEFAULT_SALT = "workbench-dev-salt-change-me"
 
 
 @dataclass
@@ -85,11 +85,13 @@ def publish(
     from ..spark import get_spark
 
     settings = settings or load_settings()
-    if settings.profile == "production" and settings.mask_salt == DEFAULT_SALT:
+    if settings.profile == "production" and not settings.mask_key_file and settings.mask_salt == DEFAULT_SALT:
         raise ConfigError(
             "setting 'mask_salt' still has its development default in the production profile: hashed columns "
-            "would be reversible by anyone who knows it. Set WORKBENCH_MASK_SALT from your secret store."
+            "would be reversible by anyone who knows it. Production hashes are HMAC-SHA256 with a key file: set "
+            "WORKBENCH_MASK_KEY_FILE to a file only the data service account can read."
         )
+    key = hash_key(settings)  # production: the HMAC key file, checked before any work
     catalog = load_catalog(settings)
     names = list(datasets) if datasets else sorted(catalog.datasets)
     chosen = [catalog.get(name) for name in names]
@@ -125,7 +127,7 @@ def publish(
             perms.zone(storage.local_path(f"{settings.governed_uri}/{ds.name}"))
         for grant in views_of(catalog, ds):
             readers = readers_of(catalog, ds, grant.view)
-            uri = _write_view(settings, spark, catalog, ds, raw, grant, readers, perms)
+            uri = _write_view(settings, spark, catalog, ds, raw, grant, readers, perms, key)
             audit.record(
                 settings,
                 user=identity.user,
@@ -165,12 +167,13 @@ def _write_view(
     grant: Grant,
     readers: list[str],
     perms: _Permissions | None,
+    key: HashKey,
 ) -> str:
     base = view_uri(settings, ds.name, grant.view)
     if perms:
         storage.local_path(base).mkdir(parents=True, exist_ok=True)
         perms.restrict(storage.local_path(base), readers, f"{ds.name}/{grant.view}", recursive=False)
-    df = govern(raw, catalog, ds, grant, settings.mask_salt)
+    df = govern(raw, catalog, ds, grant, key)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     token = uuid.uuid4().hex[:8]
     staging, final = f"{base}/_staging-{token}", f"{base}/v{stamp}-{token}"
