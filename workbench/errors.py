@@ -8,6 +8,7 @@
     │   └── UnknownDataset       a dataset name not in the catalog (lists close names)
     ├── AccessDenied             the caller has no grant for a dataset (or the filesystem refused the read)
     ├── AuditError               a read could not be recorded in the audit log (so no data is returned)
+    │   └── GovernanceUnavailable  the governance service (decisions, audit writer) is not answering
     ├── IdentityError            inside a hub server, the hub could not confirm who is asking
     ├── ValidationError          a batch does not match a schema (carries the anomalies)
     ├── NotebookError            a notebook cannot be run as asked
@@ -74,6 +75,10 @@ class AuditError(WorkbenchError):
     """The audit log could not be written: reads fail closed rather than go unrecorded."""
 
     exit_code = 74  # EX_IOERR
+
+
+class GovernanceUnavailable(AuditError):
+    """The governance service did not answer (or is not the service account's): governed reads fail closed."""
 
 
 class IdentityError(WorkbenchError):
