@@ -27,13 +27,14 @@ import socketserver
 import stat
 import sys
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings, load_settings
 from ..data.audit import EVENT_FIELDS, AuditStore, audit_folder
 from ..data.catalog import Catalog, load_catalog
-from ..errors import ConfigError, WorkbenchError
+from ..errors import AccessDenied, ConfigError, WorkbenchError
 from ..hub.users import UsersFile, load_users_file
 from ..identity import SOURCE_LOCAL, Identity, identity_for_uid
 from .client import MAX_MESSAGE, peer_credentials
@@ -43,6 +44,7 @@ __all__ = ["GovernanceService", "serve", "main"]
 
 log = logging.getLogger("workbench.governance")
 SOCKET_MODE = 0o666
+RECENT_DECISIONS = 10000  # allowed decisions a follow-up may still refer to
 
 
 class GovernanceService:
@@ -52,6 +54,7 @@ class GovernanceService:
         self.settings = settings
         self.store = AuditStore(audit_folder(settings), writer="governance-service")
         self._cache: dict[str, tuple[tuple, Any]] = {}
+        self._decisions: OrderedDict[int, tuple[int, dict]] = OrderedDict()  # seq -> (uid, record), newest last
         self._lock = threading.Lock()
         self.users()  # fail at start, not at the first read, when a file is missing or untrusted
         self.catalog()
@@ -109,6 +112,8 @@ class GovernanceService:
                     raise ValueError("fields must be an object")
                 identity = self.identity(uid, fields if self.settings.profile == "local" else None)
                 event = {k: v for k, v in fields.items() if k in EVENT_FIELDS}
+                if uid not in (0, os.geteuid()):
+                    event.update(self._follow_up_of(uid, event))
                 event.update(user=identity.user, groups=list(identity.groups), source=identity.source)
                 return {"record": self._append(event, pid, uid)}
             return {"error": "AuditError", "message": f"unknown request '{op}' to the governance service"}
@@ -122,7 +127,26 @@ class GovernanceService:
             }
 
     def _append(self, fields: dict[str, Any], pid: int, uid: int) -> dict[str, Any]:
-        return self.store.append({**fields, "pid": pid}, profile=self.settings.profile, uid=uid)
+        stored = self.store.append({**fields, "pid": pid}, profile=self.settings.profile, uid=uid)
+        if stored.get("outcome") == "allowed" and stored.get("refers") is None:
+            with self._lock:
+                self._decisions[stored["seq"]] = (uid, stored)
+                while len(self._decisions) > RECENT_DECISIONS:
+                    self._decisions.popitem(last=False)
+        return stored
+
+    def _follow_up_of(self, uid: int, event: dict[str, Any]) -> dict[str, Any]:
+        """A reader may add to the log only what became of its own allowed decision (refused, failed); what
+        the decision was is copied from it, not taken from the reader."""
+        with self._lock:
+            uid_and_decision = self._decisions.get(event.get("refers"))
+        if event.get("outcome") not in ("denied", "error") or uid_and_decision is None or uid_and_decision[0] != uid:
+            raise AccessDenied(
+                "Readers may record only the outcome (denied or error) of one of their own recent decisions; "
+                "decisions themselves are made and recorded by the governance service."
+            )
+        decision = uid_and_decision[1]
+        return {k: decision[k] for k in ("dataset", "level", "view", "row_filter")}
 
 
 def _check_trusted(path: Path, st: os.stat_result) -> None:
