@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import sys
+import sysconfig
 from pathlib import Path
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner, set_user_setuid
@@ -51,6 +54,20 @@ class UnprivilegedLocalSpawner(SimpleLocalProcessSpawner):
 
     async def start(self):
         account = self._account()
+        self.cmd = _command_for(account, list(self.cmd))
+        if self.cmd[0] != sys.executable:  # a system Python of the same version, with this environment's packages
+            paths = (
+                sysconfig.get_paths()
+            )  # .pth files (an editable install) are not read from PYTHONPATH: add our own root
+            ours = str(Path(__file__).resolve().parents[2])
+            self.environment = {
+                **self.environment,
+                "PYTHONPATH": f"{ours}:{paths['purelib']}:{paths['platlib']}",
+                # this environment's Jupyter config (enables JupyterLab) and JupyterLab itself, not /usr's; its
+                # kernel specs are left out, since they name the interpreter this account cannot run
+                "JUPYTER_CONFIG_PATH": str(Path(sys.prefix) / "etc" / "jupyter"),
+                "JUPYTERLAB_DIR": str(Path(sys.prefix) / "share" / "jupyter" / "lab"),
+            }
         home = Path(self.home_dir)
         home.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(home.parent, STATE_MODE)
@@ -58,3 +75,36 @@ class UnprivilegedLocalSpawner(SimpleLocalProcessSpawner):
         os.chown(home, account.pw_uid, account.pw_gid)
         os.chmod(home, 0o700)
         return await super().start()
+
+
+def _command_for(account: pwd.struct_passwd, cmd: list[str]) -> list[str]:
+    """`cmd` as given when `account` may run its interpreter; else the same command with a system Python of the
+    same version (this interpreter may live where only root can go, e.g. a pyenv under /root)."""
+    if not cmd or cmd[0] != sys.executable or _may_execute(account, Path(sys.executable)):
+        return cmd
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (shutil.which(f"python{version}"), f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if candidate and _may_execute(account, Path(candidate)):
+            return [candidate, *cmd[1:]]
+    raise RuntimeError(
+        f"The account '{account.pw_name}' (hub_server_user) cannot run {sys.executable} and there is no system "
+        f"python{version} it can run: install the workbench where other accounts can read it."
+    )
+
+
+def _may_execute(account: pwd.struct_passwd, path: Path) -> bool:
+    """Whether `account` may reach and execute `path` (every folder searchable, the file executable), by mode bits."""
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+
+    def allowed(st: os.stat_result, bit: int) -> bool:
+        if st.st_uid == account.pw_uid:
+            return bool(st.st_mode & (bit << 6))
+        if st.st_gid in groups:
+            return bool(st.st_mode & (bit << 3))
+        return bool(st.st_mode & bit)
+
+    try:
+        real = path.resolve(strict=True)
+        return all(allowed(os.stat(folder), 1) for folder in real.parents) and allowed(os.stat(real), 1)
+    except OSError:
+        return False
