@@ -138,7 +138,6 @@ def test_the_local_profile_labels_every_identity_unverified(files, monkeypatch):
         hub.shutdown()
         hub.server_close()
     monkeypatch.delenv("JUPYTERHUB_API_TOKEN")
-    monkeypatch.setenv("WORKBENCH_JOB_IDENTITY", "service")
     assert current_identity(settings).source == "local-unverified"
 
 

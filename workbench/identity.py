@@ -6,10 +6,11 @@
   (owned by root, read by the service) gives that account. Nothing in this process (environment
   variables, module attributes, caches) changes it; no service, no identity (an error, never a
   fallback).
-- `local`: today's behaviour, reported as `local-unverified`: inside a hub-spawned server the hub's
-  `GET /user` for the server's token; for scheduled jobs the service identity
-  (`WORKBENCH_JOB_IDENTITY=service`); else a name and groups from settings. All of it can be set by
-  the user, which is what `local-unverified` says.
+- `local`: today's behaviour: inside a hub-spawned server the hub's `GET /user` for the server's
+  token, else a name and groups from settings, both reported as `local-unverified`; for scheduled
+  jobs the service identity (`WORKBENCH_JOB_IDENTITY=service`, reported as `service` as before).
+  All of it can be set by the user: nothing in the local profile is verified (see
+  docs/threat-model.md).
 
 `identity_for_uid` is the service's side: the identity of a peer uid.
 """
@@ -67,11 +68,11 @@ def claimed_identity(settings: Settings) -> Identity:
     api_url, token = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
     if api_url and token:
         model = _hub_model(api_url, token)
-        if model.get("kind") == "service":
-            return Identity(settings.service_user, settings.service_groups, SOURCE_LOCAL)
+        if model.get("kind") == "service":  # a hub service (the scheduler)
+            return Identity(settings.service_user, settings.service_groups, SOURCE_SERVICE)
         return Identity(str(model["name"]), tuple(sorted(model.get("groups") or ())), SOURCE_LOCAL)
-    if os.environ.get("WORKBENCH_JOB_IDENTITY") == "service":
-        return Identity(settings.service_user, settings.service_groups, SOURCE_LOCAL)
+    if os.environ.get("WORKBENCH_JOB_IDENTITY") == "service":  # a scheduled job; in production the OS account says
+        return Identity(settings.service_user, settings.service_groups, SOURCE_SERVICE)
     return Identity(settings.user or _os_user(), settings.groups, SOURCE_LOCAL)
 
 
