@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.governance_support import services
 from workbench.data import access, catalog, load, publish, sample
 from workbench.data.access import GovernanceWarning
 from workbench.data.audit import query
@@ -180,15 +181,21 @@ def test_local_profile_warns_once_that_the_boundary_is_advisory(base, spark, mon
         load("airlines", settings=base, spark=spark)  # not a second time
 
 
-def test_production_reads_published_views(base, spark):
-    prod = base.with_overrides(profile="production", mask_salt="prod-salt")
+def test_production_reads_published_views(base, spark, tmp_path):
+    # In production the governance service says who is asking; here (one OS account) one service per group.
+    with services(tmp_path) as start:
+        _production_reads_published_views(base, spark, start)
+
+
+def _production_reads_published_views(base, spark, start):
+    prod = start(base.with_overrides(profile="production", mask_salt="prod-salt"), "data-scientists")
     with pytest.raises(
         LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"
     ):
         load("planes", settings=prod, spark=spark)
     with pytest.raises(AccessDenied, match="needs unfiltered 'full' access"):
         publish(prod, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
-    steward = as_(prod, "data-stewards")
+    steward = start(prod, "data-stewards")
     views = publish(steward, spark, datasets=["weather"], permissions=False, progress=lambda m: None)
     assert [(v.dataset, v.view) for v in views] == [("weather", "masked"), ("weather", "filtered-jfk-operations")]
     for _ in range(3):
@@ -198,7 +205,7 @@ def test_production_reads_published_views(base, spark):
     masked = load("planes", settings=prod, spark=spark)
     pseudonym = hashlib.sha256(b"prod-salt" + b"N10156").hexdigest()
     assert masked.count() == 3322 and masked.where(f"tailnum = '{pseudonym}'").count() == 1
-    jfk = load("weather", columns=["origin"], settings=as_(prod, "jfk-operations"), spark=spark)
+    jfk = load("weather", columns=["origin"], settings=start(prod, "jfk-operations"), spark=spark)
     assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
 
 
