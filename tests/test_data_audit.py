@@ -319,3 +319,15 @@ def test_a_missing_audit_folder_is_an_error_that_says_where_it_looked(settings, 
     assert main(["data", "audit"]) == AuditError.exit_code
     assert str(missing) in capsys.readouterr().err
     assert main(["data", "audit", "--verify"]) != 0
+
+
+def test_a_day_file_swapped_between_two_writes_is_noticed(settings, tmp_path):
+    record(settings, user="alice", dataset="flights", outcome="allowed")  # the writer keeps the file open
+    path = day_file(settings, dt.datetime.now(dt.UTC))
+    moved = tmp_path / "moved.jsonl"
+    path.rename(moved)
+    before = moved.read_bytes()
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AuditError, match="symbolic link"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+    assert moved.read_bytes() == before and not (tmp_path / "elsewhere").exists()

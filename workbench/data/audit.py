@@ -11,7 +11,7 @@ The store is owner-only: the folder 0700 and the day files 0600, both owned by t
 it is opened with O_NOFOLLOW and checked (type, owner, mode) before every write, so a symlink, FIFO or
 foreign file planted in it is refused with AuditError, never followed, blocked on or appended to.
 Each append happens under an exclusive flock (many local processes may write), in one write(), then
-fsync: a record is on disk before the data it describes is handed out, and a read that cannot be
+fdatasync: a record is on disk before the data it describes is handed out, and a read that cannot be
 recorded fails (reads fail closed).
 
 Each record carries `seq` (1, 2, ... across all day files), `prev` (the previous record's `hash`) and
@@ -148,6 +148,8 @@ class AuditStore:
         self._head: tuple[str, int, int, int, str] | None = (
             None  # (day file, inode, size, seq, hash) after our last write
         )
+        self._open: tuple[str, int, int] | None = None  # (day file, folder fd, file fd), reused while still valid
+        self._pid = os.getpid()
 
     def append(self, fields: dict[str, Any], profile: str, uid: int | None = None) -> dict[str, Any]:
         now = dt.datetime.now(dt.UTC)
@@ -164,11 +166,10 @@ class AuditStore:
         name = _day_name(now)
         try:
             with self._lock:
-                dir_fd = self._open_folder()
+                dir_fd, fd = self._open_for(name)
                 try:
-                    fd = _open_day_file(dir_fd, self.folder, name, create=True)
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # other processes appending to the same folder wait here
                     try:
-                        fcntl.flock(fd, fcntl.LOCK_EX)
                         seq, prev = self._chain_head(dir_fd, fd, name)
                         entry.update(seq=seq + 1, prev=prev, hash=None)
                         entry["hash"] = record_hash(entry)
@@ -176,13 +177,14 @@ class AuditStore:
                         written = os.write(fd, line)
                         if written != len(line):
                             raise OSError(f"short write ({written} of {len(line)} bytes)")
-                        os.fsync(fd)
+                        os.fdatasync(fd)  # the data and the new size: the record is on disk
                         st = os.fstat(fd)
                         self._head = (name, st.st_ino, st.st_size, entry["seq"], entry["hash"])
                     finally:
-                        os.close(fd)  # closing releases the lock
-                finally:
-                    os.close(dir_fd)
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                except BaseException:
+                    self._drop()
+                    raise
         except AuditError as exc:
             raise AuditError(f"{exc} The read was refused because it could not be recorded.") from None
         except OSError as exc:
@@ -192,6 +194,45 @@ class AuditStore:
                 "by this account (setting audit_dir)."
             ) from exc
         return entry
+
+    def _open_for(self, name: str) -> tuple[int, int]:
+        """(folder fd, day file fd), kept open between appends while the names still point at them (checked by
+        inode on every append: a folder or file swapped, renamed or replaced since is opened and checked anew)."""
+        if self._pid != os.getpid():  # a forked child must not share the parent's open file (flock is per open file)
+            self._open = None
+            self._pid = os.getpid()
+        if self._open is not None and self._open[0] == name:
+            _, dir_fd, fd = self._open
+            try:
+                now_dir = os.stat(self.folder, follow_symlinks=False)
+                now_file = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                open_dir, open_file = os.fstat(dir_fd), os.fstat(fd)
+                if (
+                    (now_dir.st_dev, now_dir.st_ino) == (open_dir.st_dev, open_dir.st_ino)
+                    and (now_file.st_dev, now_file.st_ino) == (open_file.st_dev, open_file.st_ino)
+                    and not _file_problem(open_file)
+                ):
+                    return dir_fd, fd
+            except OSError:
+                pass
+        self._drop()
+        dir_fd = self._open_folder()
+        try:
+            fd = _open_day_file(dir_fd, self.folder, name, create=True)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        self._open = (name, dir_fd, fd)
+        return dir_fd, fd
+
+    def _drop(self) -> None:
+        if self._open is not None and self._pid == os.getpid():
+            for fd in self._open[1:]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._open = None
 
     def _open_folder(self) -> int:
         try:
