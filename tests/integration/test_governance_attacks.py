@@ -85,6 +85,8 @@ def ask(request):
     return json.loads(reader.readline())
 out["raw_record"] = ask({"op": "record", "fields": {"user": sys.argv[1], "groups": ["data-stewards"], "source": "service",
                         "dataset": "planes", "level": "full", "outcome": "allowed", "purpose": "forged record"}})
+out["raw_publish"] = ask({"op": "record", "fields": {"dataset": "planes", "level": "full", "view": "raw",
+                         "outcome": "allowed", "purpose": "publish"}})
 out["raw_decide"] = ask({"op": "decide", "dataset": "planes", "purpose": "forged decide",
                         "claim": {"user": sys.argv[1], "groups": ["data-stewards"]}})
 
@@ -294,6 +296,7 @@ def test_the_forged_read_is_denied_and_recorded_under_the_real_name(world, attac
 def test_claims_sent_on_the_socket_are_ignored(world, attack):
     # a reader cannot write a record of its own making (here: someone else's full, allowed read) ...
     assert attack["raw_record"]["error"] == "AccessDenied"
+    assert attack["raw_publish"]["error"] == "AccessDenied"  # nor pass one off as a publish: no full access
     # ... and a claimed identity in a decision request is not believed: the decision is the attacker's, denied
     decided = attack["raw_decide"]
     assert decided["outcome"] == "denied" and decided["identity"]["user"] == world["atk"]

@@ -33,7 +33,8 @@ from typing import Any
 
 from ..config import Settings, load_settings
 from ..data.audit import EVENT_FIELDS, AuditStore, audit_folder
-from ..data.catalog import Catalog, load_catalog
+from ..data.catalog import LEVEL_FULL, Catalog, load_catalog
+from ..data.policy import effective_grant
 from ..errors import AccessDenied, ConfigError, WorkbenchError
 from ..hub.users import UsersFile, load_users_file
 from ..identity import SOURCE_LOCAL, Identity, identity_for_uid
@@ -112,7 +113,7 @@ class GovernanceService:
                     raise ValueError("fields must be an object")
                 identity = self.identity(uid, fields if self.settings.profile == "local" else None)
                 event = {k: v for k, v in fields.items() if k in EVENT_FIELDS}
-                if uid not in (0, os.geteuid()):
+                if uid not in (0, os.geteuid()) and not self._may_publish(identity, event):
                     event.update(self._follow_up_of(uid, event))
                 event.update(user=identity.user, groups=list(identity.groups), source=identity.source)
                 return {"record": self._append(event, pid, uid)}
@@ -134,6 +135,15 @@ class GovernanceService:
                 while len(self._decisions) > RECENT_DECISIONS:
                     self._decisions.popitem(last=False)
         return stored
+
+    def _may_publish(self, identity: Identity, event: dict[str, Any]) -> bool:
+        """A publish record from someone with unfiltered full access to the dataset (as `publish` itself requires)."""
+        if event.get("purpose") != "publish" or event.get("outcome") != "allowed":
+            return False
+        catalog = self.catalog()
+        ds = catalog.datasets.get(str(event.get("dataset")))
+        grant = effective_grant(catalog, ds, identity.groups) if ds else None
+        return grant is not None and grant.level == LEVEL_FULL and not grant.row_filter
 
     def _follow_up_of(self, uid: int, event: dict[str, Any]) -> dict[str, Any]:
         """A reader may add to the log only what became of its own allowed decision (refused, failed); what
