@@ -34,7 +34,6 @@ __all__ = ["Identity", "current_identity", "identity_for_uid"]
 SOURCE_OS = "os-account"  # verified: the peer uid of the governance socket, groups from the users file
 SOURCE_SERVICE = "service"  # verified: the service account itself (the scheduler, publish)
 SOURCE_LOCAL = "local-unverified"
-SOURCE_HUB = SOURCE_LOCAL  # the hub's answer as seen from the local profile: the kernel chose the hub's URL
 VERIFIED_SOURCES = (SOURCE_OS, SOURCE_SERVICE)
 
 HUB_TIMEOUT = 10.0  # seconds for the one GET /user per process

@@ -12,7 +12,6 @@ import socket
 import struct
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .. import errors
@@ -168,7 +167,3 @@ class ServiceClient:
             "is back (they are never made without a decision and an audit record). Start it as the data service "
             "account with `python -m workbench.governance serve`, or restart the hub (its service 'governance')."
         )
-
-
-def socket_path(settings: Settings) -> Path:
-    return settings.path("governance_socket")
