@@ -159,6 +159,8 @@ def audit_line(r: dict) -> str:
     ]
     if r.get("reason"):
         fields.append(f"reason={_safe(r['reason'])}")
+    if r.get("refers") is not None:
+        fields.append(f"refers={_safe(r['refers'])}")
     if r.get("seq") is not None:
         fields.append(f"seq={_safe(r['seq'])}")
     return " ".join(fields)
