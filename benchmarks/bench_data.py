@@ -11,9 +11,13 @@ Two paths:
     python benchmarks/bench_data.py               # >= 10M rows (writes the scaled table once to a temp dir)
     python benchmarks/bench_data.py --quick       # >= 1M rows
     python benchmarks/bench_data.py --rows 20000000 --repeat 5
+    python benchmarks/bench_data.py --audit-only  # only the decision + audit round trip (no Spark)
 
 Prints each timing (best of --repeat) and the ratios. Targets: a published-view read within 1.1x of a
 plain read of it; the dynamic path no slower than before (1.20x masks + row filter, 1.99x every row hashed).
+Then the decision + audit record every read makes (`--audit-calls` calls, each fsync'ed): in this
+process (local profile) and through the governance service over its Unix socket (production's
+path), per call. Target: at most 1 ms per read.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import argparse
 import os
 import pwd
 import shutil
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +56,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="at least 1M rows")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
+    parser.add_argument("--audit-calls", type=int, default=2000, help="decisions + audit records timed (default 2000)")
+    parser.add_argument("--audit-only", action="store_true", help="only time the decision + audit round trip")
     args = parser.parse_args()
+    if args.audit_only:
+        audit_round_trip(200 if args.quick else args.audit_calls)
+        return
     rows_wanted = 1_000_000 if args.quick else args.rows
 
     from workbench.config import load_settings
@@ -93,10 +105,12 @@ def main() -> None:
             governed_dir=str(tmp / "governed"),
             service_user=pwd.getpwuid(os.geteuid()).pw_name,  # we own the key file: we play the service account
         )
+        # production decides through the governance service: one in this process per group (one OS account here)
+        steward_prod = _governance_service(production, tmp / "steward.sock", ("data-stewards",))
         print("publishing the governed views ...", flush=True)
-        publish(production, spark, permissions=False, progress=lambda m: None)
+        publish(steward_prod, spark, permissions=False, progress=lambda m: None)
         view = current_version_uri(production, "flights", "masked", spark)
-        published = production.with_overrides(groups=("data-scientists",))
+        published = _governance_service(production, tmp / "reader.sock", ("data-scientists",))
         view_columns = spark.read.parquet(view).columns
 
         cases = {
@@ -169,6 +183,94 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         spark.stop()
+    print()
+    audit_round_trip(200 if args.quick else args.audit_calls)
+
+
+# ---- the decision + audit record of every read -----------------------------------------------------
+def audit_round_trip(calls: int) -> None:
+    """Per-call latency of `decide_read` (the grant decision and its fsync'ed, hash-chained audit record):
+    in this process, and through a governance service started as a separate process on a Unix socket."""
+    from workbench.config import load_settings
+    from workbench.data.catalog import load_catalog
+    from workbench.data.decision import decide_read
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    service = None
+    try:
+        local = load_settings(audit_dir=str(tmp / "audit-local"), groups=("data-scientists",), user="bench")
+        cat = load_catalog(local)
+        decide_read(local, "flights", None, None, "warm-up", catalog=cat)
+        in_process = _per_call(lambda: decide_read(local, "flights", None, None, "bench", catalog=cat), calls)
+
+        path = tmp / "governance.sock"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+        env.update(
+            WORKBENCH_HOME=local.home,
+            WORKBENCH_AUDIT_DIR=str(tmp / "audit-service"),
+            WORKBENCH_GOVERNANCE_SOCKET=str(path),
+        )
+        service = subprocess.Popen(
+            [sys.executable, "-m", "workbench.governance", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_socket(path, service)
+        remote = local.with_overrides(governance_socket=str(path), audit_dir=str(tmp / "audit-service"))
+        decide_read(remote, "flights", None, None, "warm-up")
+        through_service = _per_call(lambda: decide_read(remote, "flights", None, None, "bench"), calls)
+        for name, t in (("in process (local profile)", in_process), ("governance service (socket)", through_service)):
+            ms = sorted(x * 1000 for x in t)
+            print(
+                f"decision + audit record, {name:<28} mean {statistics.fmean(ms):6.3f} ms   p50 {ms[len(ms) // 2]:6.3f} ms   "
+                f"p99 {ms[int(len(ms) * 0.99)]:6.3f} ms   ({calls} calls, one fsync each)",
+                flush=True,
+            )
+        verdict = "within" if statistics.fmean(through_service) * 1000 <= 1.0 else "OVER"
+        print(f"audit round trip through the service: {verdict} the 1 ms per read target")
+    finally:
+        if service is not None:
+            service.terminate()
+            service.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _governance_service(settings, path: Path, groups: tuple[str, ...]):
+    """Settings pointing at a governance service served from a thread of this process, answering with `groups`
+    (we are the service account here, so it gives us the service identity with these groups)."""
+    import threading
+
+    from workbench.governance.service import GovernanceService, bind
+
+    settings = settings.with_overrides(governance_socket=str(path), service_groups=groups)
+    server = bind(settings)
+    server.service = GovernanceService(settings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return settings
+
+
+def _per_call(fn, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _wait_for_socket(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"the governance service exited with status {proc.returncode}")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(path))
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the governance service did not listen on {path} within {timeout:.0f} s")
 
 
 if __name__ == "__main__":

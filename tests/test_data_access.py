@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.governance_support import services
 from workbench.data import access, catalog, load, publish, sample
 from workbench.data.access import GovernanceWarning
 from workbench.data.audit import query
@@ -190,22 +191,24 @@ def test_local_profile_warns_once_that_the_boundary_is_advisory(base, spark, mon
 
 
 def test_production_reads_published_views(base, spark, tmp_path):
-    key_file = tmp_path / "mask.key"
+    # In production the governance service says who is asking; here (one OS account) one service per group.
+    key_file = tmp_path / "mask.key"  # the HMAC key of hash masks, owned by the service account (here: us)
     key_file.write_bytes(b"k" * 40 + b"\n")
     key_file.chmod(0o600)
-    prod = base.with_overrides(
-        profile="production",
-        mask_salt="prod-salt",
-        mask_key_file=str(key_file),
-        service_user=pwd.getpwuid(os.geteuid()).pw_name,  # the key file's owner
-    )
+    base = base.with_overrides(mask_key_file=str(key_file))
+    with services(tmp_path) as start:
+        _production_reads_published_views(base, spark, start)
+
+
+def _production_reads_published_views(base, spark, start):
+    prod = start(base.with_overrides(profile="production", mask_salt="prod-salt"), "data-scientists")
     with pytest.raises(
         LakeError, match=r"'masked' view of dataset 'planes' has not been published.*workbench data publish"
     ):
         load("planes", settings=prod, spark=spark)
     with pytest.raises(AccessDenied, match="needs unfiltered 'full' access"):
         publish(prod, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
-    steward = as_(prod, "data-stewards")
+    steward = start(prod, "data-stewards")
     views = publish(steward, spark, datasets=["weather"], permissions=False, progress=lambda m: None)
     assert [(v.dataset, v.view) for v in views] == [("weather", "masked"), ("weather", "filtered-jfk-operations")]
     for _ in range(3):
@@ -215,7 +218,7 @@ def test_production_reads_published_views(base, spark, tmp_path):
     masked = load("planes", settings=prod, spark=spark)
     pseudonym = hmac.new(b"k" * 40, b"N10156", hashlib.sha256).hexdigest()  # production: HMAC-SHA256 (issue 14)
     assert masked.count() == 3322 and masked.where(f"tailnum = '{pseudonym}'").count() == 1
-    jfk = load("weather", columns=["origin"], settings=as_(prod, "jfk-operations"), spark=spark)
+    jfk = load("weather", columns=["origin"], settings=start(prod, "jfk-operations"), spark=spark)
     assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
 
 

@@ -9,12 +9,14 @@ import os
 import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 from workbench.data import load
-from workbench.data.audit import FIELDS, day_file, parse_since, query, record
+from workbench.data.audit import FIELDS, day_file, parse_since, query, record, verify
 from workbench.errors import AccessDenied, AuditError, ConfigError
 
 
@@ -72,7 +74,8 @@ def test_allowed_and_denied_reads_are_recorded_with_every_field(settings, spark)
     )
     assert dt.datetime.fromisoformat(allowed["time"]).tzinfo is not None
     path = day_file(settings, dt.datetime.now(dt.UTC))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o622  # others may append, only the owner reads
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # owner-only: nobody else reads, appends or truncates
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_a_read_that_cannot_be_recorded_is_refused(settings, spark, tmp_path):
@@ -84,6 +87,7 @@ def test_a_read_that_cannot_be_recorded_is_refused(settings, spark, tmp_path):
 
 WRITER = """
 import sys
+from pathlib import Path
 from workbench.config import load_settings
 from workbench.data.audit import record
 s = load_settings(audit_dir=sys.argv[1])
@@ -108,6 +112,9 @@ def test_concurrent_writers_never_interleave_or_lose_records(settings):
     for w in range(writers):
         purposes = {r["purpose"] for r in parsed if r["user"] == f"writer{w}"}
         assert purposes == {"x" * 3000 + str(i) for i in range(each)}
+    result = verify(settings)  # five processes appended at once, and the chain has no gap or fork
+    assert result.ok, result.problems[:3]
+    assert result.records == (writers + 1) * each and result.last[0] == (writers + 1) * each
 
 
 def test_query_filters_by_user_dataset_and_time(settings):
@@ -146,3 +153,181 @@ def test_audit_command_prints_matching_records(settings, monkeypatch, capsys):
     assert main(["data", "audit", "--dataset", "flights"]) == 0
     text = capsys.readouterr().out
     assert "alice" in text and "denied" in text and "purpose=report" in text
+
+
+# ---- the hash chain: `verify` names what was changed ---------------------------------------------
+def _log(settings, n=4) -> Path:
+    for i in range(n):
+        record(settings, user="alice", dataset="flights", outcome="allowed", purpose=f"read {i}")
+    return day_file(settings, dt.datetime.now(dt.UTC))
+
+
+def test_verify_says_an_untouched_log_is_intact(settings, monkeypatch, capsys):
+    from workbench.cli import main
+
+    _log(settings)
+    result = verify(settings)
+    assert result.ok and result.records == 4 and result.last[0] == 4
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_AUDIT_DIR", str(settings.path("audit_dir")))
+    assert main(["data", "audit", "--verify"]) == 0
+    assert "intact, 4 record(s)" in capsys.readouterr().out
+
+
+def test_changing_any_byte_of_a_past_record_is_named(settings):
+    path = _log(settings)
+    original = path.read_bytes()
+    lines = original.split(b"\n")
+    start = len(lines[0]) + 1
+    second = lines[1] + b"\n"  # every byte of record 2, its newline included
+    for offset in range(len(second)):
+        byte = original[start + offset]
+        changed = bytearray(original)
+        changed[start + offset] = ord("x") if byte != ord("x") else ord("y")
+        path.write_bytes(bytes(changed))
+        problems = verify(settings).problems
+        assert problems and problems[0].startswith(f"{path.name} line 2"), (offset, problems)
+    path.write_bytes(original)
+    assert verify(settings).ok
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda ls: ls[:1] + ls[2:], "line 2 (seq 3)"),  # removed
+        (lambda ls: ls[:2] + [ls[1]] + ls[2:], "line 3 (seq 2)"),  # inserted (a copy of a real record)
+        (lambda ls: [ls[0], ls[2], ls[1], ls[3]], "line 2 (seq 3)"),  # reordered
+    ],
+    ids=["removed", "inserted", "reordered"],
+)
+def test_removed_inserted_or_reordered_records_are_named(settings, change, named):
+    path = _log(settings)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(change(lines)) + "\n")
+    problems = verify(settings).problems
+    assert problems and problems[0].startswith(f"{path.name} {named}"), problems
+
+
+def test_the_chain_runs_across_day_files(settings):
+    path = _log(settings, 2)
+    older = path.with_name("2020-01-01.jsonl")
+    path.rename(older)  # yesterday's records, then today's continue the chain
+    record(settings, user="alice", dataset="flights", outcome="allowed")
+    today = [json.loads(l) for l in path.read_text().splitlines()]
+    assert today[0]["seq"] == 3 and today[0]["prev"] == json.loads(older.read_text().splitlines()[-1])["hash"]
+    assert verify(settings).ok
+    older.write_text(older.read_text().splitlines()[0] + "\n")  # the older day's last record cut off
+    problems = verify(settings).problems
+    assert problems and problems[0].startswith(f"{path.name} line 1 (seq 3)")
+
+
+def test_verify_on_a_tampered_log_fails_the_command(settings, monkeypatch, capsys):
+    from workbench.cli import main
+
+    path = _log(settings)
+    path.write_text(path.read_text().replace("read 1", "read 7"))
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_AUDIT_DIR", str(settings.path("audit_dir")))
+    assert main(["data", "audit", "--verify"]) != 0
+    out = capsys.readouterr().out
+    assert f"TAMPERED {path.name} line 2 (seq 2)" in out
+
+
+# ---- the store refuses what someone planted in it ------------------------------------------------
+def test_a_fifo_at_the_day_file_is_refused_at_once_not_blocked_on(settings):
+    path = day_file(settings, dt.datetime.now(dt.UTC))
+    path.parent.mkdir(parents=True, mode=0o700)
+    os.mkfifo(path, 0o600)
+    started = time.monotonic()
+    with pytest.raises(AuditError, match="FIFO|not a regular file"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+    assert time.monotonic() - started < 5
+
+
+def test_a_symlink_at_the_day_file_is_never_followed(settings, tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("")
+    path = day_file(settings, dt.datetime.now(dt.UTC))
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.symlink_to(target)
+    with pytest.raises(AuditError, match="symbolic link"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+    assert target.read_text() == ""
+
+
+def test_a_symlinked_audit_folder_is_refused(settings, tmp_path):
+    (tmp_path / "real").mkdir(mode=0o700)
+    settings.path("audit_dir").symlink_to(tmp_path / "real")
+    with pytest.raises(AuditError, match="symbolic link|not a folder"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+    assert not list((tmp_path / "real").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another account")
+def test_a_day_file_or_folder_of_another_account_is_refused(settings):
+    path = day_file(settings, dt.datetime.now(dt.UTC))
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.write_text("")
+    os.chown(path, 65534, 65534)  # nobody pre-created today's file
+    with pytest.raises(AuditError, match="owned by uid 65534"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+    path.unlink()
+    os.chown(path.parent, 65534, 65534)
+    with pytest.raises(AuditError, match="belongs to uid 65534"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+
+
+def test_an_old_open_audit_folder_of_ours_is_tightened(settings):
+    folder = settings.path("audit_dir")
+    folder.mkdir()
+    folder.chmod(0o1733)  # what earlier workbenches made
+    record(settings, user="alice", dataset="flights", outcome="allowed")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+# ---- the text view: escaped, complete, and loud when there is no log -----------------------------
+def test_the_text_view_escapes_control_characters_and_shows_where_and_source(settings, monkeypatch, capsys):
+    from workbench.cli import main
+
+    forged = "x\n2026-01-01T00:00:00  allowed  mallory  flights  level=full\x1b[2K\x1b[1A"
+    record(
+        settings,
+        user="bob",
+        source="local-unverified",
+        dataset="flights",
+        level="masked",
+        outcome="denied",
+        purpose=forged,
+        where="month = 3",
+    )
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_AUDIT_DIR", str(settings.path("audit_dir")))
+    assert main(["data", "audit"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) == 1 and "\x1b" not in out  # one record, one line: nothing planted
+    assert "\\n2026-01-01" in lines[0] and "\\x1b[2K" in lines[0]
+    assert "where=month = 3" in lines[0] and "source=local-unverified" in lines[0]
+
+
+def test_a_missing_audit_folder_is_an_error_that_says_where_it_looked(settings, monkeypatch, capsys):
+    from workbench.cli import main
+
+    missing = settings.path("audit_dir") / "nowhere"
+    monkeypatch.setenv("WORKBENCH_HOME", str(REPO))
+    monkeypatch.setenv("WORKBENCH_AUDIT_DIR", str(missing))
+    assert main(["data", "audit"]) == AuditError.exit_code
+    assert str(missing) in capsys.readouterr().err
+    assert main(["data", "audit", "--verify"]) != 0
+
+
+def test_a_day_file_swapped_between_two_writes_is_noticed(settings, tmp_path):
+    record(settings, user="alice", dataset="flights", outcome="allowed")  # the writer keeps the file open
+    path = day_file(settings, dt.datetime.now(dt.UTC))
+    moved = tmp_path / "moved.jsonl"
+    path.rename(moved)
+    before = moved.read_bytes()
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AuditError, match="symbolic link"):
+        record(settings, user="alice", dataset="flights", outcome="allowed")
+    assert moved.read_bytes() == before and not (tmp_path / "elsewhere").exists()

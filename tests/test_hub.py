@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -64,12 +65,53 @@ def test_local_profile_needs_no_system_users_and_keeps_state_in_one_folder(hub_s
     assert c.NativeAuthenticator.open_signup is False and c.NativeAuthenticator.minimum_password_length >= 8
 
 
-@pytest.mark.parametrize(
-    "profile,euid,expected", [("local", 0, ["--allow-root"]), ("local", 1000, []), ("production", 0, [])]
-)
-def test_allow_root_only_when_a_local_server_would_run_as_root(hub_settings, profile, euid, expected):
-    settings = hub_settings.with_overrides(profile=profile, hub_db_url="postgresql://hub@db/jupyterhub")
-    assert apply_config(settings, Config(), euid=euid).Spawner.args == expected
+@pytest.mark.parametrize("profile,euid", [("local", 0), ("local", 1000), ("production", 0)])
+def test_no_server_ever_runs_as_root(hub_settings, profile, euid):
+    settings = hub_settings.with_overrides(
+        profile=profile, hub_db_url="postgresql://hub@db/jupyterhub", governance_socket="/run/wb/governance.sock"
+    )
+    c = apply_config(settings, Config(), euid=euid)
+    assert c.Spawner.args == []  # never --allow-root
+    if profile == "local" and euid == 0:  # a root hub: servers become the unprivileged hub_server_user
+        assert c.JupyterHub.spawner_class == "workbench.hub.spawner.UnprivilegedLocalSpawner"
+        assert c.UnprivilegedLocalSpawner.server_user == "nobody"
+
+
+def test_a_root_local_hub_runs_the_governance_service_for_its_unprivileged_servers(hub_settings, tmp_path):
+    c = apply_config(hub_settings, Config(), euid=0)
+    socket_path = str(tmp_path / "state" / "governance.sock")
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["governance"]["command"][-3:] == ["-m", "workbench.governance", "serve"]
+    assert "user" not in services["governance"]  # the hub's own account (root) owns the audit log
+    assert services["governance"]["environment"]["WORKBENCH_GOVERNANCE_SOCKET"] == socket_path
+    assert c.Spawner.environment["WORKBENCH_GOVERNANCE_SOCKET"] == socket_path
+    assert "governance" not in {s["name"] for s in apply_config(hub_settings, Config(), euid=1000).JupyterHub.services}
+
+
+def test_production_runs_the_governance_service_as_the_service_account(hub_settings):
+    settings = hub_settings.with_overrides(
+        profile="production", hub_db_url="postgresql://hub@db/jupyterhub", service_user="wbdata"
+    )
+    with pytest.raises(ConfigError, match="governance_socket"):
+        apply_config(settings, Config(), euid=0)
+    c = apply_config(settings.with_overrides(governance_socket="/run/wb/governance.sock"), Config(), euid=0)
+    governance = {s["name"]: s for s in c.JupyterHub.services}["governance"]
+    assert governance["user"] == "wbdata"
+    assert c.Spawner.environment["WORKBENCH_GOVERNANCE_SOCKET"] == "/run/wb/governance.sock"
+
+
+def test_a_root_local_hub_keeps_its_state_from_the_servers(tmp_path):
+    from workbench.hub.launcher import protect_state
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "jupyterhub_cookie_secret").write_text("secret")
+    (state / "jupyterhub_cookie_secret").chmod(0o644)
+    (state / "homes").mkdir()
+    protect_state(state, f"sqlite:///{state / 'jupyterhub.sqlite'}")
+    assert stat.S_IMODE(state.stat().st_mode) == 0o711  # passable to the homes, not listable
+    for name in ("jupyterhub_cookie_secret", "jupyterhub.sqlite"):  # the database exists before the hub makes it
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
 
 
 def test_roles_give_servers_and_services_by_group(hub_settings):
@@ -157,6 +199,7 @@ def test_production_profile_uses_system_users_postgres_and_tls(hub_settings, tmp
         hub_port=443,
         hub_ssl_cert="/etc/hub/cert.pem",
         hub_ssl_key="/etc/hub/key.pem",
+        governance_socket="/run/wb/governance.sock",
     )
     c = apply_config(settings, Config(), euid=0)
     assert c.JupyterHub.authenticator_class == "workbench.hub.auth.PAMUsersFileAuthenticator"

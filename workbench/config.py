@@ -256,6 +256,18 @@ class Settings:
     catalog_check_rows: int = _setting(
         200000, "Rows `workbench data check` samples per dataset to test masks and functional dependencies."
     )
+    # Governance service (identity, grant decisions and the audit writer; see workbench.governance)
+    governance_socket: str = _setting(
+        "",
+        "Unix socket of the governance service, which decides grants from the caller's OS account and is the only "
+        "writer of the audit log. Required in production (e.g. /run/workbench/governance.sock); empty in the local "
+        "profile: this process decides and writes the audit log itself.",
+    )
+    hub_server_user: str = _setting(
+        "nobody",
+        "Local profile, hub running as root: the unprivileged system account single-user servers run as "
+        "(they never run as root).",
+    )
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 

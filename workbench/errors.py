@@ -10,6 +10,7 @@
     ├── AccessDenied             the caller has no grant for a dataset (or the filesystem refused the read)
     │   └── PredicateRefused     a where= predicate names a column outside the caller's view, a table or a file
     ├── AuditError               a read could not be recorded in the audit log (so no data is returned)
+    │   └── GovernanceUnavailable  the governance service (decisions, audit writer) is not answering
     ├── IdentityError            inside a hub server, the hub could not confirm who is asking
     ├── ValidationError          a batch does not match a schema (carries the anomalies)
     ├── NotebookError            a notebook cannot be run as asked
@@ -89,6 +90,10 @@ class AuditError(WorkbenchError):
     """The audit log could not be written: reads fail closed rather than go unrecorded."""
 
     exit_code = 74  # EX_IOERR
+
+
+class GovernanceUnavailable(AuditError):
+    """The governance service did not answer (or is not the service account's): governed reads fail closed."""
 
 
 class IdentityError(WorkbenchError):

@@ -1,12 +1,18 @@
 """Who is asking: the identity every data read and Spark session is attributed to.
 
-Inside a hub-spawned server (or a hub service) the hub says who the user is: the server's own
-token (`JUPYTERHUB_API_TOKEN`) is sent to the hub's `GET /user`, and the name and groups the hub
-returns are used; variables a user can set by hand (`JUPYTERHUB_USER`, `WORKBENCH_USER`,
-`WORKBENCH_GROUPS`, `WORKBENCH_JOB_IDENTITY`) are ignored there. A hub service (the scheduler)
-gets the service identity from settings, verified by the hub. Outside the hub: the service identity
-for scheduled jobs (`WORKBENCH_JOB_IDENTITY=service`), else a local identity from settings, marked
-unverified.
+- `production`: the governance service says, from the peer credentials (SO_PEERCRED) of this
+  process's connection to its Unix socket: the OS account this process runs as (under the
+  production spawner each server runs as its own system user), with the groups the users file
+  (owned by root, read by the service) gives that account. Nothing in this process (environment
+  variables, module attributes, caches) changes it; no service, no identity (an error, never a
+  fallback).
+- `local`: today's behaviour: inside a hub-spawned server the hub's `GET /user` for the server's
+  token, else a name and groups from settings, both reported as `local-unverified`; for scheduled
+  jobs the service identity (`WORKBENCH_JOB_IDENTITY=service`, reported as `service` as before).
+  All of it can be set by the user: nothing in the local profile is verified (see
+  docs/threat-model.md).
+
+`identity_for_uid` is the service's side: the identity of a peer uid.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import pwd
 import threading
 import urllib.error
 import urllib.request
@@ -22,11 +29,12 @@ from dataclasses import dataclass
 from .config import Settings, load_settings
 from .errors import IdentityError
 
-__all__ = ["Identity", "current_identity"]
+__all__ = ["Identity", "current_identity", "identity_for_uid"]
 
-SOURCE_HUB = "hub"
-SOURCE_SERVICE = "service"
+SOURCE_OS = "os-account"  # verified: the peer uid of the governance socket, groups from the users file
+SOURCE_SERVICE = "service"  # verified: the service account itself (the scheduler, publish)
 SOURCE_LOCAL = "local-unverified"
+VERIFIED_SOURCES = (SOURCE_OS, SOURCE_SERVICE)
 
 HUB_TIMEOUT = 10.0  # seconds for the one GET /user per process
 
@@ -42,25 +50,42 @@ class Identity:
 
     @property
     def verified(self) -> bool:
-        return self.source != SOURCE_LOCAL
+        return self.source in VERIFIED_SOURCES
 
 
 def current_identity(settings: Settings | None = None) -> Identity:
     settings = settings or load_settings()
+    if settings.profile == "production":
+        from .governance_client import require_service
+
+        answer = require_service(settings).whoami()
+        return Identity(str(answer["user"]), tuple(answer["groups"]), str(answer["source"]))
+    return claimed_identity(settings)
+
+
+def claimed_identity(settings: Settings) -> Identity:
+    """What this process says it is (local profile): never verified."""
     api_url, token = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
     if api_url and token:
-        return _from_hub_model(_hub_model(api_url, token), settings)
-    if os.environ.get("WORKBENCH_JOB_IDENTITY") == "service":
+        model = _hub_model(api_url, token)
+        if model.get("kind") == "service":  # a hub service (the scheduler)
+            return Identity(settings.service_user, settings.service_groups, SOURCE_SERVICE)
+        return Identity(str(model["name"]), tuple(sorted(model.get("groups") or ())), SOURCE_LOCAL)
+    if os.environ.get("WORKBENCH_JOB_IDENTITY") == "service":  # a scheduled job; in production the OS account says
         return Identity(settings.service_user, settings.service_groups, SOURCE_SERVICE)
-    user = settings.user or _os_user()
-    return Identity(user, settings.groups, SOURCE_LOCAL)
+    return Identity(settings.user or _os_user(), settings.groups, SOURCE_LOCAL)
 
 
-def _from_hub_model(model: dict, settings: Settings) -> Identity:
-    if model.get("kind") == "service":
-        return Identity(settings.service_user, settings.service_groups, SOURCE_SERVICE)
-    # GET /user always carries name and groups: the hub grants every token the scopes to identify itself.
-    return Identity(str(model["name"]), tuple(sorted(model.get("groups") or ())), SOURCE_HUB)
+def identity_for_uid(uid: int, settings: Settings, users) -> Identity:
+    """The governance service's answer for a peer uid: its own account is the service identity; any other
+    account is its OS name with the groups `users` (a UsersFile) declares for it."""
+    if uid == os.geteuid():
+        return Identity(settings.service_user, tuple(settings.service_groups), SOURCE_SERVICE)
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return Identity(f"uid{uid}", (), SOURCE_OS)  # no account name: no groups
+    return Identity(name, tuple(users.groups_for(name)), SOURCE_OS)
 
 
 def _hub_model(api_url: str, token: str) -> dict:

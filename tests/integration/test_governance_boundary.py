@@ -1,23 +1,20 @@
 """The enforced boundary, with real system users: `workbench data publish` writes the governed views
 and sets owner, group, mode and ACLs; then a masked user reads the masked view through the data API
-but the filesystem refuses them the raw parquet, while a steward reads both.
+but the filesystem refuses them the raw parquet, while a steward reads both. Who each user is comes
+from the governance service (the socket's peer uid and the users file), not from the variables or
+settings they pass; a read the decision allows but the filesystem refuses is AccessDenied, recorded.
 
 Needs root (to create two throw-away users and groups, removed afterwards); CI runs as root. Each
 user runs its own Python and JVM through `runuser`, with HOME, TMPDIR and Spark's scratch folders
-in a folder of its own.
+in a folder of its own. The governance service runs in this process, as root (the service account here).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import sysconfig
 import tempfile
-import time
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,37 +23,10 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.integration.systemusers import Accounts, run_as, skip_unless_root_with_tools, user_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
-
-if os.geteuid() != 0:
-    pytest.skip("needs root: creates throw-away system users and groups (CI runs as root)", allow_module_level=True)
-if not all(shutil.which(tool) for tool in ("useradd", "userdel", "groupadd", "groupdel", "runuser")):
-    pytest.skip(
-        "needs useradd, userdel, groupadd, groupdel and runuser (package passwd / util-linux)", allow_module_level=True
-    )
-
-
-def _others_can_read(path: Path) -> bool:
-    """Every folder up to `path` is searchable by others and `path` readable: the throw-away users run
-    their Python from this checkout and its .venv."""
-    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents] if p.is_dir()) and bool(
-        path.stat().st_mode & 0o004
-    )
-
-
-_unreadable = [
-    p
-    for p in (REPO / "workbench" / "__init__.py", Path(sysconfig.get_paths()["purelib"]) / "pyspark" / "__init__.py")
-    if not _others_can_read(p)
-]
-if _unreadable:
-    pytest.skip(
-        f"other users cannot read {_unreadable[0]} (a folder above it lacks o+x, e.g. `mktemp -d` makes 0700 "
-        "folders); the throw-away users run Python from this checkout. Clone into a folder others can enter "
-        "(chmod o+x) to run this test.",
-        allow_module_level=True,
-    )
+skip_unless_root_with_tools()
 
 SALT = "boundary-test-salt"
 USER_TIMEOUT = 420  # seconds for one user's Python + JVM; generous: the machine is shared
@@ -90,142 +60,112 @@ out["spark_raw"] = attempt(lambda: spark.read.parquet(raw).count())
 out["open_raw"] = attempt(lambda: os.listdir(raw[len("file://"):]))
 out["governed_view"] = attempt(lambda: spark.read.parquet(current_version_uri(s, "planes", "masked", spark)).count())
 print("STEP direct reads", flush=True)
-# Claiming a group one is not in changes what the data API asks for, not what the filesystem allows.
+# Claiming a group one is not in changes nothing: the service decides from the OS account.
+claimed = data.load("planes", settings=s.with_overrides(groups=(sys.argv[1],), user=sys.argv[1]))
+out["claimed_full"] = "hashed" if len(claimed.where("seats = 55").orderBy("tailnum").first().tailnum) == 64 else "raw"
+# A grant the filesystem does not (yet) honour: AccessDenied by name, never a raw Py4JJavaError.
 try:
-    data.load("planes", settings=s.with_overrides(groups=(sys.argv[1],))).count()
-    out["claimed_full"] = "ok"
-except AccessDenied:
-    out["claimed_full"] = "denied"
+    data.load("planes_copy", purpose="refused read").count()
+    out["refused"] = "ok"
+except AccessDenied as exc:
+    out["refused"] = "AccessDenied: " + str(exc)
+except Exception as exc:
+    out["refused"] = f"error {exc.__class__.__name__}: {str(exc)[:300]}"
 spark.stop()
 print("RESULT " + json.dumps(out))
 """
 
 
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def world(spark):
-    """A temporary lake (planes only), two users in two groups, and the governed views published with permissions."""
+    """A temporary lake (planes, and a copy the filesystem has not opened yet), two users in two groups, the
+    governance service, and the governed views published with permissions."""
     tag = "wbg" + uuid.uuid4().hex[:5]
     sci, stew = f"{tag}sci", f"{tag}stew"
     root = Path(tempfile.mkdtemp(prefix="wb-boundary-"))
     root.chmod(0o755)
-    created: list[tuple[str, str]] = []
+    accounts = Accounts(root)
+    server = None
     try:
         for name in (sci, stew):
-            sh("groupadd", name)
-            created.append(("groupdel", name))
-            sh("useradd", "--no-create-home", "--gid", name, "--shell", "/usr/sbin/nologin", name)
-            created.insert(0, ("userdel", name))
-            home = root / f"home-{name}"
-            (home / "tmp").mkdir(parents=True)
-            shutil.chown(home, name, name)
-            shutil.chown(home / "tmp", name, name)
-            home.chmod(0o700)
+            accounts.user(name)
         lake = root / "lake"
         shutil.copytree(REPO / "lake" / "raw" / "planes", lake / "raw" / "planes")
+        shutil.copytree(REPO / "lake" / "raw" / "planes", lake / "raw" / "planes_copy")
+        (lake / "raw" / "planes_copy").chmod(0o700)  # granted in the catalog, not yet published with permissions
         committed = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
+        planes = committed["datasets"]["planes"]
         catalog = {
             "version": 1,
             "grants": {stew: "full", sci: "masked"},
-            "datasets": {"planes": committed["datasets"]["planes"]},
+            "datasets": {
+                "planes": planes,
+                "planes_copy": {**planes, "uri": "{lake}/raw/planes_copy", "grants": {sci: "full"}},
+            },
         }
         (root / "catalog.yaml").write_text(yaml.safe_dump(catalog))
         (root / "catalog.yaml").chmod(0o644)
         (root / "mask.key").write_text(uuid.uuid4().hex + uuid.uuid4().hex)  # the service's HMAC key (issue 14)
         (root / "mask.key").chmod(0o600)  # root's alone: the users below never read it
+        groups = {g: {} for g in ("data-scientists", "data-stewards", "stakeholders", "admins")}
+        users = {"groups": {**groups, sci: {}, stew: {}}, "users": {sci: [sci], stew: [stew]}}
+        (root / "users.yaml").write_text(yaml.safe_dump(users))
+        (root / "users.yaml").chmod(0o644)
+        (root / "run").mkdir(mode=0o755)
         env = {
             "WORKBENCH_HOME": str(root),
             "WORKBENCH_LAKE_ROOT": str(lake),
             "WORKBENCH_CATALOG_PATH": str(root / "catalog.yaml"),
+            "WORKBENCH_HUB_USERS_FILE": str(root / "users.yaml"),
+            "WORKBENCH_GOVERNANCE_SOCKET": str(root / "run" / "governance.sock"),
             "WORKBENCH_PROFILE": "production",
             "WORKBENCH_MASK_SALT": SALT,
             "WORKBENCH_MASK_KEY_FILE": str(root / "mask.key"),
             "WORKBENCH_SERVICE_USER": "root",
+            "WORKBENCH_SERVICE_GROUPS": stew,
         }
         from workbench.config import load_settings
         from workbench.data import publish
+        from workbench.governance.service import GovernanceService, bind
 
-        service = load_settings(env={**env, "WORKBENCH_GROUPS": stew})
-        views = publish(service, spark, permissions=True, progress=lambda m: None)
+        service = load_settings(env=env)
+        server = bind(service)
+        server.service = GovernanceService(service)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        views = publish(service, spark, datasets=["planes"], permissions=True, progress=lambda m: None)
         yield dict(root=root, lake=lake, env=env, sci=sci, stew=stew, views=views, settings=service)
     finally:
-        for command, name in created:
-            for _ in range(10):  # userdel refuses while a process of the user is still exiting
-                done = subprocess.run([command, name], capture_output=True, timeout=60)
-                if done.returncode in (0, 6):  # 6: no such user/group (already gone)
-                    break
-                time.sleep(1)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        accounts.remove()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def user_python(user: str) -> list[str]:
-    """An interpreter `user` may execute: this one, or the system's Python of the same version with this
-    environment's packages on the path (when this one lives in a folder others cannot enter, e.g. /root/.pyenv)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys.executable, shutil.which(f"python{version}"), f"/usr/bin/python{version}"):
-        if not candidate:
-            continue
-        probe = subprocess.run(
-            ["runuser", "-u", user, "--", candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd="/",
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return [candidate, "-s"]
-    pytest.skip(
-        f"no Python {version} that a system user may execute (this one, {sys.executable}, is in a folder they cannot enter)"
-    )
-
-
-def run_as(world, user: str, claim: str) -> dict:
+def run_user(world, user: str, claim: str) -> dict:
     from workbench.spark import ensure_java
 
     home = world["root"] / f"home-{user}"
-    env = {
-        **world["env"],
-        "WORKBENCH_USER": user,
-        "WORKBENCH_GROUPS": user,
-        "WORKBENCH_SPARK_MASTER": "local[1]",
-        "WORKBENCH_SPARK_SHUFFLE_PARTITIONS": "2",
-        "WORKBENCH_SPARK_DRIVER_MEMORY": "512m",
-        "HOME": str(home),
-        "TMPDIR": str(home / "tmp"),
-        "SPARK_LOCAL_DIRS": str(home / "tmp"),
-        "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={home / 'tmp'}",
-        "JAVA_HOME": ensure_java(),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-    }
-    command = [
-        "runuser",
-        "-u",
-        user,
-        "--",
-        "env",
-        "-i",
-        *(f"{k}={v}" for k, v in env.items()),
-        *user_python(user),
-        "-c",
-        USER_SCRIPT,
-        claim,
-    ]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=home, start_new_session=True
+    env = user_env(
+        home,
+        {
+            **world["env"],
+            "WORKBENCH_USER": world["stew"],  # claims: ignored, the service knows who is asking
+            "WORKBENCH_GROUPS": world["stew"],
+            "WORKBENCH_SPARK_MASTER": "local[1]",
+            "WORKBENCH_SPARK_SHUFFLE_PARTITIONS": "2",
+            "WORKBENCH_SPARK_DRIVER_MEMORY": "512m",
+            "SPARK_LOCAL_DIRS": str(home / "tmp"),
+            "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={home / 'tmp'}",
+            "JAVA_HOME": ensure_java(),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        },
     )
-    try:
-        stdout, stderr = proc.communicate(timeout=USER_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the session we started: runuser, Python and its JVM
-        stdout, stderr = proc.communicate()
-    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"{user}: exit {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    done = run_as(user, env, ["-c", USER_SCRIPT, claim], home, USER_TIMEOUT)
+    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (
+        f"{user}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    )
     return json.loads(lines[0][len("RESULT ") :])
 
 
@@ -233,8 +173,8 @@ def test_files_enforce_what_the_data_api_promises(world):
     raw = world["lake"] / "raw" / "planes"
     assert (raw.stat().st_mode & 0o777) == 0o750 and raw.group() == world["stew"]
     with ThreadPoolExecutor(2) as pool:  # one JVM per user, started side by side
-        masked_f = pool.submit(run_as, world, world["sci"], world["stew"])
-        steward_f = pool.submit(run_as, world, world["stew"], world["stew"])
+        masked_f = pool.submit(run_user, world, world["sci"], world["stew"])
+        steward_f = pool.submit(run_user, world, world["stew"], world["stew"])
         masked, steward = masked_f.result(), steward_f.result()
 
     # the masked user: the governed view through the API, hashed identifiers, and no way to the raw files
@@ -242,16 +182,23 @@ def test_files_enforce_what_the_data_api_promises(world):
     assert len(masked["api_tailnum"]) == 64 and masked["api_tailnum"] != steward["api_tailnum"]
     assert masked["spark_raw"] == "denied" and masked["open_raw"] == "denied"
     assert masked["governed_view"] == "ok"
-    assert masked["claimed_full"] == "denied"  # claiming the stewards' group does not open the raw files
+    assert masked["claimed_full"] == "hashed"  # claiming the stewards' group (and name) changes nothing
     # the steward reads the raw data (through the API and directly) and the governed view
     assert steward["api_tailnum"].startswith("N")
     assert steward["spark_raw"] == steward["open_raw"] == steward["governed_view"] == "ok"
-    assert steward["claimed_full"] == "ok"
+    assert steward["claimed_full"] == "raw"
+    # the catalog grants the masked user planes_copy in full, but its files are not theirs to read yet
+    assert masked["refused"].startswith("AccessDenied: The filesystem refused")
 
-    # both users' reads landed in the one shared audit log, with what the filesystem refused
-    from workbench.data.audit import query
+    # every read landed in the service's audit log under the reader's OS account, refusals included
+    from workbench.data.audit import query, verify
 
-    records = query(world["settings"], dataset="planes").records
-    seen = {(r["user"], r["level"], r["outcome"]) for r in records if r["purpose"] != "publish"}
-    assert (world["sci"], "masked", "allowed") in seen and (world["stew"], "full", "allowed") in seen
-    assert (world["sci"], "full", "denied") in seen
+    records = query(world["settings"]).records
+    seen = {
+        (r["user"], r["dataset"], r["level"], r["outcome"], r["reason"]) for r in records if r["purpose"] != "publish"
+    }
+    assert (world["sci"], "planes", "masked", "allowed", None) in seen
+    assert (world["stew"], "planes", "full", "allowed", None) in seen
+    assert (world["sci"], "planes_copy", "full", "denied", "filesystem refused") in seen
+    assert all(r["source"] in ("os-account", "service") and r["writer"] == "governance-service" for r in records)
+    assert verify(world["settings"]).ok

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -52,12 +54,18 @@ def write_reports(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub")
-    write_reports(root / "reports")
-    settings = hub_settings(root, USERS, hub_services=("reports", "mlflow", "idle-culler"))
-    with running_hub(settings, root, ["admin", "ada", "ben", "sam", "nora"]) as hub:
-        yield hub
+def hub():
+    # Not under pytest's 0700 temp folder: a root hub runs its servers as an unprivileged account, which
+    # must be able to pass through to its home in the hub's state folder.
+    root = Path(tempfile.mkdtemp(prefix="wb-hub-"))
+    root.chmod(0o755)
+    try:
+        write_reports(root / "reports")
+        settings = hub_settings(root, USERS, hub_services=("reports", "mlflow", "idle-culler"))
+        with running_hub(settings, root, ["admin", "ada", "ben", "sam", "nora"]) as hub:
+            yield hub
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- nobody gets in without logging in ----------------------------------------------------------
@@ -150,7 +158,8 @@ def ada_server(hub):
 
 def test_a_data_scientists_kernel_gets_the_hubs_identity(hub, ada_server):
     seen = json.loads(ada_server(KERNEL_CODE).strip().splitlines()[-1])
-    assert seen["user"] == "ada" and seen["groups"] == ["data-scientists"] and seen["source"] == "hub"
+    # the hub's answer, labelled local-unverified: in the local profile the kernel chooses the hub URL it asks
+    assert seen["user"] == "ada" and seen["groups"] == ["data-scientists"] and seen["source"] == "local-unverified"
     assert seen["app"] == "workbench-ada"  # the Spark app name carries the hub's user name
     assert seen["driver_memory"] == "1g"  # the group's limit, not the hub default
     assert seen["salt_visible"] is False
@@ -160,6 +169,31 @@ def test_a_data_scientists_kernel_gets_the_hubs_identity(hub, ada_server):
     for other in ("sam", "ben"):
         r = login(hub, other).get("/user/ada/lab")
         assert r.status_code == 403 and r.url.path.startswith("/hub/api/oauth2/authorize"), (other, r.url)
+
+
+STATE_PROBE = """
+import json, os
+state = {state!r}
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except PermissionError:
+        return "denied"
+print(json.dumps({{"uid": os.getuid(),
+                  "secret": attempt(lambda: open(os.path.join(state, "jupyterhub_cookie_secret")).read()),
+                  "database": attempt(lambda: open(os.path.join(state, "jupyterhub.sqlite"), "rb").read(16)),
+                  "listing": attempt(lambda: os.listdir(state))}}))
+"""
+
+
+def test_a_root_hubs_kernel_runs_unprivileged_and_cannot_read_the_hubs_state(hub, ada_server):
+    if os.geteuid() != 0:
+        pytest.skip("the hub runs as root only when the tests do (CI)")
+    state = str(Path(hub.settings.path("hub_state_dir")))
+    seen = json.loads(ada_server(STATE_PROBE.format(state=state)).strip().splitlines()[-1])
+    assert seen["uid"] != 0
+    assert seen == {"uid": seen["uid"], "secret": "denied", "database": "denied", "listing": "denied"}
 
 
 GOVERNED_READ = """
@@ -184,9 +218,11 @@ def test_a_data_scientist_reads_the_masked_view_the_hubs_groups_allow(hub, ada_s
     assert (read["user"], read["groups"], read["source"], read["level"]) == (
         "ada",
         ["data-scientists"],
-        "hub",
+        "local-unverified",
         "masked",
     )
+    if os.geteuid() == 0:  # a root hub: the kernel ran unprivileged and recorded through the hub's governance service
+        assert read["writer"] == "governance-service" and read["uid"] != 0
 
 
 def _wait_server_ready(api: httpx.Client, name: str) -> None:

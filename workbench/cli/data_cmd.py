@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     aud.add_argument("--outcome", choices=("allowed", "denied", "unknown-dataset", "error"), help="only this outcome")
     aud.add_argument("--json", action="store_true", help="print JSON lines")
+    aud.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain of the whole log: names every record that was edited, removed, inserted or reordered",
+    )
     aud.set_defaults(func=run_audit)
 
     chk = data.add_parser(
@@ -108,24 +113,75 @@ def run_catalog(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from ..data.audit import query
+    from ..data.audit import query, verify
 
     settings = load_settings()
+    if args.verify:
+        result = verify(settings)
+        for problem in result.problems:
+            print(f"TAMPERED {_safe(problem)}")
+        if not result.ok:
+            print(
+                f"{result.folder}: {len(result.problems)} problem(s) in {result.records} record(s); the log was changed"
+            )
+            return 65  # EX_DATAERR
+        last = f"; newest seq {result.last[0]} hash {result.last[1]}" if result.last else ""
+        print(f"{result.folder}: intact, {result.records} record(s) in {result.files} day file(s){last}")
+        return 0
     result = query(settings, user=args.user, dataset=args.dataset, since=args.since, outcome=args.outcome)
     for r in result.records:
         if args.json:
-            print(json.dumps(r))
+            print(json.dumps(r))  # JSON escapes every control character
         else:
-            cols = ",".join(r["columns"]) if r.get("columns") else "*"
-            print(
-                f"{r['time'][:19]}  {r['outcome']:<8} {r['user']:<14} {r['dataset'] or '-':<10} level={r.get('level') or '-':<6} view={r.get('view') or '-'} "
-                f"columns={cols} purpose={r.get('purpose') or '-'}"
-            )
+            print(audit_line(r))
     if result.skipped_lines:
         print(
             f"warning: {result.skipped_lines} line(s) of the audit log are not JSON (a write cut short) and were skipped"
         )
     return 0
+
+
+def audit_line(r: dict) -> str:
+    """One record as one line of text; every field escaped, so no value can start a line or colour the terminal."""
+    cols = ",".join(map(str, r["columns"])) if r.get("columns") else "*"
+    groups = ",".join(map(str, r["groups"])) if r.get("groups") else "-"
+    fields = [
+        f"{_safe(r.get('time'))[:19]} ",
+        f"{_safe(r.get('outcome')):<8}",
+        f"{_safe(r.get('user')):<14}",
+        f"{_safe(r.get('dataset')):<10}",
+        f"level={_safe(r.get('level'))}",
+        f"view={_safe(r.get('view'))}",
+        f"columns={_safe(cols)}",
+        f"where={_safe(r.get('where'))}",
+        f"purpose={_safe(r.get('purpose'))}",
+        f"groups={_safe(groups)}",
+        f"source={_safe(r.get('source'))}",
+    ]
+    if r.get("reason"):
+        fields.append(f"reason={_safe(r['reason'])}")
+    if r.get("refers") is not None:
+        fields.append(f"refers={_safe(r['refers'])}")
+    if r.get("seq") is not None:
+        fields.append(f"seq={_safe(r['seq'])}")
+    return " ".join(fields)
+
+
+def _safe(value) -> str:
+    """The value with control characters (newline, escape, ...) and backslashes shown as escapes."""
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or 0x7F <= code < 0xA0 or ch in "\u2028\u2029":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def run_check(args: argparse.Namespace) -> int:

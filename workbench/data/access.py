@@ -1,14 +1,16 @@
 """Reading datasets by name: the only way notebooks and jobs get data from the lake.
 
-`load` finds the caller's identity, picks the one grant they read through (see `policy`), and returns
-a DataFrame with that grant's row filter and masks applied; every call, allowed or refused, is
-recorded in the audit log first.
+`load` asks for a decision (who is asking, the one grant they read through; see `workbench.governance`
+and `policy`), and returns a DataFrame with that grant's row filter and masks applied. The decision is
+recorded in the audit log before any data is touched; a read the filesystem then refuses becomes
+AccessDenied and a second record (outcome denied, reason "filesystem refused"), as does any failure.
 
 Where the masks are applied depends on the profile:
 - `local` (a laptop): the raw files are read and governed in this process. The boundary is
   advisory: anyone who can read the files can bypass it (a warning says so once per process).
-- `production`: masked and row-filtered reads go to the views `workbench data publish` wrote into
-  the governed zone, and the filesystem itself refuses raw paths to anyone without `full` access.
+- `production`: the governance service decides (from this process's OS account) and records; masked
+  and row-filtered reads go to the views `workbench data publish` wrote into the governed zone, and
+  the filesystem itself refuses raw paths to anyone without `full` access.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import Settings, load_settings
 from ..errors import AccessDenied, LakeError, PredicateRefused, UnknownDataset, WorkbenchError
 from ..identity import Identity, current_identity
-from . import audit
 from .catalog import LEVEL_FULL, LEVEL_MASKED, Catalog, Dataset, load_catalog, unknown_dataset_message
 from .keys import hash_key
 from .policy import GOVERNED_ALIAS, VIEW_RAW, Grant, effective_grant, fence, govern
@@ -71,27 +72,16 @@ def load(
     cluster in production), or AuditError (the read could not be recorded).
     """
     settings = settings or load_settings()
-    identity = current_identity(settings)
-    _warn_advisory(settings, identity)
-    event: dict[str, Any] = dict(
-        user=identity.user,
-        groups=list(identity.groups),
-        source=identity.source,
-        dataset=name,
-        columns=list(columns) if columns else None,
-        where=where,
-        purpose=purpose,
-    )
     cat = load_catalog(settings)
-    if name not in cat.datasets:
-        audit.record(settings, **event, outcome="unknown-dataset")
+    decision = _decide(settings, cat, name, columns, where, purpose)
+    identity = decision.identity
+    _warn_advisory(settings, identity)
+    if decision.outcome == "unknown-dataset" or name not in cat.datasets:
         raise UnknownDataset(unknown_dataset_message(name, cat.datasets, cat.path))
     ds = cat.datasets[name]
-    grant = effective_grant(cat, ds, identity.groups)
+    grant = decision.grant
     if grant is None:
-        audit.record(settings, **event, level="none", outcome="denied", reason="no grant")
         raise AccessDenied(_denied_message(ds, identity))
-    event.update(level=grant.level, view=grant.view, row_filter=grant.row_filter)
     from ..spark import get_spark
 
     try:
@@ -99,12 +89,14 @@ def load(
         _governed_session(settings, spark)
         df = _select(_governed(settings, spark, cat, ds, grant, identity), ds, grant, columns, where)
     except AccessDenied as exc:
-        audit.record(settings, **event, outcome="denied", reason=exc.__class__.__name__)
+        _follow_up(settings, decision, "denied", _refusal_reason(exc))
         raise
     except WorkbenchError as exc:
-        audit.record(settings, **event, outcome="error", reason=exc.__class__.__name__)
+        _follow_up(settings, decision, "error", exc.__class__.__name__)
         raise
-    audit.record(settings, **event, outcome="allowed")
+    except Exception as exc:  # anything else from Spark: recorded, then raised as it came
+        _follow_up(settings, decision, "error", exc.__class__.__name__)
+        raise
     return df
 
 
@@ -131,8 +123,12 @@ def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant
 
         try:
             uri = current_version_uri(settings, ds.name, grant.view, spark)
-        except PermissionError as exc:
-            raise AccessDenied(_refused(ds, identity, grant, view_uri(settings, ds.name, grant.view))) from exc
+        except Exception as exc:
+            if _is_refusal(exc):
+                raise FilesystemRefused(
+                    _refused(ds, identity, grant, view_uri(settings, ds.name, grant.view))
+                ) from None
+            raise
         if uri is None:
             raise LakeError(
                 f"The '{grant.view}' view of dataset '{ds.name}' has not been published to {settings.governed_uri}. "
@@ -155,18 +151,48 @@ def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Gra
     try:
         return spark.read.format(fmt).load(uri)
     except Exception as exc:
-        text = str(exc)
-        if (
-            isinstance(exc, PermissionError)
-            or "Permission denied" in text
-            or "AccessControlException" in text
-            or "AccessDenied" in text
-        ):
-            raise AccessDenied(_refused(ds, identity, grant, uri)) from exc
+        if _is_refusal(exc):
+            raise FilesystemRefused(_refused(ds, identity, grant, uri)) from None
         raise LakeError(
             f"Dataset '{ds.name}' could not be read from {uri} ({exc.__class__.__name__}). Run `workbench lake init` if this is "
             f"the sample lake, or `workbench data publish` if a governed view is missing."
         ) from exc
+
+
+# ---- decisions, refusals and their audit records (see workbench.governance) ------------------------
+class FilesystemRefused(AccessDenied):
+    """The decision allowed the read but the filesystem refused this OS account: recorded as denied."""
+
+
+def _decide(settings: Settings, cat: Catalog, name: str, columns, where, purpose):
+    """Who is asking and what they may read, decided and recorded before any data is touched: by the
+    governance service when there is one (always in production), else here (local profile)."""
+    from .decision import decide_read
+
+    return decide_read(settings, name, columns, where, purpose, catalog=cat)
+
+
+def _follow_up(settings: Settings, decision, outcome: str, reason: str) -> None:
+    from .decision import follow_up
+
+    follow_up(settings, decision, outcome, reason)
+
+
+def _refusal_reason(exc: AccessDenied) -> str:
+    return "filesystem refused" if isinstance(exc, FilesystemRefused) else exc.__class__.__name__
+
+
+_REFUSAL_MARKS = ("Permission denied", "AccessControlException", "AccessDeniedException", "EACCES")
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """A permission refusal, whether Python raised it or the JVM did (Py4JJavaError, AnalysisException)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, PermissionError) or any(m in str(exc) for m in _REFUSAL_MARKS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _refused(ds: Dataset, identity: Identity, grant: Grant, uri: str) -> str:

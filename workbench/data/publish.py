@@ -6,7 +6,7 @@ Layout (docs/how-to/data-governance.md gives the same on HDFS):
     <lake>/raw/<dataset>/                        service account + groups with `full`   (dirs 0750, files 0640)
     <governed>/<dataset>/masked/v<time>-<id>/    + groups with `masked`
     <governed>/<dataset>/filtered-<group>/v.../  + that group (its level, its row filter)
-    <audit>/                                     service account, mode 1733 (users append, nobody lists)
+    <audit>/                                     service account, mode 0700 (only the governance service writes it)
 
 A view is written to `_staging-<id>` beside its versions and renamed to `v<time>-<id>` when
 complete: a rename to a new name is atomic on local filesystems and HDFS, so readers (who take the
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 __all__ = ["publish", "PublishedView", "view_uri", "current_version_uri", "KEEP_VERSIONS", "DEFAULT_SALT"]
 
 KEEP_VERSIONS = 2
-DIR_MODE, FILE_MODE, ZONE_MODE, AUDIT_MODE = 0o750, 0o640, 0o711, 0o1733
+DIR_MODE, FILE_MODE, ZONE_MODE, AUDIT_MODE = 0o750, 0o640, 0o711, 0o700
 
 
 @dataclass
@@ -250,9 +250,14 @@ class _Permissions:
         os.chmod(path, ZONE_MODE)
 
     def audit_folder(self, path: Path) -> None:
+        """Owner-only, the service account's: the governance service is its only writer (see workbench.data.audit)."""
         path.mkdir(parents=True, exist_ok=True)
-        os.chown(path, self.uid, self.gid)
-        os.chmod(path, AUDIT_MODE)
+        os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        os.chmod(path, AUDIT_MODE, follow_symlinks=False)
+        for child in path.iterdir():
+            os.chown(child, self.uid, self.gid, follow_symlinks=False)
+            if not child.is_symlink():
+                os.chmod(child, 0o600)
 
     def restrict(self, root: Path, groups: Sequence[str], what: str, recursive: bool = True) -> None:
         gids = self._gids(groups, what)

@@ -4,9 +4,12 @@ It only *sets* values on `c` (never appends), so running it twice gives the same
 nothing but a traitlets `Config` to be tested. Two profiles, chosen by the `profile` setting:
 
 - `local`: NativeAuthenticator (own password per person, sign-ups authorized by an admin), the
-  SimpleLocalProcessSpawner with a home folder per user under the hub state folder, SQLite.
+  SimpleLocalProcessSpawner with a home folder per user under the hub state folder, SQLite. When the
+  hub runs as root, servers run as the unprivileged `hub_server_user` instead (never as root) and the
+  hub runs the governance service on a socket in its state folder, so their reads are still recorded.
 - `production`: PAM (system users; docs/how-to/hub.md shows GenericOAuthenticator), LocalProcessSpawner
-  running each server as its system user, a PostgreSQL hub database (`hub_db_url`), optional TLS.
+  running each server as its system user, a PostgreSQL hub database (`hub_db_url`), optional TLS,
+  and the governance service (`governance_socket`) run as `service_user`.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ SPAWNERS = {
     "local": "jupyterhub.spawner.SimpleLocalProcessSpawner",
     "production": "jupyterhub.spawner.LocalProcessSpawner",
 }
+ROOT_LOCAL_SPAWNER = "workbench.hub.spawner.UnprivilegedLocalSpawner"  # local profile, hub as root
 # Every user: enough to see who they are. Servers and services come from group roles.
 BASE_USER_SCOPES = ["read:users:name!user", "read:users:groups!user", "read:users:activity!user"]
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+GOVERNANCE_SOCKET = "governance.sock"  # in the hub state folder, when the hub provides the service itself
 AUTH_REFRESH_SECONDS = 60  # how stale a user's groups may get while they keep working
 SPAWN_TIMEOUT_SECONDS = 120  # a loaded 2-core machine starting many servers at once needs more than the default 30-60 s
 SERVICE_DESCRIPTIONS = {
@@ -56,6 +61,7 @@ def apply_config(settings: Settings, c, *, euid: int | None = None):
     users = load_users_file(settings.path("hub_users_file"))
     state = settings.path("hub_state_dir")
     euid = os.geteuid() if euid is None else euid
+    settings = _with_governance_socket(settings, state, euid)
     _hub(settings, c, state)
     _authenticator(settings, c, users)
     _spawner(settings, c, state, euid)
@@ -82,6 +88,11 @@ def _hub(settings: Settings, c, state: Path) -> None:
         raise ConfigError(
             "The production profile needs setting 'hub_db_url' (e.g. postgresql://hub@db/jupyterhub); "
             "SQLite is for the local profile."
+        )
+    if settings.profile == "production" and not settings.governance_socket:
+        raise ConfigError(
+            "The production profile needs setting 'governance_socket' (e.g. /run/workbench/governance.sock): the hub "
+            "runs the governance service there as service_user, and every governed read is decided and recorded by it."
         )
     c.JupyterHub.db_url = database_url(settings)
     if settings.hub_ssl_cert:
@@ -114,18 +125,30 @@ def _authenticator(settings: Settings, c, users: UsersFile) -> None:
         c.Authenticator.allowed_users = set(users.users) | {settings.hub_admin_user}
 
 
+def _with_governance_socket(settings: Settings, state: Path, euid: int) -> Settings:
+    """Local profile, hub as root: servers run unprivileged and cannot write the audit log the hub's account
+    owns, so the hub runs the governance service (as root) and its servers record through it."""
+    if settings.profile == "local" and euid == 0 and not settings.governance_socket:
+        return settings.with_overrides(governance_socket=str(state / GOVERNANCE_SOCKET))
+    return settings
+
+
 def _spawner(settings: Settings, c, state: Path, euid: int) -> None:
-    c.JupyterHub.spawner_class = SPAWNERS[settings.profile]
+    root_local = settings.profile == "local" and euid == 0
+    c.JupyterHub.spawner_class = ROOT_LOCAL_SPAWNER if root_local else SPAWNERS[settings.profile]
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
-    # Local servers run as the hub's user; as root they refuse to start without --allow-root.
+    # Local servers run as the hub's user, or, when the hub is root, as the unprivileged hub_server_user.
     # In production LocalProcessSpawner switches to the user's own account: never root.
-    c.Spawner.args = ["--allow-root"] if settings.profile == "local" and euid == 0 else []
+    c.Spawner.args = []
+    if root_local:
+        c.UnprivilegedLocalSpawner.server_user = settings.hub_server_user
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = server_environment(settings)
     c.Spawner.pre_spawn_hook = ApplyGroupLimits(str(settings.path("hub_users_file")))
     c.Spawner.start_timeout = SPAWN_TIMEOUT_SECONDS
     c.Spawner.http_timeout = SPAWN_TIMEOUT_SECONDS
     c.SimpleLocalProcessSpawner.home_dir_template = str(state / "homes" / "{username}")
+    c.UnprivilegedLocalSpawner.home_dir_template = str(state / "homes" / "{username}")
 
 
 def _services(settings: Settings) -> list[dict]:
@@ -147,6 +170,17 @@ def _services(settings: Settings) -> list[dict]:
                     "info": {"description": SERVICE_DESCRIPTIONS[name]},
                 }
             )
+    if settings.governance_socket:
+        governance = {
+            "name": "governance",
+            "display": False,
+            "command": [python, "-m", "workbench.governance", "serve"],
+            "environment": env,
+            "cwd": settings.home,
+        }
+        if settings.profile == "production":
+            governance["user"] = settings.service_user  # the only account that may write the audit log
+        services.append(governance)
     if "idle-culler" in wanted:
         timeout = settings.hub_idle_timeout
         services.append(

@@ -21,10 +21,11 @@ from typing import TextIO
 from ..config import Settings
 from ..errors import ConfigError, SetupError
 from . import accounts
-from .configure import hub_environment
+from .configure import database_url, hub_environment
 
-__all__ = ["HubProcess", "ensure_first_admin", "serve"]
+__all__ = ["HubProcess", "ensure_first_admin", "protect_state", "serve"]
 
+STATE_MODE = 0o711  # local profile, hub as root: servers pass through the state folder to their homes
 START_TIMEOUT = 180.0  # seconds: hub, proxy and the services it waits for, on a loaded machine
 STOP_TIMEOUT = 60.0
 
@@ -58,6 +59,8 @@ class HubProcess:
             raise ConfigError(f"No hub configuration at {s.path('hub_config_file')}. Set WORKBENCH_HUB_CONFIG_FILE.")
         state = s.path("hub_state_dir")
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if s.profile == "local" and os.geteuid() == 0:
+            protect_state(state, database_url(s))
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
         env.update(hub_environment(s))
         # Its own session: Ctrl-C reaches only `workbench hub`, which then stops the hub once, in order.
@@ -131,6 +134,22 @@ class HubProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def protect_state(state: Path, db_url: str) -> None:
+    """Local profile, hub as root (servers run as an unprivileged account): the state folder becomes passable
+    but not listable, and the hub's own files in it (database, cookie secret, proxy pid) owner-only. A SQLite
+    database is created empty, owner-only, before the hub would create it readable by all."""
+    os.chmod(state, STATE_MODE)
+    prefix = "sqlite:///"
+    if db_url.startswith(prefix):
+        db = Path(db_url[len(prefix) :])
+        if db.parent == state and not db.exists():
+            os.close(os.open(db, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    for child in state.iterdir():
+        if child.name == "homes" or child.is_symlink() or child.is_socket():
+            continue
+        os.chmod(child, 0o700 if child.is_dir() else 0o600)
 
 
 def ensure_first_admin(settings: Settings, prompt: Callable[[str], str] | None) -> bool:
