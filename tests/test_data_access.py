@@ -338,15 +338,17 @@ def test_where_cannot_read_files_or_call_the_jvm(base, spark):
 def test_production_refuses_a_shared_cluster(base, tmp_path):
     from workbench.spark import get_spark
 
-    for master in ("spark://127.0.0.1:7077", "sc://127.0.0.1:15002", "yarn"):
-        prod = base.with_overrides(profile="production", spark_master=master)
-        with pytest.raises(
-            ConfigError, match=r"refuses a (shared Spark master|Spark Connect server).*spark_cluster_enforces_access"
-        ):
-            get_spark(settings=prod)
-        with pytest.raises(ConfigError, match="can read every raw file"):
-            load("planes", settings=prod)  # refused before any session is made, and audited
-        assert query(prod, dataset="planes", outcome="error").records[-1]["reason"] == "ConfigError"
+    with services(tmp_path) as start:
+        for master in ("spark://127.0.0.1:7077", "sc://127.0.0.1:15002", "yarn"):
+            prod = start(base.with_overrides(profile="production", spark_master=master), "data-scientists")
+            with pytest.raises(
+                ConfigError,
+                match=r"refuses a (shared Spark master|Spark Connect server).*spark_cluster_enforces_access",
+            ):
+                get_spark(settings=prod)
+            with pytest.raises(ConfigError, match="can read every raw file"):
+                load("planes", settings=prod)  # refused before any session is made, and audited
+            assert query(prod, dataset="planes", outcome="error").records[-1]["reason"] == "ConfigError"
     # the local profile may use a cluster (advisory anyway), and production may when the cluster enforces access
     from workbench.spark import _refuse_shared
 
@@ -438,8 +440,7 @@ def test_a_dictionary_attack_on_published_pseudonyms_finds_nothing(base, spark, 
         governed_dir=str(tmp_path / "governed"),
         service_user=pwd.getpwuid(os.geteuid()).pw_name,
     )
-    publish(steward, spark, datasets=["planes"], permissions=False, progress=lambda m: None)
-    published = load(
-        "planes", columns=["tailnum"], settings=steward.with_overrides(groups=("data-scientists",)), spark=spark
-    )
-    assert published.count() == 3322 and published.join(dictionary, "tailnum").count() == 0
+    with services(tmp_path) as start:  # production decides through the governance service
+        publish(start(steward, "data-stewards"), spark, datasets=["planes"], permissions=False, progress=lambda m: None)
+        published = load("planes", columns=["tailnum"], settings=start(steward, "data-scientists"), spark=spark)
+        assert published.count() == 3322 and published.join(dictionary, "tailnum").count() == 0

@@ -89,13 +89,13 @@ def load(
         _governed_session(settings, spark)
         df = _select(_governed(settings, spark, cat, ds, grant, identity), ds, grant, columns, where)
     except AccessDenied as exc:
-        _follow_up(settings, decision, "denied", _refusal_reason(exc))
+        _follow_up(settings, decision, "denied", _refusal_reason(exc), where)
         raise
     except WorkbenchError as exc:
-        _follow_up(settings, decision, "error", exc.__class__.__name__)
+        _follow_up(settings, decision, "error", exc.__class__.__name__, where)
         raise
     except Exception as exc:  # anything else from Spark: recorded, then raised as it came
-        _follow_up(settings, decision, "error", exc.__class__.__name__)
+        _follow_up(settings, decision, "error", exc.__class__.__name__, where)
         raise
     return df
 
@@ -172,10 +172,11 @@ def _decide(settings: Settings, cat: Catalog, name: str, columns, where, purpose
     return decide_read(settings, name, columns, where, purpose, catalog=cat)
 
 
-def _follow_up(settings: Settings, decision, outcome: str, reason: str) -> None:
+def _follow_up(settings: Settings, decision, outcome: str, reason: str, where: str | None) -> None:
+    """Record what became of an allowed read; it names the predicate, so a refused `where=` is on file."""
     from .decision import follow_up
 
-    follow_up(settings, decision, outcome, reason)
+    follow_up(settings, decision, outcome, reason, where=where)
 
 
 def _refusal_reason(exc: AccessDenied) -> str:

@@ -156,7 +156,7 @@ class GovernanceService:
                 "decisions themselves are made and recorded by the governance service."
             )
         decision = uid_and_decision[1]
-        return {k: decision[k] for k in ("dataset", "level", "view", "row_filter")}
+        return {k: decision.get(k) for k in ("dataset", "level", "view", "row_filter", "where")}
 
 
 def _check_trusted(path: Path, st: os.stat_result) -> None:
