@@ -94,3 +94,50 @@ def test_a_step_the_compiler_does_not_know_is_named():
     pipe = build_pipeline(NUMERIC, CATEGORICAL, RandomForestClassifier(n_estimators=3)).fit(X, y)
     with pytest.raises(NotCompilable, match="RandomForestClassifier"):
         compile_pipeline(pipe, NUMERIC, CATEGORICAL, True)
+
+
+# ---- the feature function's fast path against its pandas reference (edges; a real month is in the integration test)
+def test_the_fast_decoration_equals_the_pandas_reference_on_edge_rows():
+    from workbench import features
+
+    weather = pd.DataFrame(
+        {
+            "origin": ["EWR", "EWR", "JFK", None],
+            "year": [2013, 2013, 2013, 2013],
+            "month": [1, 1, 1, 1],
+            "day": [1, 1, 2, 1],
+            "hour": [5, 5, 6, 5],  # a duplicate key: the first row wins in both
+            **{c: [1.5, 2.5, None, 4.0] for c in features._WEATHER},
+        }
+    )
+    planes = pd.DataFrame(
+        {
+            "tailnum": ["N1", "N2", None],
+            "year": [2001, None, 1999],
+            "seats": [100, 50, 20],
+            "engines": [2, 1, 1],
+            "type": ["Fixed", None, "Rotor"],
+            "manufacturer": ["A", "B", "C"],
+            "engine": ["Turbo", "Piston", None],
+        }
+    )
+    deco = features.get("flights_context").prepare(lookups={"weather": weather, "planes": planes})
+    raw = pd.DataFrame(
+        {
+            "origin": ["EWR", "JFK", None, "EWR", "LGA", "EWR"],
+            "tailnum": ["N1", "N2", "N1", None, "N9", "N2"],
+            "year": [2013, 2013, 2013, None, 2013, 2013],
+            "month": [1, 1, 1, 1, 13, 2],
+            "day": [1, 2, 1, 1, 1, 30],
+            "hour": [5.0, 6.0, 5.0, 5.0, None, 1.0],
+            "distance": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        },
+        dtype=object,
+    )
+    reference = deco.apply_pandas(raw)
+    columns = {c: raw[c].tolist() for c in raw.columns}
+    fast = deco.fast(columns, len(raw))
+    assert set(fast) == set(deco.function.adds)
+    for col, kind in deco.function.adds.items():
+        ours = pd.Series(fast[col], dtype="float64" if kind == "double" else object)
+        pd.testing.assert_series_equal(ours, reference[col].reset_index(drop=True), check_names=False)
