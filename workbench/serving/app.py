@@ -1,8 +1,8 @@
-"""The HTTP adapter: Starlette on uvicorn around `core.Service`.
+"""The HTTP adapter: Starlette on uvicorn around `service.Service`.
 
 Why Starlette and not FastAPI: FastAPI's value is pydantic models declared in code. Our request schema is
 not known in code - it is the served model's (it changes on hot reload) - and it is enforced in one
-place, `core.RequestContract`, which names problems without echoing values (FastAPI's default 422
+place, `contract.RequestContract`, which names problems without echoing values (FastAPI's default 422
 bodies include the offending `input`). We also need the raw body (size limit while reading, our own
 415/400/413 codes). What remains of FastAPI would be a layer of dependency injection and validation
 per request that we would not use but would pay for on every call; Starlette is the part we use
@@ -29,9 +29,11 @@ from starlette.routing import Route
 
 from ..config import Settings, load_settings
 from ..errors import ServingError
-from .core import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, ServeOptions, Service, error_body
+from . import openapi as openapi_document
 from .model import snapshot_lookups
-from .openapi import SWAGGER_HTML
+from .options import ServeOptions
+from .protocol import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, error_body
+from .service import Service
 
 __all__ = ["create_app", "app_from_environment", "serve", "OPTIONS_ENV"]
 
@@ -101,11 +103,13 @@ def create_app(
         return _plain(service.metrics_response())
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(service.openapi())
+        return JSONResponse(openapi_document.build(service))
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(
-            SWAGGER_HTML.format(title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json")
+            openapi_document.SWAGGER_HTML.format(
+                title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json"
+            )
         )
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

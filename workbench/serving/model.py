@@ -143,6 +143,8 @@ class LoadedModel:
     run_id: str | None = None
     loaded_at: float = field(default_factory=time.time)
     pyfunc: Any = None
+    compiled: Any = None  # serving.compiled.CompiledPlan when proven equal to pyfunc (serving.fastpath.attach)
+    path: str = "pandas"  # which path answers: "compiled (...)" or "pandas (why)"
 
     @property
     def label(self) -> str:
@@ -368,6 +370,9 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
         pyfunc=pyfunc,
     )
     smoke_test(model)
+    from .fastpath import attach
+
+    attach(model)  # the compiled plan, when it provably answers as pyfunc does
     return model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import ERROR_STATUS, FORMAT_DATAFRAME_RECORDS, FORMAT_DATAFRAME_SPLIT
+from .protocol import ERROR_STATUS, FORMAT_DATAFRAME_RECORDS, FORMAT_DATAFRAME_SPLIT
 
 __all__ = ["build", "SWAGGER_HTML"]
 

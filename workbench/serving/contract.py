@@ -1,0 +1,213 @@
+"""The request contract: what every request must hold (the raw columns of the routable models, with their
+JSON kinds), checked on the parsed JSON. Every problem is named (code, field, expected, found, rows) and none
+reveals a value sent; nothing invalid reaches a model. `json_schema()` is the same contract for OpenAPI,
+so the document says exactly what validation accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RequestRejected
+from .protocol import ID_FIELDS, ID_RE, MAX_ID_CHARS, MAX_PROBLEMS, NON_FINITE, Limits, _aggregate, _key_name, _kind
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
+
+__all__ = ["RequestContract"]
+
+# ---- validation ---------------------------------------------------------------------------------------
+_EXPECTED = {
+    "integer": "an integer",
+    "number": "a finite number",
+    "string": "a string",
+    "timestamp": "an ISO 8601 timestamp string",
+    "boolean": "true or false",
+    "any": "a JSON scalar",
+}
+
+
+def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None, str | None]:
+    """(converted value, problem code, found) for one non-null value."""
+    if value is NON_FINITE:
+        return None, "non_finite", "NaN or Infinity"
+    t = type(value)
+    if kind == "number":
+        if t is float:
+            return (value, None, None) if math.isfinite(value) else (None, "non_finite", "NaN or Infinity")
+        if t is int:
+            return float(value), None, None
+    elif kind == "integer":
+        if t is int:
+            return value, None, None
+        if t is float:
+            if not math.isfinite(value):
+                return None, "non_finite", "NaN or Infinity"
+            if value.is_integer():
+                return int(value), None, None
+            return None, "wrong_type", "a number with a fraction"
+    elif kind == "string":
+        if t is str:
+            return (
+                (value, None, None)
+                if len(value) <= max_chars
+                else (None, "string_too_long", f"more than {max_chars} characters")
+            )
+    elif kind == "timestamp":
+        if t is str:
+            if len(value) > 64:
+                return None, "string_too_long", "more than 64 characters"
+            try:
+                ts = datetime.fromisoformat(value)
+            except ValueError:
+                return None, "invalid_timestamp", "a string that is not an ISO 8601 timestamp"
+            if ts.tzinfo is not None:
+                ts = ts.astimezone(UTC).replace(tzinfo=None)
+            return ts, None, None
+    elif kind == "boolean":
+        if t is bool:
+            return value, None, None
+    else:  # any scalar
+        if t in (int, bool):
+            return value, None, None
+        if t is float:
+            return (value, None, None) if math.isfinite(value) else (None, "non_finite", "NaN or Infinity")
+        if t is str:
+            return (
+                (value, None, None)
+                if len(value) <= max_chars
+                else (None, "string_too_long", f"more than {max_chars} characters")
+            )
+    return None, "wrong_type", _kind(value)
+
+
+class RequestContract:
+    """What every request must hold: the raw columns of the routable models, with their JSON kinds."""
+
+    def __init__(self, kinds: dict[str, str], limits: Limits):
+        self.kinds = dict(kinds)
+        self.columns = tuple(self.kinds)
+        self.limits = limits
+        self._known = set(self.columns) | set(ID_FIELDS)
+
+    @classmethod
+    def for_models(cls, models: list[LoadedModel], limits: Limits) -> RequestContract:
+        kinds: dict[str, str] = {}
+        for m in models:
+            for col in m.raw_columns:
+                kind = m.raw_kinds.get(col, "any")
+                if col in kinds and kinds[col] != kind:
+                    # two variants disagree: accept what both can take (an integer is a number)
+                    kind = "number" if {kinds[col], kind} == {"integer", "number"} else "any"
+                kinds[col] = kind
+        return cls(kinds, limits)
+
+    def validate(self, records: list, base_id: str) -> tuple[list[dict], list[str], list[str | None], list[dict]]:
+        """(rows, request_ids, entity_ids, warnings); raises RequestRejected(SCHEMA_MISMATCH) naming every problem."""
+        problems: list[dict] = []
+        unknown: dict[str, int] = {}
+        rows, request_ids, entity_ids = [], [], []
+        max_chars = self.limits.max_string_chars
+        many = len(records) > 1
+        kinds = self.kinds
+        for i, rec in enumerate(records):
+            if type(rec) is not dict:
+                problems.append(
+                    {
+                        "code": "not_an_object",
+                        "field": "record",
+                        "row": i,
+                        "expected": "a JSON object",
+                        "found": _kind(rec),
+                    }
+                )
+                continue
+            row = {}
+            for col, kind in kinds.items():
+                if col not in rec:
+                    problems.append(
+                        {
+                            "code": "missing_column",
+                            "field": col,
+                            "row": i,
+                            "expected": _EXPECTED[kind],
+                            "found": "no such key",
+                        }
+                    )
+                    continue
+                value = rec[col]
+                if value is None:
+                    row[col] = None
+                    continue
+                converted, code, found = _check_value(kind, value, max_chars)
+                if code is not None:
+                    problems.append({"code": code, "field": col, "row": i, "expected": _EXPECTED[kind], "found": found})
+                else:
+                    row[col] = converted
+            ids = []
+            for name in ID_FIELDS:
+                value = rec.get(name)
+                if value is None:
+                    ids.append(None)
+                elif type(value) is int or (type(value) is str and ID_RE.match(value)):
+                    ids.append(str(value))
+                else:
+                    problems.append(
+                        {
+                            "code": "invalid_id",
+                            "field": name,
+                            "row": i,
+                            "expected": f"a string of 1-{MAX_ID_CHARS} letters, digits or ._:- (or an integer)",
+                            "found": _kind(value)
+                            if type(value) is not str
+                            else "a string outside that alphabet or length",
+                        }
+                    )
+                    ids.append(None)
+            if len(rec) > len(kinds):
+                for key in rec:
+                    if key not in self._known:
+                        unknown[key] = unknown.get(key, 0) + 1
+            rows.append(row)
+            request_ids.append(ids[0] or (f"{base_id}-{i}" if many else base_id))
+            entity_ids.append(ids[1])
+        if problems:
+            agg = _aggregate(problems)
+            raise RequestRejected(
+                "SCHEMA_MISMATCH", f"The request has {len(agg)} problem(s); each is named in 'problems'.", agg
+            )
+        warnings = [
+            {
+                "code": "unknown_column",
+                "field": _key_name(k),
+                "count": n,
+                "expected": "a column the model uses",
+                "found": "an unknown column (ignored)",
+            }
+            for k, n in list(unknown.items())[:MAX_PROBLEMS]
+        ]
+        return rows, request_ids, entity_ids, warnings
+
+    def json_schema(self) -> dict[str, Any]:
+        types = {
+            "integer": {"type": ["integer", "null"]},
+            "number": {"type": ["number", "null"]},
+            "string": {"type": ["string", "null"], "maxLength": self.limits.max_string_chars},
+            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+            "boolean": {"type": ["boolean", "null"]},
+            "any": {},
+        }
+        props = {c: dict(types[k]) for c, k in self.kinds.items()}
+        props["request_id"] = {
+            "type": "string",
+            "maxLength": MAX_ID_CHARS,
+            "description": "Your id for this row (generated when absent).",
+        }
+        props["entity_id"] = {
+            "type": "string",
+            "maxLength": MAX_ID_CHARS,
+            "description": "Routes A/B and canary splits: the same entity always gets the same variant.",
+        }
+        return {"type": "object", "required": list(self.columns), "properties": props}
