@@ -7,6 +7,7 @@ so the document says exactly what validation accepts.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
     from .model import LoadedModel
 
 __all__ = ["RequestContract"]
+
+MAX_NUMBER = 1.7976931348623157e308  # what a JSON number may be and still be a float64
+MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
+_LEAP = re.compile(r"(T\d\d:\d\d):60")
+ID_SCHEMA = {
+    "type": ["string", "integer", "null"],
+    "pattern": f"^{ID_RE.pattern}$",
+    "minimum": MIN_INTEGER,
+    "maximum": MAX_INTEGER,
+}
 
 # ---- validation ---------------------------------------------------------------------------------------
 _EXPECTED = {
@@ -38,9 +49,13 @@ def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None
         if t is float:
             return (value, None, None) if math.isfinite(value) else (None, "non_finite", "NaN or Infinity")
         if t is int:
+            if abs(value) > MAX_NUMBER:
+                return None, "out_of_range", "a number beyond the float64 range"
             return float(value), None, None
     elif kind == "integer":
         if t is int:
+            if not MIN_INTEGER <= value <= MAX_INTEGER:
+                return None, "out_of_range", "an integer beyond 64 bits"
             return value, None, None
         if t is float:
             if not math.isfinite(value):
@@ -59,8 +74,8 @@ def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None
         if t is str:
             if len(value) > 64:
                 return None, "string_too_long", "more than 64 characters"
-            try:
-                ts = datetime.fromisoformat(value)
+            try:  # RFC 3339 as JSON Schema's date-time: a lowercase t/z, a leap second (read as :59)
+                ts = datetime.fromisoformat(_LEAP.sub(r"\1:59", value.upper()))
             except ValueError:
                 return None, "invalid_timestamp", "a string that is not an ISO 8601 timestamp"
             if ts.tzinfo is not None:
@@ -151,7 +166,9 @@ class RequestContract:
                 value = rec.get(name)
                 if value is None:
                     ids.append(None)
-                elif type(value) is int or (type(value) is str and ID_RE.match(value)):
+                elif (type(value) is int and MIN_INTEGER <= value <= MAX_INTEGER) or (
+                    type(value) is str and ID_RE.fullmatch(value)
+                ):
                     ids.append(str(value))
                 else:
                     problems.append(
@@ -191,23 +208,25 @@ class RequestContract:
         return rows, request_ids, entity_ids, warnings
 
     def json_schema(self) -> dict[str, Any]:
+        """The record as JSON Schema (2020-12, as OpenAPI 3.1 uses it): exactly what `validate` accepts."""
+        chars = self.limits.max_string_chars
+        number = {"minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
         types = {
-            "integer": {"type": ["integer", "null"]},
-            "number": {"type": ["number", "null"]},
-            "string": {"type": ["string", "null"], "maxLength": self.limits.max_string_chars},
-            "timestamp": {"type": ["string", "null"], "format": "date-time"},
+            "integer": {"type": ["integer", "null"], "minimum": MIN_INTEGER, "maximum": MAX_INTEGER},
+            "number": {"type": ["number", "null"], **number},
+            "string": {"type": ["string", "null"], "maxLength": chars},
+            "timestamp": {"type": ["string", "null"], "format": "date-time", "maxLength": 64},
             "boolean": {"type": ["boolean", "null"]},
-            "any": {},
+            "any": {"type": ["string", "number", "boolean", "null"], "maxLength": chars, **number},
         }
         props = {c: dict(types[k]) for c, k in self.kinds.items()}
         props["request_id"] = {
-            "type": "string",
-            "maxLength": MAX_ID_CHARS,
-            "description": "Your id for this row (generated when absent).",
+            **ID_SCHEMA,
+            "description": f"Your id for this row (generated when absent): 1-{MAX_ID_CHARS} letters, digits or ._:-, "
+            "or an integer.",
         }
         props["entity_id"] = {
-            "type": "string",
-            "maxLength": MAX_ID_CHARS,
+            **ID_SCHEMA,
             "description": "Routes A/B and canary splits: the same entity always gets the same variant.",
         }
         return {"type": "object", "required": list(self.columns), "properties": props}

@@ -70,7 +70,7 @@ ERROR_STATUS = {
 MAX_PROBLEMS = 50
 MAX_ROWS_PER_PROBLEM = 10
 MAX_ID_CHARS = 128
-ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # use fullmatch (a `$` would let a trailing newline through)
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 
 

@@ -257,7 +257,7 @@ class Service(Lanes):
                     "NOT_READY", f"Not ready: {self.not_ready_reason}. Retry when /readyz answers 200."
                 )
             fmt, records = parse_payload(body, content_type, self.options.limits)
-            base_id = request_id if request_id and ID_RE.match(request_id) else uuid.uuid4().hex[:20]
+            base_id = request_id if request_id and ID_RE.fullmatch(request_id) else uuid.uuid4().hex[:20]
             rows, rids, eids, warnings = self.contract.validate(records, base_id)
             available = {n for n, v in self.variants.items() if v.model is not None}
             route = self.router.route
