@@ -153,14 +153,28 @@ class PredictionLog:
         """Log rows given as a frame (FIXED_COLUMNS + feature columns): QUEUED, DROPPED or FULL (see below)."""
         if len(frame) == 0:
             return QUEUED
-        return self._submit(encode_frame(frame), len(frame), block)
+        try:
+            payload = encode_frame(frame)
+        except (TypeError, ValueError) as exc:
+            return self._unencodable(len(frame), exc)
+        return self._submit(payload, len(frame), block)
 
     def submit_columns(self, fixed: dict, features: dict, types: dict, n: int, block: bool = True) -> str:
         """Log rows given as columns: `fixed` (FIXED_COLUMNS as lists; timestamp in epoch seconds), `features`
         (name -> list or float64 array), `types` (name -> "double" or "string")."""
         if n == 0:
             return QUEUED
-        return self._submit(encode_columns(fixed, features, types, n), n, block)
+        try:
+            payload = encode_columns(fixed, features, types, n)
+        except (TypeError, ValueError) as exc:  # a bug in what we log must never fail the requests
+            return self._unencodable(n, exc)
+        return self._submit(payload, n, block)
+
+    def _unencodable(self, n: int, exc: Exception) -> str:
+        self.write_errors += 1
+        self.dropped_rows += n
+        log.error("Prediction log: %d row(s) could not be encoded (%s); dropped and counted.", n, exc)
+        return DROPPED
 
     def _submit(self, payload: bytes, n: int, block: bool) -> str:
         """Returns QUEUED (on disk as durability says), DROPPED (on_full='drop', counted) or FULL.
@@ -365,7 +379,9 @@ class PredictionLog:
 
 # ---- the record format: one micro-batch's rows as columns, JSON (orjson) -------------------------------------
 def encode_columns(fixed: dict, features: dict, types: dict, n: int) -> bytes:
-    return orjson.dumps({"n": n, "f": fixed, "x": features, "t": types}, option=orjson.OPT_SERIALIZE_NUMPY)
+    """One record. Float arrays go as numpy (NaN becomes null); object arrays as lists of str/None."""
+    feats = {c: (a.tolist() if isinstance(a, np.ndarray) and a.dtype == object else a) for c, a in features.items()}
+    return orjson.dumps({"n": n, "f": fixed, "x": feats, "t": types}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode_frame(frame: pd.DataFrame) -> bytes:
