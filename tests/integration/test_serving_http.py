@@ -313,7 +313,7 @@ def test_hot_reload_swaps_a_good_version_and_keeps_serving_through_a_broken_one(
 
 
 # ---- the prediction log of `workbench serve` processes -------------------------------------------------------------------
-def _serve(setup, predictions: Path, **env_extra) -> tuple[subprocess.Popen, httpx.Client]:
+def _serve(setup, predictions: Path, *args: str, **env_extra) -> tuple[subprocess.Popen, httpx.Client]:
     settings = setup[0]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
@@ -344,6 +344,7 @@ def _serve(setup, predictions: Path, **env_extra) -> tuple[subprocess.Popen, htt
             str(port),
             "--log-level",
             "warning",
+            *args,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -489,3 +490,25 @@ def test_schemathesis_finds_the_openapi_document_and_the_server_in_agreement(set
         proc.send_signal(signal.SIGTERM)
         proc.wait(WAIT)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_two_workers_share_the_port_each_on_its_compiled_plan_and_log_every_answer(setup, tmp_path):
+    rows = records(setup[2])[:10]
+    proc, client = _serve(setup, tmp_path, "--workers", "2")
+    paths = {v["path"].split(" ")[0] for v in client.get("/readyz").json()["variants"].values()}
+    assert paths == {"compiled"}
+    acked: list[str] = []
+    clients = [httpx.Client(base_url=client.base_url, timeout=WAIT) for _ in range(8)]
+    threads = [threading.Thread(target=_send, args=(c, rows, acked)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(acked) == 80
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(WAIT) in (0, -signal.SIGTERM)
+    logged = _logged(tmp_path)
+    answered = logged.loc[~logged.shadow.astype(bool), "request_id"]
+    assert set(acked) <= set(answered) and not answered.duplicated().any()
+    for c in clients:
+        c.close()
