@@ -489,7 +489,8 @@ def test_schemathesis_finds_the_openapi_document_and_the_server_in_agreement(set
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(WAIT)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    failures = result.stdout[result.stdout.find("FAILURES") :] if "FAILURES" in result.stdout else result.stdout
+    assert result.returncode == 0, failures[-20000:] + result.stderr[-2000:]
 
 
 def test_two_workers_share_the_port_each_on_its_compiled_plan_and_log_every_answer(setup, tmp_path):

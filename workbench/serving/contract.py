@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["RequestContract"]
 
 MAX_NUMBER = 1.7976931348623157e308  # what a JSON number may be and still be a float64
-MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
+# integers a float64 holds exactly (what the model sees); beyond, a parser may already have rounded the value
+MIN_INTEGER, MAX_INTEGER = -(2**53), 2**53
 _LEAP = re.compile(r"(T\d\d:\d\d):60")
 ID_SCHEMA = {
     "type": ["string", "integer", "null"],
@@ -55,12 +56,14 @@ def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None
     elif kind == "integer":
         if t is int:
             if not MIN_INTEGER <= value <= MAX_INTEGER:
-                return None, "out_of_range", "an integer beyond 64 bits"
+                return None, "out_of_range", "an integer beyond +-2^53"
             return value, None, None
         if t is float:
             if not math.isfinite(value):
                 return None, "non_finite", "NaN or Infinity"
             if value.is_integer():
+                if not MIN_INTEGER <= value <= MAX_INTEGER:
+                    return None, "out_of_range", "an integer beyond +-2^53"
                 return int(value), None, None
             return None, "wrong_type", "a number with a fraction"
     elif kind == "string":
@@ -96,6 +99,10 @@ def _check_value(kind: str, value: Any, max_chars: int) -> tuple[Any, str | None
                 else (None, "string_too_long", f"more than {max_chars} characters")
             )
     return None, "wrong_type", _kind(value)
+
+
+def _integral(value) -> bool:
+    return (type(value) is int or value.is_integer()) and MIN_INTEGER <= value <= MAX_INTEGER
 
 
 class RequestContract:
@@ -166,10 +173,10 @@ class RequestContract:
                 value = rec.get(name)
                 if value is None:
                     ids.append(None)
-                elif (type(value) is int and MIN_INTEGER <= value <= MAX_INTEGER) or (
-                    type(value) is str and ID_RE.fullmatch(value)
-                ):
-                    ids.append(str(value))
+                elif type(value) is str and ID_RE.fullmatch(value):
+                    ids.append(value)
+                elif type(value) in (int, float) and _integral(value):  # JSON Schema: 7.0 is an integer
+                    ids.append(str(int(value)))
                 else:
                     problems.append(
                         {

@@ -98,19 +98,20 @@ def build(service) -> dict[str, Any]:
                     FORMAT_DATAFRAME_SPLIT: {
                         "type": "object",
                         "required": ["columns", "data"],
-                        "description": "Each row of 'data' holds one value per column, in the order of 'columns'.",
+                        "description": "The columns in this order (request_id and entity_id may be added as "
+                        "further columns); each row of 'data' one value per column.",
                         "properties": {
-                            "columns": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "uniqueItems": True,
-                                "allOf": [{"contains": {"const": c}} for c in required],
-                            },
+                            "columns": {"const": required},
                             "data": {
                                 "type": "array",
                                 "minItems": 1,
                                 "maxItems": limits.max_rows,
-                                "items": {"type": "array"},
+                                "items": {
+                                    "type": "array",
+                                    "minItems": len(required),
+                                    "maxItems": len(required),
+                                    "prefixItems": [record.get("properties", {}).get(c, {}) for c in required],
+                                },
                             },
                         },
                     },
