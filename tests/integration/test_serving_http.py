@@ -489,8 +489,9 @@ def test_schemathesis_finds_the_openapi_document_and_the_server_in_agreement(set
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(WAIT)
-    failures = result.stdout[result.stdout.find("FAILURES") :] if "FAILURES" in result.stdout else result.stdout
-    assert result.returncode == 0, failures[-20000:] + result.stderr[-2000:]
+    (tmp_path / "schemathesis.txt").write_text(result.stdout + result.stderr)  # the whole report, kept by pytest
+    failures = [line for line in result.stdout.splitlines() if "Invalid component" in line or line.startswith("- ST")]
+    assert result.returncode == 0, "\n".join(failures[:40]) + result.stdout[-3000:]
 
 
 def test_two_workers_share_the_port_each_on_its_compiled_plan_and_log_every_answer(setup, tmp_path):

@@ -59,7 +59,7 @@ ERROR_STATUS = {
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "PAYLOAD_TOO_LARGE": 413,
-    "TOO_MANY_ROWS": 413,
+    "TOO_MANY_ROWS": 422,  # well-formed, beyond the contract's maxItems (413 is for bytes)
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "SCHEMA_MISMATCH": 422,  # parsed, but not what the model needs
     "INTERNAL_ERROR": 500,
