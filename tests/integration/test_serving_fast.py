@@ -12,7 +12,7 @@ import pytest
 
 from workbench import registry
 from workbench.features import model_frame
-from workbench.serving.fastpath import Frame, RawBatch, model_input, predict
+from workbench.serving.fastpath import SAMPLE_ROWS, Frame, RawBatch, model_input, predict, snapshot_sample
 from workbench.serving.model import Lookups, load_version, snapshot_lookups
 
 from ..serving_support import SERVING_MODEL, raw_rows
@@ -28,6 +28,7 @@ def month(trained_model, serving_models, mlflow_settings, spark, tmp_path_factor
     raw = raw_rows(spec, mlflow_settings, spark, where=MONTH, n=10**9)
     settings = mlflow_settings.with_overrides(serving_cache_dir=str(tmp_path_factory.mktemp("cache")))
     snapshot_lookups(settings, [spec.feature_function], spark)
+    snapshot_sample(settings, spec, spark)  # what `workbench serve` keeps for the proof at load
     reference = spec.decorator(mlflow_settings, spark)  # lookups read through Spark, as training does
     return spec, raw, settings, reference
 
@@ -63,6 +64,7 @@ def test_the_compiled_plan_equals_pyfunc_predict_on_a_month_of_real_rows(month, 
     version = serving_models[which]
     model = load_version(settings, SERVING_MODEL, version, Lookups(settings))
     assert model.path.startswith("compiled"), model.path
+    assert model.proof_rows >= SAMPLE_ROWS  # proven at load on the stored sample of raw rows, decorated both ways
     X = model_frame(reference.apply_pandas(raw), list(spec.numeric), list(spec.categorical)).reset_index(drop=True)
     theirs = np.asarray(mlflow.pyfunc.load_model(registry.model_uri(SERVING_MODEL, version)).predict(X))[:, 1]
     ours = model.compiled.predict(Frame.from_pandas(X).cols, len(X))

@@ -27,6 +27,7 @@ import uvicorn
 from workbench import registry
 from workbench.serving import ServeOptions, create_app
 from workbench.serving.core import Router
+from workbench.serving.fastpath import snapshot_sample
 from workbench.serving.model import Lookups, snapshot_lookups
 
 from ..conftest import REPO, free_port
@@ -48,6 +49,7 @@ def setup(trained_model, serving_models, mlflow_settings, spark, tmp_path_factor
     )
     snapshot_lookups(settings, ["flights_context"], spark)
     spec = trained_model.spec
+    snapshot_sample(settings, spec, spark)  # so `workbench serve` subprocesses start without Spark
     raw = raw_rows(spec, mlflow_settings, spark, n=40)
     expected = {
         v: expected_scores(raw, registry.model_uri(NAME, versions[k]), spec, mlflow_settings, spark)

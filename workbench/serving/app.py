@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +31,7 @@ from starlette.routing import Route
 from ..config import Settings, load_settings
 from ..errors import ServingError
 from . import openapi as openapi_document
+from .fastpath import snapshot_sample
 from .model import snapshot_lookups
 from .options import ServeOptions
 from .protocol import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, error_body
@@ -160,16 +162,21 @@ def app_from_environment() -> Starlette:
     return create_app(load_settings(), ServeOptions.from_json(text), load_in_background=False)
 
 
-def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
-    """The feature functions of every alias served (checks that each alias exists)."""
+def specs_of(settings: Settings, options: ServeOptions) -> list:
+    """The ModelSpec of every alias served (checks that each alias exists)."""
     from .. import registry
     from ..training import ModelSpec
 
-    names = []
+    specs = []
     for alias in [options.alias, *options.split, *([options.shadow] if options.shadow else [])]:
         version = registry.get_version(options.model_name, alias, settings)
-        names.append(ModelSpec.load(registry.model_uri(options.model_name, version.version), settings).feature_function)
-    return names
+        specs.append(ModelSpec.load(registry.model_uri(options.model_name, version.version), settings))
+    return specs
+
+
+def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
+    """The feature functions of every alias served (checks that each alias exists)."""
+    return [spec.feature_function for spec in specs_of(settings, options)]
 
 
 def serve(
@@ -183,13 +190,17 @@ def serve(
     """Run the service until SIGINT/SIGTERM (graceful: pending requests answered, the log flushed)."""
     import uvicorn
 
-    functions = feature_functions_of(settings, options)
-    written = snapshot_lookups(settings, functions)
+    started = time.time()
+    specs = specs_of(settings, options)
+    written = snapshot_lookups(settings, [spec.feature_function for spec in specs])
     if written:
         log.info("Lookup snapshot written for %s under %s", ", ".join(written), settings.path("serving_cache_dir"))
+    samples = [snapshot_sample(settings, s) for s in {(s.dataset, s.raw_columns): s for s in specs}.values()]
+    sampled = [p for p in samples if p is not None and p.stat().st_mtime >= started]  # written just now (Spark)
+    if written or sampled:
         from ..spark import stop_spark
 
-        stop_spark()  # the workers read the snapshot; no JVM stays behind for serving
+        stop_spark()  # the workers read the snapshots; no JVM stays behind for serving
     host = host or settings.serving_host
     port = port or settings.serving_port
     common = dict(

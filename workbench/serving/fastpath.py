@@ -4,19 +4,26 @@
   pandas frame of the same rows only when a version serves through the pandas path.
 - `Frame`: the model input of some rows as columns (numeric float64 with NaN, categorical object with None) -
   what `features.model_frame` gives, without the DataFrame; the log rows and the domain flags come from it.
-- `attach(model)`: at load, compile the version's pipeline (`compiled.py`), check that its feature function has a
-  fast twin and that its raw columns have kinds the columnar path converts exactly as pandas does, and prove on the
-  model's input example and on rows built from its trained domain (every category, nulls, each numeric bound)
-  that the compiled plan equals `pyfunc.predict`. Then `model.compiled` is set and `model.path` says
+- `attach(model, settings)`: at load, compile the version's pipeline (`compiled.py`), check that its feature
+  function has a fast twin and that its raw columns have kinds the columnar path converts exactly as pandas does,
+  and prove that the compiled plan equals `pyfunc.predict` on the model's input example, on rows built from its
+  trained domain (every category, nulls, each numeric bound) and on the stored sample of its dataset's raw rows
+  (`snapshot_sample`, written by `workbench serve` next to the lookup snapshots) - there the fast decoration must
+  also equal the pandas reference. Then `model.compiled` is set and `model.path` says
   "compiled (...)"; otherwise `model.path` says "pandas (why)" and the version serves as before.
 - `model_input` / `predict`: one version's input and scores for a batch, on whichever path it has.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import math
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,11 +31,56 @@ import pandas as pd
 from .. import features as feature_functions
 from .compiled import NotCompilable, compile_pipeline
 
-__all__ = ["RawBatch", "Frame", "attach", "model_input", "predict", "check_domain"]
+__all__ = ["RawBatch", "Frame", "attach", "model_input", "predict", "check_domain", "snapshot_sample", "sample_path"]
 
 log = logging.getLogger("workbench.serving")
 
 PROOF_ATOL = 1e-12
+SAMPLE_ROWS = 2000  # raw rows of a model's dataset kept for the proof at load
+
+
+def sample_path(settings, spec) -> Path:
+    key = hashlib.sha256("|".join([spec.dataset, *spec.raw_columns]).encode()).hexdigest()[:16]
+    return settings.path("serving_cache_dir") / "samples" / f"{spec.dataset or 'none'}-{key}.parquet"
+
+
+def snapshot_sample(settings, spec, spark=None, force: bool = False) -> Path | None:
+    """Keep SAMPLE_ROWS raw rows of the model's dataset (read through `workbench.data.load`: audited, masked) as
+    parquet under the serving cache (owner-only); reused for `serving_lookup_max_age` seconds."""
+    if not spec.dataset:
+        return None
+    path = sample_path(settings, spec)
+    if not force and path.exists() and time.time() - path.stat().st_mtime < settings.serving_lookup_max_age:
+        return path
+    from ..data import load
+    from ..storage import atomic_write_bytes
+
+    if spark is None:
+        from ..spark import get_spark
+
+        spark = get_spark("workbench-serve-sample", settings)
+    frame = (
+        load(
+            spec.dataset,
+            columns=list(spec.raw_columns),
+            purpose="serving: proof sample",
+            settings=settings,
+            spark=spark,
+        )
+        .limit(SAMPLE_ROWS)
+        .toPandas()
+    )
+    frame.attrs = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent.parent, 0o700)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _json_values(raw: pd.DataFrame) -> dict[str, list]:
+    return {c: raw[c].astype(object).where(raw[c].notna(), None).tolist() for c in raw.columns}
 
 
 @dataclass
@@ -204,7 +256,7 @@ def proof_rows(model) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def attach(model) -> None:
+def attach(model, settings=None) -> None:
     """Give `model` its compiled plan when it can have one and it provably answers like pyfunc (see above)."""
     reason = _why_not(model)
     plan = None
@@ -216,8 +268,21 @@ def attach(model) -> None:
     if plan is not None:
         try:
             X = proof_rows(model)
+            sample = _sample(model, settings)
+            if sample is not None:
+                reference = feature_functions.model_frame(
+                    model.decorator.apply_pandas(sample), list(model.spec.numeric), list(model.spec.categorical)
+                ).reset_index(drop=True)
+                model.compiled = plan
+                fast = model_input(model, RawBatch([], list(sample.columns), _json_values(sample), len(sample)), {})
+                model.compiled = None
+                if not _frames_equal(fast, Frame.from_pandas(reference)):
+                    raise NotCompilable("the fast decoration differs from the pandas reference on the stored sample")
+                X = pd.concat([X, reference], ignore_index=True)
             theirs = _pyfunc_scores(model, X)
             ours = plan.predict(Frame.from_pandas(X).cols, len(X))
+        except NotCompilable as exc:
+            reason, plan = str(exc), None
         except Exception as exc:  # e.g. an encoder refusing a null: the pandas path keeps the behaviour
             reason, plan = f"the proof rows could not be predicted ({exc.__class__.__name__})", None
         else:
@@ -226,6 +291,7 @@ def attach(model) -> None:
                 reason = f"the compiled plan differs from pyfunc.predict by {worst:.3g} on {len(X)} proof rows"
                 plan = None
     model.compiled = plan
+    model.proof_rows = len(X) if plan is not None else 0
     model.path = f"compiled ({plan.description})" if plan is not None else f"pandas ({reason})"
     log.info("Model %s serves through the %s path.", model.label, model.path)
 
@@ -236,3 +302,29 @@ def _pyfunc_scores(model, X: pd.DataFrame) -> np.ndarray:
     theirs = np.asarray(model.pyfunc.predict(X))
     theirs = theirs[:, 1] if model.is_classifier and theirs.ndim == 2 else theirs.reshape(-1)
     return theirs.astype("float64")
+
+
+def _sample(model, settings) -> pd.DataFrame | None:
+    if settings is None or not model.spec.dataset:
+        return None
+    path = sample_path(settings, model.spec)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError):
+        log.info("No stored sample for %s (%s): proving its compiled plan without one.", model.label, path)
+        return None
+    missing = [c for c in model.spec.raw_columns if c not in frame.columns]
+    return None if missing else frame[list(model.spec.raw_columns)]
+
+
+def _frames_equal(a: Frame, b: Frame) -> bool:
+    for c, t in b.types.items():
+        x, y = a.cols.get(c), b.cols[c]
+        if x is None or len(x) != len(y):
+            return False
+        if t == "double":
+            if not np.array_equal(np.asarray(x, dtype="float64"), y, equal_nan=True):
+                return False
+        elif list(x) != list(y):
+            return False
+    return True

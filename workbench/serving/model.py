@@ -145,6 +145,7 @@ class LoadedModel:
     pyfunc: Any = None
     compiled: Any = None  # serving.compiled.CompiledPlan when proven equal to pyfunc (serving.fastpath.attach)
     path: str = "pandas"  # which path answers: "compiled (...)" or "pandas (why)"
+    proof_rows: int = 0  # rows the compiled plan was proven equal to pyfunc on
 
     @property
     def label(self) -> str:
@@ -372,7 +373,7 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
     smoke_test(model)
     from .fastpath import attach
 
-    attach(model)  # the compiled plan, when it provably answers as pyfunc does
+    attach(model, settings)  # the compiled plan, when it provably answers as pyfunc does
     return model
 
 
