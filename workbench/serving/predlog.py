@@ -391,7 +391,7 @@ def encode_frame(frame: pd.DataFrame) -> bytes:
         if col not in frame.columns:
             fixed[col] = [None] * n
         elif col == "timestamp":
-            ts = pd.to_datetime(frame[col], utc=True)
+            ts = pd.to_datetime(frame[col], utc=True).astype("datetime64[ns, UTC]")  # whatever unit it came in
             fixed[col] = (ts.astype("int64") / 1e9).where(ts.notna(), None).tolist()
         elif col == "out_of_domain":
             fixed[col] = [list(v) if v is not None else [] for v in frame[col]]
