@@ -133,3 +133,54 @@ def test_ack_syncs_once_per_submit_and_async_never_waits(tmp_path):
     lazy.close()
     assert len(logged(ack)) == len(logged(lazy)) == 160
     assert time.perf_counter() - t0 < 60
+
+
+def test_group_commit_one_sync_covers_the_records_appended_before_it(tmp_path):
+    """Lanes append and go on; requests await their record's sync. Under concurrency a sync covers several records,
+    and no request is released before its record is on disk."""
+    import asyncio
+    import threading
+
+    plog = PredictionLog(tmp_path.as_uri(), "g", roll_seconds=3600).start()
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def lane(k: int) -> None:
+        for i in range(25):
+            rids = [f"r{1000 * k + 2 * i}", f"r{1000 * k + 2 * i + 1}"]
+            _, seq = plog.append_columns(_fixed(rids), {"x": [1.0, 2.0]}, {"x": "double"}, 2)
+            with lock:
+                seqs.append(seq)
+
+    threads = [threading.Thread(target=lane, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    async def acknowledge():
+        for seq in seqs:
+            await plog.durable(seq)
+            assert plog.wal.synced >= seq  # released only once on disk
+
+    asyncio.run(acknowledge())
+    assert len(seqs) == 100 and plog.wal.syncs < 100  # one sync per batch at most, fewer under concurrency
+    plog.close()
+    assert len(logged(plog)) == 200
+
+
+def _fixed(rids: list[str]) -> dict:
+    n = len(rids)
+    return {
+        "request_id": rids,
+        "entity_id": [None] * n,
+        "timestamp": [time.time()] * n,
+        "model_version": ["1"] * n,
+        "variant": ["champion"] * n,
+        "shadow": [False] * n,
+        "prediction": [0.5] * n,
+        "latency_ms": [1.0] * n,
+        "fallback": [False] * n,
+        "fallback_reason": [None] * n,
+        "out_of_domain": [[] for _ in range(n)],
+    }

@@ -43,6 +43,7 @@ class Work:
     raw: RawBatch | None = None  # shadow lane: the raw rows
     arrivals: list[float] | None = None  # shadow lane: per row
     t0s: list[float] | None = None
+    log_seq: int = 0  # the prediction-log record of its answered rows: the answers wait until it is durable
 
 
 @dataclass
@@ -287,7 +288,7 @@ class Lanes:
                 shadow=True,
             )
             try:
-                self.predlog.submit_columns(fixed, X.cols, X.types, len(answers), block=False)  # never waits
+                self.predlog.append_columns(fixed, X.cols, X.types, len(answers), block=False)  # never waits
             except ServingError:
                 pass
         return [None] * len(jobs)
@@ -355,9 +356,11 @@ class Lanes:
             return
         cols, types = _feature_columns(features, rows_idx)
         fixed = log_fixed(rids, eids, arrivals, picked, lat, shadow=shadow)
-        # may block (predlog_on_full=block); with durability 'ack' the rows are synced when this returns,
-        # before the batcher releases the answers
-        self.predlog.submit_columns(fixed, cols, types, len(rows_idx))
+        # may block (predlog_on_full=block); the record is written, and synced by the log's syncer while this
+        # lane computes its next batch: each request awaits its record's sync before its answer goes out
+        _, seq = self.predlog.append_columns(fixed, cols, types, len(rows_idx))
+        for j in {owner[i] for i in rows_idx}:
+            works[j].log_seq = max(works[j].log_seq, seq)
 
     def _to_shadow(self, jobs, owner, answers, raw: RawBatch, decorated: dict, answered_rows) -> None:
         """Queue the answered rows for the shadow (off the response path; dropped, and counted, if it lags)."""

@@ -117,6 +117,9 @@ class PredictionLog:
         self.block_timeout = block_timeout
         self.durability = durability
         self.wal = WriteAheadLog(self.folder, sync=durability == "ack")
+        self._waiters: list = []  # (seq, loop, future) of requests waiting for their rows to be synced
+        self._waiters_lock = threading.Lock()
+        self.wal.on_synced(self._wake)
         self._queued = 0  # rows submitted and not yet rolled into parquet
         self._cond = threading.Condition()
         self._closing = False
@@ -150,25 +153,60 @@ class PredictionLog:
         return self._queued
 
     def submit(self, frame: pd.DataFrame, block: bool = True) -> str:
-        """Log rows given as a frame (FIXED_COLUMNS + feature columns): QUEUED, DROPPED or FULL (see below)."""
+        """Log rows given as a frame (FIXED_COLUMNS + feature columns): QUEUED (durable as `durability` says when
+        this returns), DROPPED or FULL (see `_submit`)."""
         if len(frame) == 0:
             return QUEUED
         try:
             payload = encode_frame(frame)
         except (TypeError, ValueError) as exc:
             return self._unencodable(len(frame), exc)
-        return self._submit(payload, len(frame), block)
+        return self._durable_now(*self._submit(payload, len(frame), block))
 
     def submit_columns(self, fixed: dict, features: dict, types: dict, n: int, block: bool = True) -> str:
-        """Log rows given as columns: `fixed` (FIXED_COLUMNS as lists; timestamp in epoch seconds), `features`
-        (name -> list or float64 array), `types` (name -> "double" or "string")."""
+        """Log rows given as columns (see `append_columns`), durable as `durability` says when this returns."""
+        return self._durable_now(*self.append_columns(fixed, features, types, n, block))
+
+    def append_columns(self, fixed: dict, features: dict, types: dict, n: int, block: bool = True) -> tuple[str, int]:
+        """(status, sequence number): the rows are written, not necessarily synced; `await durable(seq)` (or
+        `wal.wait(seq)`) before acknowledging them. `fixed`: FIXED_COLUMNS as lists (timestamp in epoch seconds);
+        `features`: name -> list or float64 array; `types`: name -> "double" or "string"."""
         if n == 0:
-            return QUEUED
+            return QUEUED, 0
         try:
             payload = encode_columns(fixed, features, types, n)
         except (TypeError, ValueError) as exc:  # a bug in what we log must never fail the requests
-            return self._unencodable(n, exc)
+            return self._unencodable(n, exc), 0
         return self._submit(payload, n, block)
+
+    def _durable_now(self, status: str, seq: int) -> str:
+        if seq and not self.wal.wait(seq, self.block_timeout):
+            raise LogFull(f"The prediction log could not sync its write-ahead file under {self.folder} in time.")
+        return status
+
+    async def durable(self, seq: int) -> None:
+        """Return once record `seq` is on disk (at once in mode `async`); for the event loop, no thread held."""
+        if not seq or not self.wal.sync or self.wal.synced >= seq:
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._waiters_lock:
+            if self.wal.synced >= seq:
+                return
+            self._waiters.append((seq, loop, future))
+        await future
+
+    def _wake(self, synced: int) -> None:
+        with self._waiters_lock:
+            ready = [w for w in self._waiters if w[0] <= synced]
+            self._waiters = [w for w in self._waiters if w[0] > synced]
+        for _, loop, future in ready:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
 
     def _unencodable(self, n: int, exc: Exception) -> str:
         self.write_errors += 1
@@ -176,8 +214,8 @@ class PredictionLog:
         log.error("Prediction log: %d row(s) could not be encoded (%s); dropped and counted.", n, exc)
         return DROPPED
 
-    def _submit(self, payload: bytes, n: int, block: bool) -> str:
-        """Returns QUEUED (on disk as durability says), DROPPED (on_full='drop', counted) or FULL.
+    def _submit(self, payload: bytes, n: int, block: bool) -> tuple[str, int]:
+        """(status, seq): QUEUED (written), DROPPED (on_full='drop', counted) or FULL, with the record's number.
 
         With on_full='block', waits for room and raises LogFull after `block_timeout` seconds, so the caller
         can refuse the request rather than acknowledge it unlogged. block=False never waits: it returns FULL
@@ -188,9 +226,9 @@ class PredictionLog:
             if self._queued + n > self.queue_rows and self._queued > 0:
                 if self.on_full == "drop":
                     self.dropped_rows += n
-                    return DROPPED
+                    return DROPPED, 0
                 if not block:
-                    return FULL
+                    return FULL, 0
                 deadline = time.monotonic() + self.block_timeout
                 while self._queued + n > self.queue_rows and self._queued > 0 and not self._closing:
                     left = deadline - time.monotonic()
@@ -202,7 +240,7 @@ class PredictionLog:
                     self._cond.wait(left)
             self._queued += n
         try:
-            self.wal.append(payload, n)
+            seq = self.wal.append(payload, n)
         except OSError as exc:
             with self._cond:
                 self._queued -= n
@@ -216,7 +254,7 @@ class PredictionLog:
                 if seg is not None:
                     self._sealed.append(seg)
                 self._cond.notify_all()
-        return QUEUED
+        return QUEUED, seq
 
     def would_block(self, n: int) -> bool:
         return self.on_full == "block" and self._queued + n > self.queue_rows and self._queued > 0
@@ -375,6 +413,11 @@ class PredictionLog:
     def files(self) -> list[Path]:
         """The complete files written so far (all processes), oldest first."""
         return sorted(self.folder.glob("date=*/part-*.parquet"))
+
+
+def _resolve(future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 # ---- the record format: one micro-batch's rows as columns, JSON (orjson) -------------------------------------

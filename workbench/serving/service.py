@@ -293,6 +293,8 @@ class Service(Lanes):
         need = [i for i in range(n) if answers[i] is None or answers[i].needs_fallback]
         if need:
             await self._fallback(work, answers, need, [reasons[i] or "error" for i in need])
+        if self.predlog is not None:
+            await self.predlog.durable(work.log_seq)  # acknowledged means logged (predlog_durability = ack)
         self.metrics.sync_predlog(self.predlog)
         return answers
 
@@ -344,6 +346,7 @@ class Service(Lanes):
                 if result is TIMEOUT:
                     self.fallback_breaker.record(False)
                     continue
+                work.log_seq = max(work.log_seq, sub.log_seq)
                 still = []
                 for i, a in zip(remaining, result):
                     if a.needs_fallback:
@@ -373,10 +376,12 @@ class Service(Lanes):
             shadow=False,
         )
         try:
-            if self.predlog.submit_columns(fixed, {}, {}, len(idx), block=False) == FULL:
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.predlog.submit_columns, fixed, {}, {}, len(idx)
+            status, seq = self.predlog.append_columns(fixed, {}, {}, len(idx), block=False)
+            if status == FULL:
+                status, seq = await asyncio.get_running_loop().run_in_executor(
+                    None, self.predlog.append_columns, fixed, {}, {}, len(idx)
                 )
+            work.log_seq = max(work.log_seq, seq)
         except LogFull as exc:
             raise RequestRejected("OVERLOADED", f"{exc} The request was not answered.") from None
 

@@ -1,8 +1,10 @@
 """The prediction log's write-ahead file: where an answered batch's log rows are on disk before its answers go out.
 
-Group commit, as PostgreSQL's WAL does it: a micro-batch's rows are one record, appended with one `write` and made
-durable with one `fdatasync` (mode `ack`) before the batch's answers are released; the cost is one sync per batch,
-not per request. Mode `async` appends without waiting for the sync (the OS writes it back; a killed process loses
+Group commit, as PostgreSQL's WAL does it: a micro-batch's rows are one record, appended with one `write`; a syncer
+thread runs `fdatasync` as soon as something new is appended, and one sync covers every record appended before it
+(mode `ack`). `append` returns the record's sequence number; `wait(seq)` (a thread) or `on_synced` (a callback, for
+an event loop) learns when it is durable. So a lane computes its next batch while the previous one is being synced,
+and the batch's answers are released only once its record is on disk: at most one sync per batch, often fewer. Mode `async` appends without waiting for the sync (the OS writes it back; a killed process loses
 nothing, a machine that loses power can lose the last seconds).
 
 Layout: `<log folder>/_wal/wal-<utc stamp>-<pid>-<seq>.wal` (a leading `_`: Spark, pyarrow and pandas skip the
@@ -17,6 +19,7 @@ taken - are exactly those a dead process left; the process that takes the lock r
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import struct
 import threading
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Segment", "WriteAheadLog", "read_records", "WAL_DIR"]
+
+log = logging.getLogger("workbench.serving.predlog")
 
 WAL_DIR = "_wal"
 MAGIC = b"WB"
@@ -63,6 +68,11 @@ class WriteAheadLog:
         self._current: Segment | None = None
         self._seq = 0
         self.syncs = 0
+        self.appended = 0  # sequence number of the last record appended
+        self.synced = 0  # every record up to this one is on disk
+        self._sync_cond = threading.Condition()
+        self._syncer: threading.Thread | None = None
+        self._listeners: list = []  # callables(synced) run by the syncer after each sync
 
     def _open(self) -> Segment:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -79,8 +89,8 @@ class WriteAheadLog:
         _fsync_dir(self.folder)  # the segment's name is durable before any record in it is acknowledged
         return Segment(path, fd, 0, time.time())
 
-    def append(self, payload: bytes, rows: int, sync: bool | None = None) -> None:
-        """One record; with sync (the default of mode `ack`), on disk when this returns."""
+    def append(self, payload: bytes, rows: int) -> int:
+        """Write one record; returns its sequence number (durable once `synced` reaches it, in mode `ack`)."""
         record = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
         with self._lock:
             if self._current is None:
@@ -88,9 +98,55 @@ class WriteAheadLog:
             seg = self._current
             os.write(seg.fd, record)
             seg.rows += rows
-            if self.sync if sync is None else sync:
-                os.fdatasync(seg.fd)
+            self.appended += 1
+            seq = self.appended
+        if self.sync:
+            with self._sync_cond:
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync_loop, name="workbench-wal-sync", daemon=True)
+                    self._syncer.start()
+                self._sync_cond.notify_all()
+        return seq
+
+    def wait(self, seq: int, timeout: float = 60.0) -> bool:
+        """Block until record `seq` is on disk (mode `ack`); True unless the timeout passed first."""
+        if not self.sync:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._sync_cond:
+            while self.synced < seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._sync_cond.wait(left)
+        return True
+
+    def on_synced(self, listener) -> None:
+        """Call `listener(synced)` (from the syncer thread) after every sync."""
+        self._listeners.append(listener)
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._sync_cond:
+                while self.appended <= self.synced:
+                    self._sync_cond.wait()
+            with self._lock:  # a duplicate of the segment's fd, so a seal and roll meanwhile cannot close it
+                target = self.appended
+                fd = os.dup(self._current.fd) if self._current is not None else None
+            if fd is not None:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
                 self.syncs += 1
+            with self._sync_cond:
+                self.synced = max(self.synced, target)
+                self._sync_cond.notify_all()
+            for listener in list(self._listeners):
+                try:
+                    listener(target)
+                except Exception:  # a listener's fault must not stop the syncer
+                    log.exception("A write-ahead sync listener failed")
 
     @property
     def current_rows(self) -> int:
@@ -104,10 +160,20 @@ class WriteAheadLog:
 
     def seal(self) -> Segment | None:
         """The current segment, synced and closed for appends (still locked), or None when empty."""
-        with self._lock:
+        with self._lock:  # synced under the lock: the syncer never counts a record of it before it is on disk
             seg, self._current = self._current, None
+            target = self.appended
+            if seg is not None:
+                os.fsync(seg.fd)
         if seg is not None:
-            os.fsync(seg.fd)
+            with self._sync_cond:  # everything appended to it is durable now
+                self.synced = max(self.synced, target)
+                self._sync_cond.notify_all()
+            for listener in list(self._listeners):
+                try:
+                    listener(target)
+                except Exception:  # a listener's fault must not stop the syncer
+                    log.exception("A write-ahead sync listener failed")
         return seg
 
     def orphans(self) -> list[Segment]:
