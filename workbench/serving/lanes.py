@@ -3,7 +3,8 @@
 A lane gets a micro-batch of jobs, builds the raw columns once (`fastpath.RawBatch`), decorates and predicts each
 variant's rows on its compiled plan (or the pandas path), retries a failing group row by row (so one bad row never
 takes its batch neighbours into the fallback), claims the jobs still waiting, and logs the answered rows - one
-prediction-log record per batch, synced (`predlog_durability = "ack"`) before the batcher releases the answers.
+prediction-log record per batch, whose number each request keeps (`Work.log_seq`) to await its sync before its
+answer goes out (`predlog_durability = "ack"`), while the lane goes on with the next batch.
 The shadow lane gets a copy of the answered rows (with the primary's model input when it reads the same) and
 never touches the response path.
 """

@@ -11,9 +11,10 @@ prediction, latency_ms, fallback, fallback_reason, out_of_domain (list of column
 decorated feature columns the model saw (double or string).
 
 Durability (`predlog_durability`): every submit appends the rows to the write-ahead file (`wal.py`) in the
-caller's thread - one record per micro-batch. With `ack` (the default) the record is synced before `submit`
-returns, so a batch's answers, released after it, are never acknowledged unlogged (group commit: one sync per
-batch). With `async` the sync is not awaited (a killed process loses nothing; a power cut can lose the last
+caller's thread - one record per micro-batch. With `ack` (the default) the WAL's syncer makes it durable (group
+commit: one sync covers every record appended before it); `submit` waits for that, while a lane uses
+`append_columns` and goes on, and each request awaits `durable(seq)` before its answer is sent - so no answer
+is acknowledged unlogged. With `async` the sync is not awaited (a killed process loses nothing; a power cut can lose the last
 seconds). A background roller turns each write-ahead segment into parquet when it is `roll_seconds` old or
 holds `roll_rows` rows, and on close: each file is written under a hidden temporary name, fsynced, renamed,
 and only then is the segment deleted. On start, the segments of dead processes are rolled first. A file's name

@@ -13,7 +13,7 @@ testable without a server. One request goes through:
    raises, returns non-finite values or misses the budget is answered by the fallback chain (previous
    champion, then a constant) marked `fallback: true`; repeated failures open the variant's circuit breaker.
 5. **log** every answered row to the prediction log (`predlog.py`) *before* the response is released: with
-   `predlog_durability = "ack"` the batch's rows are synced to the write-ahead file first.
+   `predlog_durability = "ack"` the request awaits the sync of its batch's write-ahead record.
 """
 
 from __future__ import annotations
