@@ -487,6 +487,7 @@ def test_schemathesis_finds_the_openapi_document_and_the_server_in_agreement(set
             capture_output=True,
             text=True,
             timeout=900,
+            cwd=tmp_path,  # its cache folder (.schemathesis) goes there, not into the checkout
         )
     finally:
         proc.send_signal(signal.SIGTERM)
