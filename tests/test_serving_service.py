@@ -85,6 +85,14 @@ def test_answers_equal_the_pipeline_and_are_logged(service):
     ours = np.array([a["prediction"] for a in answers])
     expected = champion.pipeline.predict_proba(X)[:, 1]
     assert np.abs(ours - expected).max() <= 1e-12
+    metrics = svc.metrics_response().body.decode()
+    syncs = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("workbench_serving_predlog_wal_syncs")
+    ]
+    # acknowledged means logged, at most one sync per batch: 6 requests of 50 rows, and the shadow's batches
+    assert syncs and 0 < syncs[0] <= 12
     readiness = json.loads(svc.readiness().body)
     assert readiness["variants"]["champion"]["path"].startswith("compiled")
     assert readiness["variants"]["shadow"]["path"].startswith("pandas")
