@@ -10,6 +10,8 @@ connections for a fixed duration each:
   decorates them with weather and plane data inside the service).
 - mlflow: `mlflow models serve -m models:/M@champion --env-manager local` (1 worker, its default). Clients
   send the already-decorated model input (MLflow cannot decorate).
+- workbench-async: the same with `predlog_durability = "async"` (answers do not wait for the log's fsync): the
+  difference to `workbench` is the cost of "acknowledged means logged".
 - floor: a Starlette endpoint on uvicorn (1 worker) that reads the body and returns a constant.
 
 Prints requests/s, p50 and p99 for each, the ratios, fallbacks and non-2xx answers (a fast wrong answer
@@ -18,6 +20,10 @@ must not count), and the load average of the machine during each run (it is shar
     python benchmarks/bench_serving.py --quick                 # 5 s per run, small training set
     python benchmarks/bench_serving.py --duration 20           # the figures for the report
     python benchmarks/bench_serving.py --reuse /tmp/bench      # keep the trained model between runs
+    python benchmarks/bench_serving.py --workers 2             # every server with 2 worker processes
+
+With `--workers 2` the load generator shares the same cores: the growth it shows is what this machine allows.
+The goals of issue 15 are printed with each figure (quiet machine, shadow and log on).
 """
 
 from __future__ import annotations
@@ -134,10 +140,11 @@ def start(kind: str, store: Path, port: int, workers: int) -> subprocess.Popen:
         **{k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")},
         **bench_env(store),
         "PYTHONPATH": str(REPO),
+        "WORKBENCH_PREDLOG_DURABILITY": "async" if kind == "workbench-async" else "ack",
     }
     python = sys.executable
     env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"  # mlflow execs `uvicorn` from the PATH
-    if kind == "workbench":
+    if kind.startswith("workbench"):
         cmd = [
             python,
             "-m",
@@ -336,7 +343,7 @@ def main() -> int:
     parser.add_argument(
         "--reuse", type=Path, help="keep the MLflow store, model and bodies in this folder between runs"
     )
-    parser.add_argument("--only", default="floor,mlflow,workbench", help="which servers to measure")
+    parser.add_argument("--only", default="floor,mlflow,workbench,workbench-async", help="which servers to measure")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1 for all three)")
     args = parser.parse_args()
     duration = args.duration or (5 if args.quick else 20)
@@ -358,16 +365,17 @@ def main() -> int:
         "workbench": json.loads((store / "bodies_workbench.json").read_text()),
         "mlflow": json.loads((store / "bodies_mlflow.json").read_text()),
     }
-    bodies["floor"] = bodies["workbench"]
+    bodies["floor"] = bodies["workbench-async"] = bodies["workbench"]
     paths = {
         "workbench": ("/predict", "/readyz"),
+        "workbench-async": ("/predict", "/readyz"),
         "mlflow": ("/invocations", "/ping"),
         "floor": ("/invocations", "/invocations"),
     }
     results: dict[tuple[str, int], dict] = {}
     extra: dict[str, dict] = {}
     try:
-        for kind in [k for k in ("floor", "mlflow", "workbench") if k in args.only.split(",")]:
+        for kind in [k for k in ("floor", "mlflow", "workbench", "workbench-async") if k in args.only.split(",")]:
             port = free_port()
             proc = start(kind, store, port, args.workers)
             try:
@@ -382,13 +390,19 @@ def main() -> int:
                 warm = min(3, duration)
                 (run_wrk(url, script, 8, warm) if use_wrk else run_python(url, bodies[kind], 8, warm))
                 before = scrape(port) if kind == "workbench" else {}
+                if kind == "workbench":
+                    import httpx
+
+                    ready_body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).json()
+                    paths_used = {n: v.get("path") for n, v in ready_body.get("variants", {}).items()}
+                    print(f"  workbench paths: {paths_used}", flush=True)
                 for c in connections:
                     load0 = os.getloadavg()[0]
                     r = run_wrk(url, script, c, duration) if use_wrk else run_python(url, bodies[kind], c, duration)
                     r["load"] = (load0 + os.getloadavg()[0]) / 2
                     results[(kind, c)] = r
                     print(
-                        f"  {kind:9s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
+                        f"  {kind:15s} c={c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
                         f"non-2xx {r['non2xx']}  load {r['load']:.1f}  (ready in {ready:.0f} s)",
                         flush=True,
                     )
@@ -402,12 +416,24 @@ def main() -> int:
         if not args.reuse:
             shutil.rmtree(store, ignore_errors=True)
 
-    print("\nresults (single-row requests)")
-    print(f"{'server':10s} {'clients':>7s} {'req/s':>9s} {'p50 ms':>9s} {'p99 ms':>9s} {'non-2xx':>8s} {'load':>5s}")
+    print(f"\nresults (single-row requests, {args.workers} worker(s) per server)")
+    print(f"{'server':16s} {'clients':>7s} {'req/s':>9s} {'p50 ms':>9s} {'p99 ms':>9s} {'non-2xx':>8s} {'load':>5s}")
     for (kind, c), r in results.items():
-        print(f"{kind:10s} {c:7d} {r['rps']:9.1f} {r['p50']:9.2f} {r['p99']:9.2f} {r['non2xx']:8d} {r['load']:5.1f}")
+        print(f"{kind:16s} {c:7d} {r['rps']:9.1f} {r['p50']:9.2f} {r['p99']:9.2f} {r['non2xx']:8d} {r['load']:5.1f}")
+    print("\nside by side (req/s | p50 ms | p99 ms | load average during the run)")
+    kinds = ("workbench", "mlflow", "floor")
+    print(f"{'clients':>7s}  " + "  ".join(f"{k:>34s}" for k in kinds))
+    for c in connections:
+        cells = []
+        for k in kinds:
+            r = results.get((k, c))
+            cells.append(
+                f"{r['rps']:9.1f} | {r['p50']:6.2f} | {r['p99']:7.1f} | {r['load']:4.1f}" if r else f"{'-':>34s}"
+            )
+        print(f"{c:7d}  " + "  ".join(f"{x:>34s}" for x in cells))
     for c in connections:
         wb, ml, fl = results.get(("workbench", c)), results.get(("mlflow", c)), results.get(("floor", c))
+        lazy = results.get(("workbench-async", c))
         if wb and ml:
             print(
                 f"c={c}: workbench / mlflow throughput = {wb['rps'] / ml['rps']:.1f}x; p99 {wb['p99']:.1f} ms vs {ml['p99']:.1f} ms"
@@ -416,6 +442,26 @@ def main() -> int:
             print(
                 f"c={c}: workbench / floor throughput = {wb['rps'] / fl['rps']:.2f} (floor is {fl['rps'] / wb['rps']:.1f}x)"
             )
+        if wb and lazy:
+            print(
+                f"c={c}: cost of ack durability: {wb['rps']:.1f} req/s with ack vs {lazy['rps']:.1f} async "
+                f"(ack/async = {wb['rps'] / lazy['rps']:.2f}x), p50 {wb['p50']:.2f} vs {lazy['p50']:.2f} ms"
+            )
+    goals = []
+    one, many = results.get(("workbench", 1)), results.get(("workbench", 32))
+    ml1 = results.get(("mlflow", 1))
+    if one:
+        goals.append(("1 client: p50 <= 3 ms", f"{one['p50']:.2f} ms", one["p50"] <= 3))
+    if one and ml1:
+        ratio = one["rps"] / ml1["rps"]
+        goals.append(("1 client: >= 5x mlflow req/s", f"{ratio:.1f}x", ratio >= 5))
+    if many:
+        goals.append(("32 clients: >= 3,000 req/s", f"{many['rps']:.0f}", many["rps"] >= 3000))
+        goals.append(("32 clients: p99 <= 50 ms", f"{many['p99']:.1f} ms", many["p99"] <= 50))
+    if goals:
+        print("\ngoals of issue 15 (meaningful on a quiet machine only; see the load column)")
+        for what, value, met in goals:
+            print(f"  {what:32s} {value:>12s}  {'met' if met else 'NOT met'}")
     if "workbench" in extra:
         e = extra["workbench"]
         batches = e.get("workbench_serving_batch_rows_count", 0)

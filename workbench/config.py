@@ -189,6 +189,11 @@ class Settings:
         "When the prediction log's queue is full: 'block' (the request waits; never loses a row) or 'drop' (count the dropped rows in /metrics).",
         choices=("block", "drop"),
     )
+    predlog_durability: str = _setting(
+        "ack",
+        "'ack': a 200 means the request's log row is on disk (one fsync per micro-batch before its answers go out; a killed server loses no acknowledged row). 'async': answers do not wait for the fsync (a killed process still loses nothing; a power cut can lose the last seconds).",
+        choices=("ack", "async"),
+    )
 
     # Hub
     hub_ip: str = _setting("127.0.0.1", "Address the hub's proxy binds.")

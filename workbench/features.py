@@ -14,6 +14,11 @@ model records the name of its feature function and the raw columns that function
     deco = features.get("flights_context").prepare(settings)   # loads the lookups once
     decorated = deco.apply_pandas(raw_flights_pdf)               # or deco.apply_spark(spark_df)
 
+Serving's fast path: a feature function may also give `fast(indexed lookups) -> (columns, n) -> added columns`,
+built once per decorator, which answers from plain dicts and arrays (no pandas merges). The pandas `transform`
+stays the reference (training and Spark use it); a test proves both give the same columns on every row of a
+month. `Decorator.fast` is None for a function without one, and the caller uses `apply_pandas`.
+
 Rules every feature function keeps (tested): it never adds, drops or reorders rows (lookups are
 de-duplicated on their keys and joined left); it passes every input column through unchanged; it
 adds exactly the columns it declares, with the declared types; missing lookups give nulls.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,6 +62,8 @@ _PANDAS_TYPES = {"double": "float64", "string": "object"}
 Lookups = Mapping[str, pd.DataFrame]
 Transform = Callable[[pd.DataFrame, Lookups], pd.DataFrame]
 Index = Callable[[Lookups], Lookups]
+# columns (raw column -> sequence of values, one per row) and the row count -> the added columns as arrays
+FastDecorate = Callable[[Mapping[str, "np.ndarray | list"], int], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class FeatureFunction:
     transform: Transform
     lookups: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     index: Index | None = None
+    fast: Callable[[Lookups], FastDecorate] | None = None  # serving's pandas-free twin of `transform`
 
     def prepare(self, settings: Settings | None = None, spark=None, lookups: Lookups | None = None) -> Decorator:
         """Load the lookup tables (small dimension tables) and return a ready decorator.
@@ -101,9 +110,11 @@ class Decorator:
     function: FeatureFunction
     lookups: dict[str, pd.DataFrame]
     indexed: Lookups = field(init=False, repr=False)
+    fast: FastDecorate | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self.indexed = self.function.index(self.lookups) if self.function.index else self.lookups
+        self.fast = self.function.fast(self.indexed) if self.function.fast else None
 
     @property
     def name(self) -> str:
@@ -279,6 +290,85 @@ def _flights_context(frame: pd.DataFrame, lookups: Lookups) -> pd.DataFrame:
     return pd.concat([kept, pd.DataFrame(added, index=frame.index)], axis=1)
 
 
+def _int_or_none(v):
+    """`pd.to_numeric(errors="coerce").astype("Int64")` for one value: None when missing or not a number."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is int:
+        return v
+    if t is bool:
+        return int(v)
+    if t is str:
+        try:
+            v = float(v) if not v.strip().lstrip("+-").isdigit() else int(v)
+        except ValueError:
+            return None
+        if type(v) is int:
+            return v
+    f = float(v)
+    if f != f:
+        return None
+    if not f.is_integer():
+        raise ValueError("a fractional value where an integer is expected")  # the reference raises too
+    return int(f)
+
+
+def _as_str(v):
+    return v if v is None or type(v) is str else (None if type(v) is float and v != v else str(v))
+
+
+def _flights_context_fast(indexed: Lookups) -> FastDecorate:
+    weather, planes = indexed["weather"], indexed["planes"]
+    w_pos = {k: i for i, k in enumerate(weather.index)}
+    w_values = np.vstack([weather[c].to_numpy(dtype="float64", na_value=np.nan) for c in _WEATHER]).T.copy()
+    w_missing = np.full(len(_WEATHER), np.nan)
+    p_pos = {k: i for i, k in enumerate(planes.index)}
+    # the plane columns as apply_pandas casts them (double or string), plus a missing row at the end
+    p_cols = {}
+    for c in _PLANE.values():
+        cast = _cast(planes[c], "double" if c in ("plane_year", "plane_seats", "plane_engines") else "string")
+        values = cast.to_numpy(dtype="float64", na_value=np.nan) if cast.dtype == "float64" else cast.to_numpy()
+        p_cols[c] = np.append(values, np.nan if values.dtype == "float64" else None)
+    p_none = len(planes)
+
+    def decorate(columns, n: int) -> dict[str, np.ndarray]:
+        origin, tailnum = columns["origin"], columns["tailnum"]
+        years, months, days, hours = columns["year"], columns["month"], columns["day"], columns["hour"]
+        w_rows = np.empty((n, len(_WEATHER)), dtype="float64")
+        p_rows = np.empty(n, dtype="int64")
+        dow = np.empty(n, dtype="float64")
+        year_f = np.empty(n, dtype="float64")
+        for i in range(n):
+            y, m, d, h = (
+                _int_or_none(years[i]),
+                _int_or_none(months[i]),
+                _int_or_none(days[i]),
+                _int_or_none(hours[i]),
+            )
+            o = _as_str(origin[i])
+            pos = None
+            if o is not None and y is not None and m is not None and d is not None and h is not None:
+                pos = w_pos.get(f"{o}|{((y * 100 + m) * 100 + d) * 100 + h}")
+            w_rows[i] = w_values[pos] if pos is not None else w_missing
+            t = _as_str(tailnum[i])
+            p_rows[i] = p_pos.get(t, p_none) if t is not None else p_none
+            year_f[i] = np.nan if y is None else float(y)
+            dow[i] = np.nan
+            if y is not None and m is not None and d is not None and 1678 <= y <= 2261:
+                try:
+                    dow[i] = float(date(y, m, d).weekday())
+                except ValueError:
+                    pass
+        added = {c: w_rows[:, j].copy() for j, c in enumerate(_WEATHER)}
+        added |= {c: values[p_rows] for c, values in p_cols.items()}
+        added["day_of_week"] = dow
+        added["plane_age"] = year_f - added["plane_year"]
+        return added
+
+    return decorate
+
+
 register(
     FeatureFunction(
         name="none", description="The dataset as it is: no columns added.", requires=(), adds={}, transform=_none
@@ -304,6 +394,7 @@ register(
         },
         transform=_flights_context,
         index=_flights_context_index,
+        fast=_flights_context_fast,
         lookups={
             "weather": ("weather", ("origin", *_HOUR_KEYS, *_WEATHER)),
             "planes": ("planes", ("tailnum", *_PLANE)),

@@ -4,16 +4,23 @@
     options = ServeOptions.from_settings(settings, "flights-late", shadow="challenger", split={"challenger": 10})
     serve(settings, options, port=5050)              # blocking; what `workbench serve` calls
 
-Modules: `core` (framework-free: parse, validate, route, predict with budget/fallback/breaker, log),
-`batching` (micro-batching), `predlog` (durable parquet prediction log), `reload` (hot reload of
-aliases), `model` (loading + smoke test + lookup snapshots), `metrics` (Prometheus), `app` (Starlette).
+Modules (framework-free unless named): `protocol` (wire formats, parsing, limits, error codes), `contract`
+(validation), `routing` (router, circuit breaker, fallback chain), `options` (`ServeOptions`), `service` (the
+request path, fallbacks) with `lanes` (the batch functions), `fastpath` + `compiled` (a version's pandas-free
+path: compiled plan, columnar decoration), `batching` (micro-batching), `predlog` + `wal` (the prediction log:
+write-ahead file, parquet, recovery), `reload` (hot reload of aliases), `model` (loading, smoke test, lookup
+snapshots), `metrics` (Prometheus), `openapi`, `app` (Starlette). `core` is the old import path.
 """
 
 from .app import create_app, serve
 from .batching import MicroBatcher
-from .core import ERROR_STATUS, CircuitBreaker, RequestContract, Response, Router, ServeOptions, Service, parse_payload
+from .contract import RequestContract
 from .model import LoadedModel, Lookups, load_version, snapshot_lookups
+from .options import ServeOptions
 from .predlog import PredictionLog
+from .protocol import ERROR_STATUS, Response, parse_payload
+from .routing import CircuitBreaker, Router
+from .service import Service
 
 __all__ = [
     "ServeOptions",

@@ -1,8 +1,8 @@
-"""The HTTP adapter: Starlette on uvicorn around `core.Service`.
+"""The HTTP adapter: Starlette on uvicorn around `service.Service`.
 
 Why Starlette and not FastAPI: FastAPI's value is pydantic models declared in code. Our request schema is
 not known in code - it is the served model's (it changes on hot reload) - and it is enforced in one
-place, `core.RequestContract`, which names problems without echoing values (FastAPI's default 422
+place, `contract.RequestContract`, which names problems without echoing values (FastAPI's default 422
 bodies include the offending `input`). We also need the raw body (size limit while reading, our own
 415/400/413 codes). What remains of FastAPI would be a layer of dependency injection and validation
 per request that we would not use but would pay for on every call; Starlette is the part we use
@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,9 +30,12 @@ from starlette.routing import Route
 
 from ..config import Settings, load_settings
 from ..errors import ServingError
-from .core import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, ServeOptions, Service, error_body
+from . import openapi as openapi_document
+from .fastpath import snapshot_sample
 from .model import snapshot_lookups
-from .openapi import SWAGGER_HTML
+from .options import ServeOptions
+from .protocol import ENDPOINT_INVOCATIONS, ENDPOINT_PREDICT, error_body
+from .service import Service
 
 __all__ = ["create_app", "app_from_environment", "serve", "OPTIONS_ENV"]
 
@@ -101,11 +105,13 @@ def create_app(
         return _plain(service.metrics_response())
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(service.openapi())
+        return JSONResponse(openapi_document.build(service))
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(
-            SWAGGER_HTML.format(title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json")
+            openapi_document.SWAGGER_HTML.format(
+                title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json"
+            )
         )
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -156,16 +162,21 @@ def app_from_environment() -> Starlette:
     return create_app(load_settings(), ServeOptions.from_json(text), load_in_background=False)
 
 
-def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
-    """The feature functions of every alias served (checks that each alias exists)."""
+def specs_of(settings: Settings, options: ServeOptions) -> list:
+    """The ModelSpec of every alias served (checks that each alias exists)."""
     from .. import registry
     from ..model_contract import ModelSpec
 
-    names = []
+    specs = []
     for alias in [options.alias, *options.split, *([options.shadow] if options.shadow else [])]:
         version = registry.get_version(options.model_name, alias, settings)
-        names.append(ModelSpec.load(registry.model_uri(options.model_name, version.version), settings).feature_function)
-    return names
+        specs.append(ModelSpec.load(registry.model_uri(options.model_name, version.version), settings))
+    return specs
+
+
+def feature_functions_of(settings: Settings, options: ServeOptions) -> list[str]:
+    """The feature functions of every alias served (checks that each alias exists)."""
+    return [spec.feature_function for spec in specs_of(settings, options)]
 
 
 def serve(
@@ -179,13 +190,17 @@ def serve(
     """Run the service until SIGINT/SIGTERM (graceful: pending requests answered, the log flushed)."""
     import uvicorn
 
-    functions = feature_functions_of(settings, options)
-    written = snapshot_lookups(settings, functions)
+    started = time.time()
+    specs = specs_of(settings, options)
+    written = snapshot_lookups(settings, [spec.feature_function for spec in specs])
     if written:
         log.info("Lookup snapshot written for %s under %s", ", ".join(written), settings.path("serving_cache_dir"))
+    samples = [snapshot_sample(settings, s) for s in {(s.dataset, s.raw_columns): s for s in specs}.values()]
+    sampled = [p for p in samples if p is not None and p.stat().st_mtime >= started]  # written just now (Spark)
+    if written or sampled:
         from ..spark import stop_spark
 
-        stop_spark()  # the workers read the snapshot; no JVM stays behind for serving
+        stop_spark()  # the workers read the snapshots; no JVM stays behind for serving
     host = host or settings.serving_host
     port = port or settings.serving_port
     common = dict(

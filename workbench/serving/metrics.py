@@ -104,6 +104,19 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.predlog_syncs = Gauge(
+            p + "predlog_wal_syncs",
+            "fdatasync calls of the prediction log's write-ahead file by this process (group commit: at most one "
+            "per batch).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.predlog_recovered = Gauge(
+            p + "predlog_recovered_rows",
+            "Prediction-log rows this process recovered at start from the write-ahead files of stopped processes.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self._shadow_counts = [0, 0]
         self._predlog_dropped_seen = 0
 
@@ -124,6 +137,8 @@ class Metrics:
             self._predlog_dropped_seen += new
         self.predlog_queue.set(plog.queued_rows)
         self.predlog_files.set(plog.files_written)
+        self.predlog_syncs.set(plog.wal.syncs)
+        self.predlog_recovered.set(plog.recovered_rows)
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:

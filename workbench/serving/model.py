@@ -142,6 +142,9 @@ class LoadedModel:
     run_id: str | None = None
     loaded_at: float = field(default_factory=time.time)
     pyfunc: Any = None
+    compiled: Any = None  # serving.compiled.CompiledPlan when proven equal to pyfunc (serving.fastpath.attach)
+    path: str = "pandas"  # which path answers: "compiled (...)" or "pandas (why)"
+    proof_rows: int = 0  # rows the compiled plan was proven equal to pyfunc on
 
     @property
     def label(self) -> str:
@@ -356,6 +359,9 @@ def load_version(settings: Settings, name: str, ref: str | int, lookups: Lookups
         pyfunc=pyfunc,
     )
     smoke_test(model)
+    from .fastpath import attach
+
+    attach(model, settings)  # the compiled plan, when it provably answers as pyfunc does
     return model
 
 

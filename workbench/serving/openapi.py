@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import ERROR_STATUS, FORMAT_DATAFRAME_RECORDS, FORMAT_DATAFRAME_SPLIT
+from .protocol import ERROR_STATUS, FORMAT_DATAFRAME_RECORDS, FORMAT_DATAFRAME_SPLIT, TENSOR_FORMATS
 
 __all__ = ["build", "SWAGGER_HTML"]
 
@@ -70,30 +70,58 @@ def build(service) -> dict[str, Any]:
             },
         },
     }
+    limits = service.options.limits
+    markers = [FORMAT_DATAFRAME_SPLIT, FORMAT_DATAFRAME_RECORDS, *TENSOR_FORMATS]
+    many = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": limits.max_rows,
+        "items": {"$ref": "#/components/schemas/Record"},
+    }
+    required = list(contract.columns) if contract is not None else []
     body = {
         "oneOf": [
-            {"$ref": "#/components/schemas/Record"},
-            {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+            # one record: a key naming a format would make it that format
+            {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Record"},
+                    {"not": {"anyOf": [{"required": [m]} for m in markers]}},
+                ]
+            },
+            many,
             {
                 "type": "object",
                 "required": [FORMAT_DATAFRAME_SPLIT],
+                "additionalProperties": False,
                 "properties": {
+                    "params": {},
                     FORMAT_DATAFRAME_SPLIT: {
                         "type": "object",
                         "required": ["columns", "data"],
+                        "description": "The columns in this order (request_id and entity_id may be added as "
+                        "further columns); each row of 'data' one value per column.",
                         "properties": {
-                            "columns": {"type": "array", "items": {"type": "string"}},
-                            "data": {"type": "array", "items": {"type": "array"}},
+                            "columns": {"const": required},
+                            "data": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": limits.max_rows,
+                                "items": {
+                                    "type": "array",
+                                    "minItems": len(required),
+                                    "maxItems": len(required),
+                                    "prefixItems": [record.get("properties", {}).get(c, {}) for c in required],
+                                },
+                            },
                         },
-                    }
+                    },
                 },
             },
             {
                 "type": "object",
                 "required": [FORMAT_DATAFRAME_RECORDS],
-                "properties": {
-                    FORMAT_DATAFRAME_RECORDS: {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}
-                },
+                "additionalProperties": False,
+                "properties": {"params": {}, FORMAT_DATAFRAME_RECORDS: many},
             },
         ]
     }
