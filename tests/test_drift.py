@@ -190,8 +190,9 @@ def test_live_traffic_from_the_prediction_log_is_monitored_with_labels_that_arri
     """Serve real February flights, then monitor the prediction log as the current window, labels joined on entity_id."""
     from workbench import registry
     from workbench.data import load
-    from workbench.serving.core import ServeOptions, Service
     from workbench.serving.model import Lookups, snapshot_lookups
+    from workbench.serving.options import ServeOptions
+    from workbench.serving.service import Service
 
     from .serving_support import LoopThread, records
 

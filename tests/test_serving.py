@@ -12,21 +12,15 @@ import pytest
 
 from workbench import registry
 from workbench.errors import RequestRejected, ServingError
-from workbench.serving import core
+from workbench.serving import protocol
 from workbench.serving.batching import Job, MicroBatcher
-from workbench.serving.core import (
-    CircuitBreaker,
-    Limits,
-    RequestContract,
-    Router,
-    ServeOptions,
-    Service,
-    parse_fallback,
-    parse_payload,
-    parse_split,
-)
+from workbench.serving.contract import RequestContract
 from workbench.serving.model import Lookups, snapshot_lookups
+from workbench.serving.options import ServeOptions
 from workbench.serving.predlog import DROPPED, FIXED_COLUMNS, QUEUED, LogFull, PredictionLog
+from workbench.serving.protocol import Limits, parse_payload
+from workbench.serving.routing import CircuitBreaker, Router, parse_fallback, parse_split
+from workbench.serving.service import Service
 
 from .serving_support import SERVING_MODEL, UNSEEN_CARRIER, LoopThread, raw_rows, records
 
@@ -77,13 +71,13 @@ def test_the_three_wire_formats_give_the_same_records():
 )
 def test_unparseable_payloads_are_named_and_mapped_to_4xx(body, content_type, code):
     exc = rejected(parse_payload, body, content_type, LIMITS)
-    assert exc.code == code and 400 <= core.ERROR_STATUS[code] < 500
+    assert exc.code == code and 400 <= protocol.ERROR_STATUS[code] < 500
     assert exc.problems and all(p.get("field") for p in exc.problems)
 
 
 def test_every_error_code_maps_to_an_http_status():
-    assert all(isinstance(s, int) and 400 <= s < 600 for s in core.ERROR_STATUS.values())
-    assert {c for c, s in core.ERROR_STATUS.items() if s >= 500} == {
+    assert all(isinstance(s, int) and 400 <= s < 600 for s in protocol.ERROR_STATUS.values())
+    assert {c for c, s in protocol.ERROR_STATUS.items() if s >= 500} == {
         "INTERNAL_ERROR",
         "NOT_READY",
         "OVERLOADED",

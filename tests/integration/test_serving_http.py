@@ -26,9 +26,9 @@ import uvicorn
 
 from workbench import registry
 from workbench.serving import ServeOptions, create_app
-from workbench.serving.core import Router
 from workbench.serving.fastpath import snapshot_sample
 from workbench.serving.model import Lookups, snapshot_lookups
+from workbench.serving.routing import Router
 
 from ..conftest import REPO, free_port
 from ..serving_support import SERVING_MODEL, UNSEEN_CARRIER, expected_scores, raw_rows, records

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from ..serving.app import serve
-    from ..serving.core import ServeOptions, parse_split
+    from ..serving.options import ServeOptions
+    from ..serving.routing import parse_split
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()

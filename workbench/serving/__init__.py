@@ -9,7 +9,7 @@ Modules (framework-free unless named): `protocol` (wire formats, parsing, limits
 request path, fallbacks) with `lanes` (the batch functions), `fastpath` + `compiled` (a version's pandas-free
 path: compiled plan, columnar decoration), `batching` (micro-batching), `predlog` + `wal` (the prediction log:
 write-ahead file, parquet, recovery), `reload` (hot reload of aliases), `model` (loading, smoke test, lookup
-snapshots), `metrics` (Prometheus), `openapi`, `app` (Starlette). `core` is the old import path.
+snapshots), `metrics` (Prometheus), `openapi`, `app` (Starlette).
 """
 
 from .app import create_app, serve
