@@ -24,6 +24,8 @@ a laptop and a cluster.
           tailnum: {type: string, classification: pii, mask: hash}
           time_hour: {type: timestamp, classification: sensitive, mask: year_only}
           note: {type: string, classification: sensitive, mask: {sql: "left(note, 3)"}}
+        roles:                     # optional: modelling roles (workbench.data.roles documents them)
+          target: {column: arr_delay, name: late, kind: binary, positive: "> 15"}
 
 Columns default to classification `internal`. Sensitive and pii columns must have a mask; other
 columns must not. `check_schema` compares a dataset's columns with the data itself.
@@ -43,6 +45,7 @@ import yaml
 from ..config import Settings
 from ..errors import CatalogError, UnknownDataset
 from ..storage import atomic_write_text
+from .roles import Roles, parse_roles
 
 __all__ = [
     "Column",
@@ -80,7 +83,7 @@ MASK_TYPES: dict[str, tuple[str, ...] | None] = {
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOP_KEYS = frozenset({"version", "grants", "datasets"})
 DATASET_KEYS = frozenset(
-    {"uri", "format", "zone", "owner", "description", "partitioning", "columns", "grants", "row_filters"}
+    {"uri", "format", "zone", "owner", "description", "partitioning", "columns", "grants", "row_filters", "roles"}
 )
 COLUMN_KEYS = frozenset({"type", "classification", "mask", "description"})
 
@@ -115,6 +118,7 @@ class Dataset:
     columns: tuple[Column, ...] = ()
     grants: dict[str, str] = field(default_factory=dict)  # per-dataset overrides: group -> level
     row_filters: dict[str, str] = field(default_factory=dict)  # group -> Spark SQL predicate
+    roles: Roles = field(default_factory=Roles)  # modelling roles (workbench.data.roles), optional
 
     @property
     def column_names(self) -> list[str]:
@@ -257,6 +261,7 @@ def _dataset(path: Path, name: str, spec: Any, lake: str, top_grants: dict[str, 
         columns=columns,
         grants=grants,
         row_filters=row_filters,
+        roles=parse_roles(path, name, spec.get("roles"), [c.name for c in columns]),
     )
 
 
@@ -376,6 +381,8 @@ def write_initial_catalog(settings: Settings, spark) -> Path:
             "partitioning": list(table.partition_by),
             "columns": spark_schema_columns(df),
         }
+        if table.roles:
+            datasets[table.name]["roles"] = table.roles
     grants = {OWNER: LEVEL_FULL, "data-scientists": LEVEL_MASKED}
     path = settings.path("catalog_path")
     atomic_write_text(path, yaml.safe_dump({"version": 1, "grants": grants, "datasets": datasets}, sort_keys=False))
