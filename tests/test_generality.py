@@ -1,0 +1,199 @@
+"""Any dataset by naming it: modelling roles in the catalog, no sample-data defaults in the library.
+
+Two datasets besides the sample's flights: scikit-learn's bundled diabetes data (a regression target,
+written to a throw-away lake here, with a 0/1 variant of its target) and the lake's `weather` table
+with a binary target declared in a test catalog. Every notebook runs on them through the job runner
+with only the dataset and its windows given, and no report speaks of flights.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workbench.data.catalog import load_catalog, parse_catalog
+from workbench.data.roles import derived_features, parse_roles
+from workbench.errors import CatalogError, TrainingError
+from workbench.task import resolve_task
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_WORDS = re.compile(r"flight|carrier|tailnum|delay|arr_|dep_|plane|airport", re.IGNORECASE)
+DIABETES_COLUMNS = ["age", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+
+
+def _weather_columns() -> dict:
+    sample = yaml.safe_load((REPO / "hub_config" / "catalog.yaml").read_text())
+    return sample["datasets"]["weather"]["columns"]
+
+
+def _catalog() -> dict:
+    diabetes_columns = {
+        "patient_id": {"type": "bigint"},
+        "visit": {"type": "bigint"},
+        "sex": {"type": "string"},
+        **{c: {"type": "double"} for c in DIABETES_COLUMNS},
+        "progression": {"type": "double"},
+        "high": {"type": "bigint"},
+    }
+    common = {"format": "parquet", "zone": "raw", "owner": "stewards"}
+    return {
+        "version": 1,
+        "grants": {"stewards": "full", "data-scientists": "full"},
+        "datasets": {
+            "diabetes": {
+                **common,
+                "uri": "{lake}/raw/diabetes",
+                "description": "Disease progression one year after baseline (scikit-learn's diabetes data).",
+                "columns": diabetes_columns,
+                "roles": {
+                    "description": "disease progression one year after baseline",
+                    "target": {"column": "progression", "kind": "regression"},
+                    "time_column": "visit",
+                    "entity_id": ["patient_id"],
+                    "leaky": ["high"],
+                },
+            },
+            "diabetes_high": {
+                **common,
+                "uri": "{lake}/raw/diabetes",
+                "description": "The same rows; `high` is 1 when progression is above 140.",
+                "columns": diabetes_columns,
+                "roles": {
+                    "target": {"column": "high", "kind": "binary"},  # a 0/1 column: no positive rule
+                    "time_column": "visit",
+                    "entity_id": ["patient_id"],
+                    "leaky": ["progression"],
+                },
+            },
+            "weather": {
+                **common,
+                "uri": "{lake}/raw/weather",
+                "description": "Hourly weather at three airports (copied from the sample lake).",
+                "columns": _weather_columns(),
+                "roles": {
+                    "description": "rain (more than 0 inches of precipitation) in the hour",
+                    "target": {"column": "precip", "name": "rain", "kind": "binary", "positive": "> 0"},
+                    "time_column": "time_hour",
+                    "entity_id": ["origin", "time_hour"],
+                },
+            },
+            "bare": {**common, "uri": "{lake}/raw/diabetes", "columns": diabetes_columns},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, repo_settings, spark) -> Path:
+    """A home with its own lake (diabetes written here, weather copied) and its own catalog."""
+    from sklearn.datasets import load_diabetes
+
+    root = tmp_path_factory.mktemp("anydata")
+    frame = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
+    frame["sex"] = frame["sex"].map({1.0: "F", 2.0: "M"})
+    frame.insert(0, "patient_id", range(1000, 1000 + len(frame)))
+    frame.insert(1, "visit", range(len(frame)))  # the rows' order stands for time
+    frame["high"] = (frame["progression"] > 140).astype("int64")
+    for c in [*DIABETES_COLUMNS, "progression"]:
+        frame[c] = frame[c].astype("float64")
+    spark.createDataFrame(frame).coalesce(1).write.mode("overwrite").parquet(str(root / "lake" / "raw" / "diabetes"))
+    shutil.copytree(REPO / "lake" / "raw" / "weather", root / "lake" / "raw" / "weather")
+    (root / "catalog.yaml").write_text(yaml.safe_dump(_catalog(), sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def settings(home, repo_settings):
+    return repo_settings.with_overrides(
+        home=str(home),
+        lake_root=str(home / "lake"),
+        catalog_path=str(home / "catalog.yaml"),
+        audit_dir=str(home / "audit"),
+        mlflow_tracking_uri=f"sqlite:///{home}/mlflow.db",
+        mlflow_artifacts=str(home / "mlartifacts"),
+        notebooks_dir=str(REPO / "notebooks"),
+        reports_dir=str(home / "reports"),
+        spark_master="local[2]",
+        spark_shuffle_partitions=4,
+        model_name="",
+    )
+
+
+# ---- the roles, without Spark ------------------------------------------------------------------------------
+def test_roles_report_every_problem_at_once():
+    bad = {
+        "target": {"column": "progresion", "kind": "binary", "positive": ">= 3"},
+        "time_column": "when",
+        "leaky": ["bmi", "nope"],
+        "features": ["bmi"],
+        "slice": ["sex"],
+    }
+    with pytest.raises(CatalogError) as err:
+        parse_roles("catalog.yaml", "diabetes", bad, ["progression", "bmi", "sex", "visit"])
+    message = str(err.value)
+    for part in (
+        "dataset 'diabetes', field 'roles'",
+        "unknown field 'slice'",
+        "did you mean 'slices'",
+        "'target.column' names 'progresion'",
+        "did you mean 'progression'",
+        "'target.positive' must read '> NUMBER'",
+        "'time_column' names 'when'",
+        "'leaky[1]' names 'nope'",
+        "'bmi' is listed both in 'leaky' and in 'features'",
+    ):
+        assert part in message, part
+    doc = _catalog()
+    doc["datasets"]["weather"]["roles"]["target"]["kind"] = "categorical"
+    with pytest.raises(CatalogError, match="dataset 'weather', field 'roles'.*'target.kind' must be one of binary"):
+        parse_catalog(doc, "catalog.yaml", "/lake")
+
+
+def test_features_are_derived_from_the_catalog_and_the_sample_roles_live_in_its_catalog(settings, repo_settings):
+    catalog = load_catalog(settings)
+    assert derived_features(catalog.get("diabetes")) == ["sex", *DIABETES_COLUMNS]  # no id, time, target, leaky
+    assert "time_hour" not in derived_features(catalog.get("weather"))  # timestamps are not features
+    flights = load_catalog(repo_settings).get("flights")
+    assert flights.roles.target.label_threshold == 15 and flights.roles.feature_function == "flights_context"
+    task = resolve_task("flights", settings=repo_settings)
+    assert task.model_name == "flights-late" and task.time_column == "scheduled_departure"
+    assert "dep_delay" in task.leaky and "dep_delay" not in task.features
+
+
+def test_a_missing_role_names_the_parameter_and_the_catalog_field(settings):
+    with pytest.raises(TrainingError, match="Parameter 'target'.*'roles: target'.*datasets.bare.roles"):
+        resolve_task("bare", settings=settings)
+    with pytest.raises(TrainingError, match="Parameter 'task'.*'roles: target.kind'"):
+        resolve_task("bare", target="progression", settings=settings)
+    with pytest.raises(TrainingError, match="Parameter 'time_column'.*'roles: time_column'"):
+        resolve_task("bare", target="progression", task="regression", settings=settings)
+    with pytest.raises(TrainingError, match="feature_function='none'") as err:
+        resolve_task("diabetes", feature_function="flights_context", settings=settings)
+    assert "parameter 'feature_function'" in str(err.value)
+    regression = resolve_task("diabetes", settings=settings)
+    assert (regression.task, regression.label_threshold, regression.model_name) == (
+        "regression",
+        None,
+        "diabetes-progression",
+    )
+    flag = resolve_task("diabetes_high", settings=settings)
+    assert flag.task == "classification" and flag.zero_one and flag.label_threshold == 0
+
+
+# ---- training on the catalog's word alone -------------------------------------------------------------------
+def test_a_zero_one_target_trains_without_a_threshold(settings, spark):
+    from workbench.data.audit import query
+    from workbench.training import train
+
+    result = train(
+        "diabetes_high", train_where="visit < 400", params={"n_estimators": 20}, settings=settings, spark=spark
+    )
+    assert result.spec.task == "classification" and result.spec.label_threshold == 0
+    assert set(result.holdout_label.unique()) == {0, 1} and 0.5 < result.metrics["roc_auc"] <= 1
+    assert "progression" not in result.spec.features  # declared leaky
+    assert len(result.data_identity["parquet_files"]) == 1  # the files read
+    purposes = [e.get("purpose", "") for e in query(settings, dataset="diabetes_high").records]
+    assert "training diabetes_high-high" in purposes  # the audit names the model being trained
