@@ -58,6 +58,9 @@ HIGHER_IS_BETTER = {
     "mae": False,
 }
 DEFAULT_METRIC = {"classification": "roc_auc", "regression": "rmse"}
+# The floor when none is given: a chance-level AUC is 0.5 whatever the data; an error metric (rmse, mae)
+# is in the target's units, so no floor fits every dataset: without one, the champion alone is the bar.
+DEFAULT_FLOOR = {"roc_auc": 0.6}
 
 
 @dataclass
@@ -66,7 +69,7 @@ class GateResult:
     reasons: list[str]
     metric: str
     tolerance: float
-    floor: float
+    floor: float | None
     overall: pd.DataFrame  # one row per model: metrics on the whole window
     slices: pd.DataFrame  # one row per slice value: rows, metric per model, delta, verdict
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -114,7 +117,8 @@ class GateResult:
         parts = [
             f'<div class="gate-decision" style="border-left:6px solid {color};padding:8px 14px;margin:8px 0">'
             f'<h2 style="color:{color};margin:0">{self.decision}</h2><p>{who}; window: <code>{html.escape(self.window or "-")}</code>; '
-            f"gate metric <b>{self.metric}</b>, tolerance {self.tolerance:g}, floor {self.floor:g}"
+            f"gate metric <b>{self.metric}</b>, tolerance {self.tolerance:g}, "
+            f"{'floor ' + format(self.floor, 'g') if self.floor is not None else 'no floor'}"
             f"{'; promoted to champion' if self.promoted else ''}</p><ul>{reasons}</ul></div>",
             "<h3>Overall</h3>",
             self.overall.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0),
@@ -146,12 +150,15 @@ def compare(
     slices: Sequence[str] = (),
     metric: str | None = None,
     tolerance: float = 0.01,
-    floor: float = 0.6,
+    floor: float | None = None,
     min_rows: int = 200,
     decision_threshold: float = 0.5,
 ) -> GateResult:
-    """Decide SHIP / DO NOT SHIP from scores on the same rows (`frame` holds the slice columns)."""
+    """Decide SHIP / DO NOT SHIP from scores on the same rows (`frame` holds the slice columns).
+
+    floor: None means DEFAULT_FLOOR of the metric (0.6 for roc_auc), and no floor for error metrics."""
     metric = metric or DEFAULT_METRIC[task]
+    floor = DEFAULT_FLOOR.get(metric) if floor is None else floor
     if metric not in HIGHER_IS_BETTER:
         raise GateError(f"Gate metric '{metric}' is unknown; choose one of {', '.join(HIGHER_IS_BETTER)}.")
     up = HIGHER_IS_BETTER[metric]
@@ -179,16 +186,17 @@ def compare(
         raise GateError(
             f"Gate metric '{metric}' cannot be computed on this window (e.g. AUC needs both classes); widen eval_where."
         )
-    beats_floor = new_overall >= floor if up else new_overall <= floor
     cmp = ">=" if up else "<="
-    if beats_floor:
+    if floor is None:
+        reasons.append(f"no floor for {metric} (pass floor to set one)")
+    elif (new_overall >= floor) if up else (new_overall <= floor):
         reasons.append(f"challenger {metric} {new_overall:.4f} {cmp} floor {floor:g}")
     else:
         ok = False
         reasons.append(f"challenger {metric} {new_overall:.4f} misses the floor {floor:g} (needs {cmp} {floor:g})")
 
     if champion is None:
-        reasons.append("no champion yet: the floor alone decides")
+        reasons.append("no champion yet: the floor alone decides" if floor is not None else "no champion yet")
     else:
         old_overall = overall[1][metric]
         if worse(new_overall, old_overall):
@@ -275,7 +283,7 @@ def evaluate(
     slices: Sequence[str] | None = None,
     metric: str | None = None,
     tolerance: float = 0.01,
-    floor: float = 0.6,
+    floor: float | None = None,
     min_rows: int = 200,
     latency_rows: int = 1000,
     promote: bool = False,
