@@ -247,3 +247,46 @@ def test_every_notebook_runs_on_the_dataset_and_its_windows_alone(settings, data
         assert "<h3>Slices</h3>" in html and "origin" in visible_text(html.split("<h3>Slices</h3>")[1])
     drift, _ = records["04_drift_monitor"]
     assert drift.published["status"] in ("ok", "warn", "alert")
+
+
+def test_a_coarse_time_column_warns_and_models_list_shows_aliases(settings, spark):
+    from workbench import registry
+    from workbench.training import train
+
+    result = train(
+        "diabetes",
+        time_column="age",  # whole years: equal values on both sides of the cut
+        params={"n_estimators": 10},
+        register=True,
+        alias="champion",
+        settings=settings,
+        spark=spark,
+    )
+    assert result.name == "diabetes-progression"
+    assert result.warnings and "overlaps training's" in result.warnings[0]
+    assert result.data_identity["warnings"] == result.warnings
+    versions = registry.list_versions(result.name, settings)
+    newest = versions[0]
+    assert newest.version == result.version and newest.aliases == ("champion",)
+    assert newest.as_row()["aliases"] == "champion"
+
+
+def test_a_zero_one_column_drifts_by_value_as_evidently_counts_it(spark):
+    """One quantile bin would hide a 0/1 flag whose mean moved from 0.26 to 0.42; value counts do not."""
+    import numpy as np
+    import pandas as pd
+
+    from workbench import drift
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"flag": (rng.random(4000) < 0.26).astype("int64"), "x": rng.normal(size=4000)})
+    cur = pd.DataFrame({"flag": (rng.random(4000) < 0.42).astype("int64"), "x": rng.normal(size=4000)})
+    ours = drift.compute_drift(spark.createDataFrame(ref), spark.createDataFrame(cur), ["flag", "x"])
+    flag = ours.feature("flag")
+    assert flag.kind == "numerical" and flag.bins == 2 and flag.psi > 0.05 and flag.drifted
+    assert flag.reference_mean == pytest.approx(ref["flag"].mean()) and flag.current_mean == pytest.approx(
+        cur["flag"].mean()
+    )
+    for method in ("psi", "jensenshannon", "wasserstein"):
+        theirs = drift.evidently_report(ref, cur, ["flag", "x"], [], {"numerical_method": method})
+        assert getattr(flag, method) == pytest.approx(theirs.scores["flag"], rel=1e-9, abs=1e-12), method
