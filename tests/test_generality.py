@@ -269,6 +269,7 @@ def test_a_coarse_time_column_warns_and_models_list_shows_aliases(settings, spar
     newest = versions[0]
     assert newest.version == result.version and newest.aliases == ("champion",)
     assert newest.as_row()["aliases"] == "champion"
+    assert "diabetes-progression" in registry.list_models(settings)  # `workbench models list` with no name
 
 
 def test_a_zero_one_column_drifts_by_value_as_evidently_counts_it(spark):

@@ -33,6 +33,7 @@ __all__ = [
     "history",
     "get_version",
     "list_versions",
+    "list_models",
     "CHAMPION",
     "CHALLENGER",
 ]
@@ -181,6 +182,12 @@ def list_versions(name: str | None = None, settings: Settings | None = None) -> 
     versions = client.search_model_versions(f"name = '{_quote(name)}'")
     infos = (_info(client, v, by_version.get(int(v.version))) for v in versions)
     return sorted(infos, key=lambda v: -v.version)
+
+
+def list_models(settings: Settings | None = None) -> list[str]:
+    """The names of every registered model, sorted."""
+    client = configure(settings or load_settings())
+    return sorted(m.name for m in client.search_registered_models())
 
 
 def _name(name: str | None, settings: Settings) -> str:
