@@ -291,3 +291,26 @@ def test_a_zero_one_column_drifts_by_value_as_evidently_counts_it(spark):
     for method in ("psi", "jensenshannon", "wasserstein"):
         theirs = drift.evidently_report(ref, cur, ["flag", "x"], [], {"numerical_method": method})
         assert getattr(flag, method) == pytest.approx(theirs.scores["flag"], rel=1e-9, abs=1e-12), method
+
+
+def test_data_add_infers_a_validated_entry_and_names_identifier_candidates(settings, home, spark, tmp_path):
+    from workbench.data.register import add_dataset, describe
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("# the team's catalog\n" + (home / "catalog.yaml").read_text())
+    mine = settings.with_overrides(catalog_path=str(catalog))
+    folder = str(home / "lake" / "raw" / "diabetes")
+    entry, candidates = describe(spark, folder, owner="stewards")
+    assert entry["columns"]["patient_id"] == {"type": "bigint"} and entry["columns"]["sex"] == {"type": "string"}
+    assert entry["columns"]["bmi"] == {"type": "double"} and entry["partitioning"] == []
+    assert candidates == ["patient_id", "visit"]  # by name, and nearly unique integers; never classified here
+    add_dataset(mine, "visits", folder, owner="stewards", entry=entry)
+    text = catalog.read_text()
+    assert text.startswith("# the team's catalog") and "{lake}/raw/diabetes" in text  # comments kept, portable uri
+    added = load_catalog(mine).get("visits")
+    assert added.column("patient_id").classification == "internal" and added.roles.target is None
+    with pytest.raises(CatalogError, match="already in the catalog"):
+        add_dataset(mine, "visits", folder, owner="stewards", entry=entry)
+    with pytest.raises(CatalogError, match="has no 'owner'"):
+        add_dataset(mine, "broken", folder, owner="", entry={**entry, "owner": ""})
+    assert "broken" not in catalog.read_text()  # an invalid entry is never written
