@@ -133,3 +133,8 @@ def test_notebook_parameters_parse_without_a_kernel(notebook, required):
     assert required <= assigned
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     assert "def " not in "".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_lineage_lists_the_files_read(trained_model):
+    files = trained_model.data_identity["parquet_files"]
+    assert files and all("month=1/" in f for f in files)  # partition pruning: the other months' files were not read
