@@ -63,3 +63,13 @@ def test_first_catalog_describes_every_dataset(fresh_lake):
     assert flights["uri"] == "{lake}/raw/flights" and flights["format"] == "parquet"
     assert flights["partitioning"] == ["month"] and flights["owner"] and flights["description"]
     assert flights["columns"]["scheduled_departure"]["type"] == "timestamp"
+
+
+def test_first_catalog_declares_the_sample_task_as_the_committed_one_does(fresh_lake, repo_settings):
+    """The sample's roles live in its catalogs, not in the library: `lake init` writes the committed ones."""
+    from workbench.data.catalog import load_catalog
+
+    settings, _, _ = fresh_lake
+    written, committed = load_catalog(settings).get("flights"), load_catalog(repo_settings).get("flights")
+    assert written.roles.declared and written.roles == committed.roles
+    assert written.roles.target.column == "arr_delay" and written.roles.target.label_threshold == 15
