@@ -71,7 +71,7 @@ def main() -> None:
     uri = args.model
     if not uri:
         print(f"training a LightGBM model ({args.trees} trees) on flights month 1 ...", flush=True)
-        train(
+        result = train(
             dataset="flights",
             train_where="month = 1",
             params={"n_estimators": args.trees},
@@ -80,7 +80,7 @@ def main() -> None:
             settings=settings,
             spark=spark,
         )
-        uri = f"models:/{settings.model_name}@champion"
+        uri = f"models:/{result.name}@champion"
 
     source = tmp / "rows"
     (

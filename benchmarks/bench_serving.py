@@ -74,6 +74,7 @@ def prepare(store: Path, quick: bool) -> dict:
     spark = get_spark("bench-serving", settings.with_overrides(spark_master="local[2]"))
     where = "month = 1 AND day <= 10" if quick else "month = 1"
     result = train(
+        "flights",
         train_where=where,
         params={"n_estimators": 100},
         register=True,

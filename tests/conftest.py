@@ -70,6 +70,7 @@ def trained_model(spark, mlflow_settings):
     from workbench.training import train
 
     return train(
+        "flights",
         train_where="month = 1",
         params={"n_estimators": 20, "num_leaves": 15},
         register=True,

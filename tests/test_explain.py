@@ -114,6 +114,14 @@ def test_lime_gives_weights_for_the_named_features_and_states_agreement(tree_exp
     assert len(fig.axes) == 2
 
 
+def test_explorer_filters_default_to_the_catalog_slices_and_dropped_ones_are_named(tree_explainer, tree_explanation):
+    x = explain.explore(tree_explainer, tree_explanation)
+    assert list(x.filters) == ["carrier", "origin"] and x.dropped == []  # the flights slices role
+    x = explain.explore(tree_explainer, tree_explanation, filters=("carrier", "no_such_column"))
+    assert list(x.filters) == ["carrier"] and x.dropped == ["no_such_column"]
+    assert "no_such_column" in x.note.value and "dropped" in x.note.value
+
+
 def test_explorer_callbacks_update_the_display(tree_explainer, tree_explanation):
     x = explain.explore(tree_explainer, tree_explanation, filters=("carrier", "month"))
     first_id, first_png, first_html = x.current.row_id, x.waterfall.value, x.summary.value

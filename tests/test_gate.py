@@ -70,6 +70,7 @@ def test_gate_promotes_a_good_challenger_and_refuses_a_worse_one(trained_model, 
     assert registry.get_version(name, "champion", mlflow_settings).version == 1
 
     worse = train(
+        "flights",
         feature_function="none",
         features=["minute"],
         model="logistic",

@@ -109,3 +109,11 @@ def test_status_command_prints_level_and_rows(spark, monkeypatch, capsys, tmp_pa
     lines = {l.split()[0]: l.split() for l in capsys.readouterr().out.splitlines()[1:]}
     assert lines["airlines"][1:3] == ["masked", "16"] and lines["flights"][1] == "masked"
     assert int(lines["flights"][2].replace(",", "")) < 336776  # JFK rows only: counted through the governed loader
+def test_first_catalog_declares_the_sample_task_as_the_committed_one_does(fresh_lake, repo_settings):
+    """The sample's roles live in its catalogs, not in the library: `lake init` writes the committed ones."""
+    from workbench.data.catalog import load_catalog
+
+    settings, _, _ = fresh_lake
+    written, committed = load_catalog(settings).get("flights"), load_catalog(repo_settings).get("flights")
+    assert written.roles.declared and written.roles == committed.roles
+    assert written.roles.target.column == "arr_delay" and written.roles.target.label_threshold == 15

@@ -104,11 +104,11 @@ def test_the_run_records_data_metrics_and_artifacts(trained_model, mlflow_settin
 
 def test_leaky_features_and_unknown_models_are_refused(mlflow_settings):
     with pytest.raises(TrainingError, match="dep_delay"):
-        train(features=["carrier", "dep_delay"], settings=mlflow_settings)
+        train("flights", features=["carrier", "dep_delay"], settings=mlflow_settings)
     with pytest.raises(TrainingError, match="lightgbm, logistic"):
-        train(model="xgboost", settings=mlflow_settings)
+        train("flights", model="xgboost", settings=mlflow_settings)
     with pytest.raises(TrainingError, match="linear"):
-        train(model="logistic", label_threshold=None, settings=mlflow_settings)
+        train("flights", model="logistic", task="regression", settings=mlflow_settings)
 
 
 @pytest.mark.parametrize(
@@ -133,3 +133,8 @@ def test_notebook_parameters_parse_without_a_kernel(notebook, required):
     assert required <= assigned
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     assert "def " not in "".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_lineage_lists_the_files_read(trained_model):
+    files = trained_model.data_identity["parquet_files"]
+    assert files and all("month=1/" in f for f in files)  # partition pruning: the other months' files were not read

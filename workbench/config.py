@@ -117,7 +117,11 @@ class Settings:
         "mlartifacts", "Default artifact root for new MLflow experiments (local path or URI)."
     )
     mlflow_experiment: str = _setting("workbench", "MLflow experiment that training runs are logged to.")
-    model_name: str = _setting("flights-late", "Default registered model name for the sample task.")
+    model_name: str = _setting(
+        "",
+        "Registered model name used when a command or notebook names none; empty means <dataset>-<target name> "
+        "from the dataset's roles in the catalog.",
+    )
 
     # Notebooks, jobs and reports
     notebooks_dir: str = _setting("notebooks", "Folder of the parameterized notebooks.")

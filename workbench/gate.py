@@ -5,13 +5,15 @@ model fed through its own recorded feature function). The gate passes when the c
 
 1. beats a fixed floor on the gate metric (e.g. AUC >= 0.60), and
 2. is not worse than the champion by more than `tolerance` overall, and
-3. is not worse than the champion by more than `tolerance` on any slice (e.g. each carrier, each
-   origin airport) holding at least `min_rows` rows (smaller slices are listed, not judged).
+3. is not worse than the champion by more than `tolerance` on any slice (each value of each slice
+   column) holding at least `min_rows` rows (smaller slices are listed, not judged). Slice columns
+   default to the dataset's declared `slices` role in the catalog, else its categorical features with
+   2 to 20 distinct values in the evaluation window.
 
 With no champion, the floor alone decides. Calibration and the latency of `predict` on a batch are
 reported beside the decision, not gated.
 
-    result = evaluate(eval_where="month = 3", slices=["carrier", "origin"], promote=True)
+    result = evaluate(dataset="flights", eval_where="month = 3", promote=True)   # name and slices from the catalog
     result.decision      # "SHIP" | "DO NOT SHIP"
     result.reasons       # why, one line each, naming the slice that failed
     result.to_html()     # the report: the decision and reasons at the top
@@ -34,6 +36,7 @@ import pandas as pd
 
 from . import model_contract, registry
 from .config import Settings, load_settings
+from .data.roles import low_cardinality
 from .errors import GateError, RegistryError
 from .features import model_frame
 from .model_contract import ModelSpec, compute_metrics
@@ -55,6 +58,9 @@ HIGHER_IS_BETTER = {
     "mae": False,
 }
 DEFAULT_METRIC = {"classification": "roc_auc", "regression": "rmse"}
+# The floor when none is given: a chance-level AUC is 0.5 whatever the data; an error metric (rmse, mae)
+# is in the target's units, so no floor fits every dataset: without one, the champion alone is the bar.
+DEFAULT_FLOOR = {"roc_auc": 0.6}
 
 
 @dataclass
@@ -63,7 +69,7 @@ class GateResult:
     reasons: list[str]
     metric: str
     tolerance: float
-    floor: float
+    floor: float | None
     overall: pd.DataFrame  # one row per model: metrics on the whole window
     slices: pd.DataFrame  # one row per slice value: rows, metric per model, delta, verdict
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -73,6 +79,7 @@ class GateResult:
     champion_version: int | None = None
     window: str = ""
     promoted: bool = False
+    description: str = ""  # what the model predicts, from the catalog's roles
 
     @property
     def passed(self) -> bool:
@@ -103,13 +110,15 @@ class GateResult:
         """The report: decision and reasons first, then overall, slices, calibration and latency."""
         color = "#1a7f37" if self.passed else "#cf222e"
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
-        who = f"{html.escape(self.name)}: challenger v{self.challenger_version} vs " + (
+        predicts = f" (predicts: {html.escape(self.description)})" if self.description else ""
+        who = f"{html.escape(self.name)}{predicts}: challenger v{self.challenger_version} vs " + (
             f"champion v{self.champion_version}" if self.champion_version else "no champion (floor only)"
         )
         parts = [
             f'<div class="gate-decision" style="border-left:6px solid {color};padding:8px 14px;margin:8px 0">'
             f'<h2 style="color:{color};margin:0">{self.decision}</h2><p>{who}; window: <code>{html.escape(self.window or "-")}</code>; '
-            f"gate metric <b>{self.metric}</b>, tolerance {self.tolerance:g}, floor {self.floor:g}"
+            f"gate metric <b>{self.metric}</b>, tolerance {self.tolerance:g}, "
+            f"{'floor ' + format(self.floor, 'g') if self.floor is not None else 'no floor'}"
             f"{'; promoted to champion' if self.promoted else ''}</p><ul>{reasons}</ul></div>",
             "<h3>Overall</h3>",
             self.overall.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0),
@@ -141,12 +150,15 @@ def compare(
     slices: Sequence[str] = (),
     metric: str | None = None,
     tolerance: float = 0.01,
-    floor: float = 0.6,
+    floor: float | None = None,
     min_rows: int = 200,
     decision_threshold: float = 0.5,
 ) -> GateResult:
-    """Decide SHIP / DO NOT SHIP from scores on the same rows (`frame` holds the slice columns)."""
+    """Decide SHIP / DO NOT SHIP from scores on the same rows (`frame` holds the slice columns).
+
+    floor: None means DEFAULT_FLOOR of the metric (0.6 for roc_auc), and no floor for error metrics."""
     metric = metric or DEFAULT_METRIC[task]
+    floor = DEFAULT_FLOOR.get(metric) if floor is None else floor
     if metric not in HIGHER_IS_BETTER:
         raise GateError(f"Gate metric '{metric}' is unknown; choose one of {', '.join(HIGHER_IS_BETTER)}.")
     up = HIGHER_IS_BETTER[metric]
@@ -174,16 +186,17 @@ def compare(
         raise GateError(
             f"Gate metric '{metric}' cannot be computed on this window (e.g. AUC needs both classes); widen eval_where."
         )
-    beats_floor = new_overall >= floor if up else new_overall <= floor
     cmp = ">=" if up else "<="
-    if beats_floor:
+    if floor is None:
+        reasons.append(f"no floor for {metric} (pass floor to set one)")
+    elif (new_overall >= floor) if up else (new_overall <= floor):
         reasons.append(f"challenger {metric} {new_overall:.4f} {cmp} floor {floor:g}")
     else:
         ok = False
         reasons.append(f"challenger {metric} {new_overall:.4f} misses the floor {floor:g} (needs {cmp} {floor:g})")
 
     if champion is None:
-        reasons.append("no champion yet: the floor alone decides")
+        reasons.append("no champion yet: the floor alone decides" if floor is not None else "no champion yet")
     else:
         old_overall = overall[1][metric]
         if worse(new_overall, old_overall):
@@ -267,10 +280,10 @@ def evaluate(
     eval_where: str | None = None,
     challenger: str | int = registry.CHALLENGER,
     champion: str | int | None = registry.CHAMPION,
-    slices: Sequence[str] = ("carrier", "origin"),
+    slices: Sequence[str] | None = None,
     metric: str | None = None,
     tolerance: float = 0.01,
-    floor: float = 0.6,
+    floor: float | None = None,
     min_rows: int = 200,
     latency_rows: int = 1000,
     promote: bool = False,
@@ -278,11 +291,22 @@ def evaluate(
     spark=None,
 ) -> GateResult:
     """Score challenger and champion on the window `eval_where` of `dataset` and decide; with `promote`, a
-    passing gate moves `champion` to the challenger (recorded in the registry history)."""
+    passing gate moves `champion` to the challenger (recorded in the registry history).
+
+    name: the registered model (default: the model_name setting, else `<dataset>-<target name>` from the
+    catalog's roles of `dataset`). slices: columns judged value by value (default: see the module docstring).
+    """
     from .data import load
+    from .task import dataset_entry, default_model_name
 
     settings = settings or load_settings()
-    name = name or settings.model_name
+    if not name:
+        if not (dataset or settings.model_name):
+            raise GateError(
+                "Parameter 'model_name' (or 'dataset') is not set: pass the registered model's name, or the dataset "
+                "it was trained on (its name is then <dataset>-<target name> from the catalog's roles)."
+            )
+        name = default_model_name(dataset, settings, GateError) if dataset else settings.model_name
     registry.configure(settings)
     new_version = registry.get_version(name, challenger, settings)
     old_version = None
@@ -301,11 +325,15 @@ def evaluate(
             "they cannot be compared on one gate. Register the challenger under another model name."
         )
     dataset = dataset or new_spec.dataset
+    entry_roles = dataset_entry(dataset, settings).roles
+    declared = entry_roles.slices
+    if slices is None:
+        slices = list(declared) if declared is not None else None
     columns = list(
         dict.fromkeys(
             [c for s in specs.values() for c in s.raw_columns]
             + [new_spec.target]
-            + [c for c in slices]
+            + [c for c in (slices or [])]
             + ([new_spec.time_column] if new_spec.time_column else [])
         )
     )
@@ -338,6 +366,8 @@ def evaluate(
             timings.append((time.perf_counter() - start) * 1000)
         latency[f"{role} v{version.version} ({len(batch)} rows)"] = round(float(np.median(timings)), 2)
 
+    if slices is None:  # none declared: the low-cardinality categorical inputs of the challenger
+        slices = low_cardinality(decorated, new_spec.categorical)
     missing = [s for s in slices if s not in decorated.columns]
     if missing:
         raise GateError(
@@ -360,6 +390,9 @@ def evaluate(
     )
     result.latency_ms = latency
     result.name, result.window = name, eval_where or "(all rows)"
+    target = entry_roles.target
+    if target is not None and target.column == new_spec.target:
+        result.description = entry_roles.description
     result.challenger_version = new_version.version
     result.champion_version = old_version.version if old_version else None
     if promote and result.passed:

@@ -41,6 +41,25 @@ class SampleTable:
     partition_by: tuple[str, ...] = ()
     types: dict[str, str] | None = None  # pandas dtypes for the CSV columns
     derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    roles: dict | None = None  # modelling roles written to the first catalog (workbench.data.roles)
+
+
+# The sample's prediction task, declared in its catalog (not in the library): will a flight arrive 15+
+# minutes late, judged from what is known before departure.
+FLIGHTS_ROLES = {
+    "description": "arrives 15 or more minutes late",
+    "target": {"column": "arr_delay", "name": "late", "kind": "binary", "positive": "> 15"},
+    "time_column": "scheduled_departure",
+    "entity_id": ["year", "month", "day", "carrier", "flight", "origin", "hour", "minute"],
+    "leaky": ["dep_delay", "dep_time", "arr_time", "air_time"],
+    "slices": ["carrier", "origin"],
+    "feature_function": "flights_context",
+    "features": [
+        *("carrier", "origin", "dest", "distance", "hour", "minute", "day_of_week", "temp", "dewp", "humid"),
+        *("wind_speed", "wind_gust", "precip", "pressure", "visib", "plane_age", "plane_seats", "plane_engines"),
+        *("plane_type", "plane_engine"),
+    ],
+}
 
 
 def _flights(df: pd.DataFrame) -> pd.DataFrame:
@@ -92,6 +111,7 @@ SAMPLE_TABLES: tuple[SampleTable, ...] = (
             time_hour=_S,
         ),
         derive=_flights,
+        roles=FLIGHTS_ROLES,
     ),
     SampleTable(
         "weather",
@@ -230,6 +250,8 @@ def write_initial_catalog(settings: Settings, spark) -> Path:
             "partitioning": list(table.partition_by),
             "columns": spark_schema_columns(df),
         }
+        if table.roles:
+            datasets[table.name]["roles"] = table.roles
     grants = {OWNER: LEVEL_FULL, FIRST_READERS: LEVEL_MASKED}
     return write_catalog(settings, {"version": 1, "grants": grants, "datasets": datasets})
 

@@ -5,11 +5,11 @@ This is the only module that talks to MLflow's registry API. Every alias move ma
 with who, when, from which version to which, and why; `rollback` replays that history backwards.
 
     from workbench import registry
-    v = registry.register("models:/m-abc123", "flights-late", alias="challenger")
-    registry.promote("flights-late", v.version, reason="gate passed")   # moves @champion
-    registry.rollback("flights-late", reason="bad predictions")          # @champion back to the previous
-    registry.list_versions("flights-late")                               # versions, metrics, lineage
-    registry.model_uri("flights-late", "champion")                        # 'models:/flights-late@champion'
+    v = registry.register("models:/m-abc123", "NAME", alias="challenger")
+    registry.promote("NAME", v.version, reason="gate passed")   # moves @champion
+    registry.rollback("NAME", reason="bad predictions")          # @champion back to the previous
+    registry.list_versions("NAME")                               # versions (with aliases), metrics, lineage
+    registry.model_uri("NAME", "champion")                        # 'models:/NAME@champion'
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "history",
     "get_version",
     "list_versions",
+    "list_models",
     "CHAMPION",
     "CHALLENGER",
 ]
@@ -104,7 +105,7 @@ def register(
     import mlflow
 
     settings = settings or load_settings()
-    name = name or settings.model_name
+    name = _name(name, settings)
     client = configure(settings)
     mv = mlflow.register_model(source_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     if alias:
@@ -167,13 +168,35 @@ def get_version(name: str, ref: int | str = CHAMPION, settings: Settings | None 
 
 
 def list_versions(name: str | None = None, settings: Settings | None = None) -> list[ModelVersionInfo]:
-    """Every version of `name`, newest first."""
+    """Every version of `name`, newest first, with its aliases.
+
+    `search_model_versions` returns versions without their aliases: they are taken from the
+    registered model (alias -> version) instead."""
     settings = settings or load_settings()
-    name = name or settings.model_name
+    name = _name(name, settings)
     client = configure(settings)
-    _model(client, name)
+    model = _model(client, name)
+    by_version: dict[int, list[str]] = {}
+    for alias, version in (getattr(model, "aliases", None) or {}).items():
+        by_version.setdefault(int(version), []).append(alias)
     versions = client.search_model_versions(f"name = '{_quote(name)}'")
-    return sorted((_info(client, v) for v in versions), key=lambda v: -v.version)
+    infos = (_info(client, v, by_version.get(int(v.version))) for v in versions)
+    return sorted(infos, key=lambda v: -v.version)
+
+
+def list_models(settings: Settings | None = None) -> list[str]:
+    """The names of every registered model, sorted."""
+    client = configure(settings or load_settings())
+    return sorted(m.name for m in client.search_registered_models())
+
+
+def _name(name: str | None, settings: Settings) -> str:
+    if name or settings.model_name:
+        return name or settings.model_name
+    raise RegistryError(
+        "No model name given and the model_name setting is empty. Pass the registered model's name "
+        "(a model trained on dataset D is named D-<target name> by default), or set model_name (WORKBENCH_MODEL_NAME)."
+    )
 
 
 # ---- internals ----------------------------------------------------------------------------------
@@ -213,7 +236,7 @@ def _version(client, name: str, ref: int | str):
         ) from None
 
 
-def _info(client, mv) -> ModelVersionInfo:
+def _info(client, mv, aliases: list[str] | None = None) -> ModelVersionInfo:
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     if mv.run_id:
@@ -228,7 +251,7 @@ def _info(client, mv) -> ModelVersionInfo:
     return ModelVersionInfo(
         name=mv.name,
         version=int(mv.version),
-        aliases=tuple(sorted(getattr(mv, "aliases", []) or [])),
+        aliases=tuple(sorted(aliases if aliases is not None else (getattr(mv, "aliases", []) or []))),
         run_id=mv.run_id,
         source=mv.source,
         created=(mv.creation_timestamp or 0) / 1000.0,

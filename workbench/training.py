@@ -8,17 +8,19 @@ THE MODEL CONTRACT (explain, serving, drift and the gate rely on it; `workbench.
        settings = repo_settings.with_overrides(
            mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", mlflow_artifacts=str(tmp_path / "mlartifacts"))
        result = workbench.training.train(
-           dataset="flights", train_where="month = 1", params={"n_estimators": 20},
+           "flights", train_where="month = 1", params={"n_estimators": 20},
            register=True, alias="champion", settings=settings, spark=spark)
        result.model_uri      # 'models:/m-...'   (the logged model)
-       result.version        # 1                 (registered under settings.model_name, here with @champion)
+       result.version        # 1                 (registered as NAME, here with @champion)
 
-2. Load it by alias: `models:/NAME@champion` (NAME = settings.model_name, default 'flights-late';
-   `workbench.registry.model_uri(name, "champion")` builds it). Call `workbench.registry.configure(settings)`
+   Target, task, features, feature function and time column default to the dataset's roles in the
+   catalog (`workbench.task.resolve_task`); NAME to the model_name setting, else `<dataset>-<target name>`.
+
+2. Load it by alias: `models:/NAME@champion` (`workbench.registry.model_uri(name, "champion")` builds it). Call `workbench.registry.configure(settings)`
    first so MLflow looks in the right store.
 
-       pyfunc  = model_contract.load_pyfunc("models:/flights-late@champion")    # enforces the signature
-       pipe    = model_contract.load_pipeline("models:/flights-late@champion")  # the sklearn Pipeline:
+       pyfunc  = model_contract.load_pyfunc("models:/NAME@champion")    # enforces the signature
+       pipe    = model_contract.load_pipeline("models:/NAME@champion")  # the sklearn Pipeline:
        pipe.named_steps["preprocess"]   # ColumnTransformer (numeric: impute+scale; categorical: impute+one-hot)
        pipe.named_steps["model"]        # LGBMClassifier / LogisticRegression / LGBMRegressor / Ridge
        pipe[:-1].get_feature_names_out()   # names of the columns the estimator sees (pandas output)
@@ -26,7 +28,7 @@ THE MODEL CONTRACT (explain, serving, drift and the gate rely on it; `workbench.
 3. Columns: the pipeline (and the pyfunc signature) expects exactly the model's *decorated* feature
    columns, `spec.numeric + spec.categorical`: numeric as double, categorical as string (nulls allowed).
    For a classifier the pyfunc returns `predict_proba` (column 1 = probability of the positive class,
-   e.g. "arrives 15+ minutes late"); a regressor returns predictions.
+   as the catalog's roles describe it); a regressor returns predictions.
 
 4. The feature function is recorded ON the model: `ModelSpec` (feature function name, the raw
    columns it needs, numeric/categorical columns, target, task, label threshold) is stored in the
@@ -48,11 +50,11 @@ sklearn, numpy and LightGBM types (the feature function lives outside the pipeli
 keep skops and trust exactly `TRUSTED_TYPES`; `_trusted_types` refuses to log a pipeline that needs
 anything else rather than silently widening the list.
 
-Leakage: `dep_delay`, `dep_time`, `arr_time`, `air_time` are known only after departure; they are not
-in the default features, and `train` refuses them unless `allow_leaky=True` (for a target they do not leak).
-Rows with a null target (cancelled flights have no `arr_delay`) are dropped and counted
-(`rows_dropped_null_target`). The holdout is time-ordered: the last `holdout_fraction` of rows by
-`time_column`, never a random split.
+Leakage: the columns a dataset's roles declare `leaky` (known only after the fact) are not in the
+derived features, and `train` refuses them unless `allow_leaky=True` (for a target they do not leak).
+Rows with a null target are dropped and counted (`rows_dropped_null_target`). The holdout is
+time-ordered: the last `holdout_fraction` of rows by `time_column`, never a random split; a holdout
+whose time range overlaps training's (a coarse time column) is reported in `TrainResult.warnings`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from .model_contract import (
 )
 from .model_contract import scores as _scores
 from .runs.provenance import git_state
+from .task import resolve_task
 
 __all__ = [
     "TrainResult",
@@ -87,36 +90,9 @@ __all__ = [
     "build_pipeline",
     "charts",
     "feature_importance",
-    "DEFAULT_FEATURES",
-    "LEAKY_COLUMNS",
     "ESTIMATORS",
     "TRUSTED_TYPES",
 ]
-
-# The demo task: will a flight arrive 15+ minutes late, from what is known before departure.
-DEFAULT_FEATURES: tuple[str, ...] = (
-    "carrier",
-    "origin",
-    "dest",
-    "distance",
-    "hour",
-    "minute",
-    "day_of_week",
-    "temp",
-    "dewp",
-    "humid",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
-    "plane_age",
-    "plane_seats",
-    "plane_engines",
-    "plane_type",
-    "plane_engine",
-)
-LEAKY_COLUMNS: tuple[str, ...] = ("dep_delay", "dep_time", "arr_time", "air_time")
 
 # Types skops must rebuild beyond its defaults for our pipelines (see the module docstring).
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -194,6 +170,8 @@ class TrainResult:
     data_identity: dict[str, Any] = field(default_factory=dict)
     version: int | None = None  # registered version, when register=True
     name: str | None = None
+    description: str = ""  # the prediction in words, from the catalog's roles ("" when none)
+    warnings: list[str] = field(default_factory=list)  # e.g. a holdout overlapping training's time range
 
     @property
     def registered_uri(self) -> str | None:
@@ -205,7 +183,7 @@ def build_pipeline(numeric: list[str], categorical: list[str], estimator: Any):
     """ColumnTransformer(numeric: median impute + scale; categorical: impute + one-hot) -> estimator.
 
     Categories rarer than 1% of training rows, and categories never seen in training, share one
-    'infrequent' column, so serving never fails on a new carrier or airport.
+    'infrequent' column, so serving never fails on a category it has not seen.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -253,16 +231,16 @@ def build_pipeline(numeric: list[str], categorical: list[str], estimator: Any):
 
 # ---- training ----------------------------------------------------------------------------------------------
 def train(
-    dataset: str = "flights",
-    target: str = "arr_delay",
-    features: list[str] | tuple[str, ...] = DEFAULT_FEATURES,
-    feature_function: str = "flights_context",
+    dataset: str,
+    target: str = "",
+    features: list[str] | tuple[str, ...] | None = None,
+    feature_function: str = "",
     train_where: str | None = None,
     model: str = "lightgbm",
     params: dict[str, Any] | None = None,
-    label_threshold: float | None = 15.0,
+    label_threshold: float | None = None,
     decision_threshold: float = 0.5,
-    time_column: str = "scheduled_departure",
+    time_column: str = "",
     holdout_fraction: float = 0.2,
     categorical: list[str] | None = None,
     allow_leaky: bool = False,
@@ -270,21 +248,28 @@ def train(
     name: str | None = None,
     alias: str | None = None,
     run_name: str | None = None,
+    task: str = "",
     settings: Settings | None = None,
     spark=None,
 ) -> TrainResult:
     """Train and log one model; optionally register it (and point `alias` at the new version).
 
     dataset/train_where: what to read (through workbench.data.load; `train_where` is a Spark SQL predicate).
-    target/label_threshold: classification of `target > label_threshold`, or regression on `target` when None.
-    features: model input columns after decoration by `feature_function`; numeric unless `categorical`
-    names them (default: string columns are categorical). model: a key of ESTIMATORS; params: its hyperparameters.
+    Unset parameters come from the dataset's roles in the catalog (`workbench.task.resolve_task`):
+    target, task (classification of `target > label_threshold`, a 0/1 target needing no threshold, or
+    regression), features (after decoration by `feature_function`), time_column.
+    categorical: feature columns to one-hot (default: string columns). model: a key of ESTIMATORS;
+    params: its hyperparameters. name: the registered name (default: the model_name setting, else
+    `<dataset>-<target name>`).
     """
     import mlflow
 
     settings = settings or load_settings()
     params = dict(params or {})
-    task = "classification" if label_threshold is not None else "regression"
+    resolved = resolve_task(dataset, target, task, label_threshold, features, feature_function, time_column, settings)
+    target, task, label_threshold = resolved.target, resolved.task, resolved.label_threshold
+    feature_function, time_column = resolved.feature_function, resolved.time_column
+    name = name or settings.model_name or resolved.model_name
     if model not in ESTIMATORS or task not in ESTIMATORS[model]:
         fits = [n for n, tasks in ESTIMATORS.items() if task in tasks]
         raise TrainingError(
@@ -294,12 +279,13 @@ def train(
         raise TrainingError(
             f"Parameter 'holdout_fraction' must be between 0 and 1 (exclusive); found {holdout_fraction}."
         )
-    features = list(dict.fromkeys(features))
-    leaky = [c for c in features if c in LEAKY_COLUMNS]
+    features = list(resolved.features)
+    leaky = [c for c in features if c in resolved.leaky]
     if leaky and not allow_leaky:
         raise TrainingError(
-            f"Feature(s) {', '.join(leaky)} are only known after departure and leak the answer. "
-            "Remove them from `features`, or pass allow_leaky=True if your target is not about arrival."
+            f"Feature(s) {', '.join(leaky)} are declared leaky for dataset '{dataset}' (catalog roles: leaky): known "
+            "only after the fact, they leak the answer. Remove them from `features`, or pass allow_leaky=True "
+            "if your target is not one they reveal."
         )
     if target in features:
         raise TrainingError(f"The target '{target}' is also listed in `features`; remove it from `features`.")
@@ -318,11 +304,11 @@ def train(
         dataset,
         columns=wanted,
         where=train_where,
-        purpose=f"training {settings.model_name}",
+        purpose=f"training {name}",
         settings=settings,
         spark=spark,
     )
-    files = sorted(df.inputFiles())
+    files = _files_read(df)
     # The training rows end up in pandas anyway (scikit-learn fits in memory), so read them in one Spark
     # job and decorate on the driver with the same pandas function that mapInPandas runs for batch scoring.
     raw = df.toPandas()
@@ -332,6 +318,12 @@ def train(
     if rows_kept < 10:
         raise TrainingError(
             f"Only {rows_kept} row(s) of '{dataset}' have a '{target}' under train_where; widen train_where."
+        )
+    if resolved.zero_one and not raw[target].isin([0, 1, True, False]).all():
+        raise TrainingError(
+            f"The target '{target}' is binary with no 'positive' rule, so it must hold only 0 and 1, and it holds other "
+            f"values. Pass label_threshold (positive when {target} > it), or add 'positive: \"> NUMBER\"' under "
+            f"datasets.{dataset}.roles.target in the catalog."
         )
     clock.lap("read_s")
     decorator = function.prepare(settings, spark)
@@ -363,6 +355,12 @@ def train(
         raise TrainingError(
             f"The training rows have a single class of '{target} > {label_threshold}'; widen train_where or change label_threshold."
         )
+    warnings = []
+    if len(train_part) and len(holdout_part) and train_part[time_column].max() >= holdout_part[time_column].min():
+        warnings.append(
+            f"The holdout's time range overlaps training's: '{time_column}' has equal values on both sides of the "
+            "cut, so the holdout is not strictly later than training. Use a finer time_column."
+        )
 
     estimator = ESTIMATORS[model][task](params)
     pipeline = build_pipeline(numeric, categories, estimator)
@@ -385,6 +383,7 @@ def train(
         "train_time_range": _range(train_part[time_column]),
         "holdout_time_range": _range(holdout_part[time_column]),
         "parquet_files": files,
+        "warnings": warnings,
         "parquet_files_sha256": _sha256("\n".join(files)),
         "content_sha256": _frame_hash(frame[wanted]),
     }
@@ -457,11 +456,13 @@ def train(
         holdout_label=y_hold,
         holdout_scores=scores,
         data_identity=identity,
+        description=resolved.description,
+        warnings=warnings,
     )
     if register:
         version = registry.register(
             info.model_uri,
-            name or settings.model_name,
+            name,
             alias=alias,
             settings=settings,
             tags={
@@ -559,6 +560,16 @@ def _experiment(settings: Settings) -> str:
     return client.create_experiment(
         settings.mlflow_experiment, artifact_location=f"{settings.artifacts_uri}/{settings.mlflow_experiment}"
     )
+
+
+def _files_read(df) -> list[str]:
+    """The data files the rows came from (after partition pruning and the filters), not every file
+    of the dataset that `inputFiles()` lists; falls back to `inputFiles()` where the name is unknown."""
+    from pyspark.sql import functions as F
+
+    rows = df.select(F.input_file_name().alias("file")).distinct().collect()
+    files = sorted(r["file"] for r in rows if r["file"])
+    return files or sorted(df.inputFiles())
 
 
 def _sha256(text: str) -> str:

@@ -61,6 +61,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     chk.set_defaults(func=run_check)
 
+    add = data.add_parser(
+        "add",
+        help="register a parquet folder in the catalog (schema inferred)",
+        description="Read the parquet folder at PATH, infer its schema with Spark type names and its partition "
+        "columns, and append a validated entry NAME to the catalog. Every column starts 'internal': "
+        "classify the pii and sensitive ones (a warning lists columns that look like identifiers), and "
+        "add modelling roles if models will be trained on it.",
+    )
+    add.add_argument("name", help="catalog name of the new dataset")
+    add.add_argument("path", help="parquet folder (a local path or any Hadoop-filesystem URI)")
+    add.add_argument("--owner", default="data-stewards", help="owning group (default: data-stewards)")
+    add.add_argument("--description", default="", help="one sentence about the data")
+    add.set_defaults(func=run_add)
+
     pub = data.add_parser(
         "publish",
         help="materialise governed views (masked, per row-filter group) into the governed zone",
@@ -207,6 +221,26 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{report.path}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
         return CatalogError.exit_code
     print(f"{report.path}: valid" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..data.register import add_dataset, describe
+    from ..spark import get_spark
+
+    settings = load_settings()
+    spark = get_spark("workbench-data-add", settings)
+    entry, candidates = describe(spark, args.path, args.owner, args.description)
+    path = add_dataset(settings, args.name, args.path, args.owner, entry=entry)
+    print(f"{path}: added '{args.name}' ({len(entry['columns'])} columns, every one 'internal')")
+    if candidates:
+        print(
+            f"warning: column(s) {', '.join(candidates)} look like identifiers: classify them (classification: pii, "
+            f"mask: hash) in {path} before granting 'masked' access.",
+            file=sys.stderr,
+        )
     return 0
 
 

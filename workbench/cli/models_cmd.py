@@ -22,9 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = models.add_parser(
         "list",
         help="versions of a model with aliases, metrics and lineage",
-        description="List every version of NAME (default: the model_name setting), newest first.",
+        description="List every version of NAME (default: the model_name setting; with neither, every "
+        "registered model), newest first.",
     )
-    ls.add_argument("name", nargs="?", help="registered model name (default: the model_name setting)")
+    ls.add_argument("name", nargs="?", help="registered model name (default: the model_name setting, else all)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=run_list)
 
@@ -62,20 +63,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..registry import list_versions
+    from ..registry import list_models, list_versions
 
     settings = load_settings()
-    rows = [v.as_row() for v in list_versions(args.name, settings)]
+    names = [args.name or settings.model_name] if (args.name or settings.model_name) else list_models(settings)
+    tables = {name: [v.as_row() for v in list_versions(name, settings)] for name in names}
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps(tables[names[0]] if len(names) == 1 else tables, indent=2, default=str))
         return 0
-    name = args.name or settings.model_name
-    print(f"{name}: {len(rows)} version(s)")
-    keys = ["version", "aliases", "created", "roc_auc", "rmse", "train_where", "model", "git_commit"]
-    keys = [k for k in keys if any(k in r for r in rows)]
-    print("  ".join(f"{k:<12}" for k in keys))
-    for r in rows:
-        print("  ".join(f"{str(r.get(k, '')):<12}" for k in keys))
+    if not names:
+        print("No registered models yet: train one (workbench run 02_train -p dataset NAME).")
+    for name, rows in tables.items():
+        print(f"{name}: {len(rows)} version(s)")
+        keys = ["version", "aliases", "created", "roc_auc", "rmse", "train_where", "model", "git_commit"]
+        keys = [k for k in keys if any(k in r for r in rows)]
+        print("  ".join(f"{k:<12}" for k in keys))
+        for r in rows:
+            print("  ".join(f"{str(r.get(k, '')):<12}" for k in keys))
     return 0
 
 

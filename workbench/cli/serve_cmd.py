@@ -65,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    if not (args.model or settings.model_name):
+        from ..errors import ServingError
+
+        raise ServingError(
+            "No model to serve: pass --model NAME (a model trained on dataset D is named D-<target name> by "
+            "default), or set the model_name setting (WORKBENCH_MODEL_NAME)."
+        )
     options = ServeOptions.from_settings(
         settings,
         args.model,

@@ -24,6 +24,8 @@ a laptop and a cluster.
           tailnum: {type: string, classification: pii, mask: hash}
           time_hour: {type: timestamp, classification: sensitive, mask: year_only}
           note: {type: string, classification: sensitive, mask: {sql: "left(note, 3)"}}
+        roles:                     # optional: modelling roles (workbench.data.roles documents them)
+          target: {column: arr_delay, name: late, kind: binary, positive: "> 15"}
 
 Columns default to classification `internal`. Sensitive and pii columns must have a mask; other
 columns must not. Loading is strict: a duplicate key, an unknown field, a type Spark does not name or a
@@ -47,6 +49,7 @@ import yaml
 from ..config import Settings
 from ..errors import CatalogError, CatalogInvalid, UnknownDataset
 from ..storage import atomic_write_text
+from .roles import Roles, parse_roles
 
 __all__ = [
     "Column",
@@ -90,7 +93,7 @@ MASK_TYPES: dict[str, tuple[str, ...] | None] = {
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOP_KEYS = frozenset({"version", "grants", "datasets"})
 DATASET_KEYS = frozenset(
-    {"uri", "format", "zone", "owner", "description", "partitioning", "columns", "grants", "row_filters"}
+    {"uri", "format", "zone", "owner", "description", "partitioning", "columns", "grants", "row_filters", "roles"}
 )
 COLUMN_KEYS = frozenset({"type", "classification", "mask", "description"})
 
@@ -125,6 +128,7 @@ class Dataset:
     columns: tuple[Column, ...] = ()
     grants: dict[str, str] = field(default_factory=dict)  # per-dataset overrides: group -> level
     row_filters: dict[str, str] = field(default_factory=dict)  # group -> Spark SQL predicate
+    roles: Roles = field(default_factory=Roles)  # modelling roles (workbench.data.roles), optional
 
     @property
     def column_names(self) -> list[str]:
@@ -355,6 +359,7 @@ def _dataset(found: _Problems, name: str, spec: Any, lake: str, top_grants: dict
         columns=columns,
         grants=grants,
         row_filters=row_filters,
+        roles=parse_roles(path, name, spec.get("roles"), [c.name for c in columns]),
     )
 
 

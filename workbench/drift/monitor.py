@@ -115,11 +115,13 @@ def load_windows(
 ) -> Windows:
     """The two windows to compare.
 
-    features: columns to compare (default: the model's input columns). model: a model URI
+    features: columns to compare (default: the model's input columns; without a model, the dataset's
+    target, features and leaky columns from its roles in the catalog, else its derived features). model: a model URI
     (`models:/NAME@ALIAS`, `models:/NAME/VERSION` or a logged `models:/m-...`) whose predictions and
     performance are monitored too. predictions: take the current window from the prediction log
     (`current_where` then filters the log); `entity_key` is the Spark SQL expression on `dataset`
-    whose value is the log's entity_id. categorical: numeric columns to treat as categories.
+    whose value is the log's entity_id (default: the columns of the `entity_id` role joined by '-').
+    categorical: numeric columns to treat as categories.
     """
     from ..data import load
     from ..spark import get_spark
@@ -131,9 +133,14 @@ def load_windows(
         spec, version = _model(model, settings)
     wanted = list(features or (spec.features if spec else []))
     if not wanted:
+        wanted = _catalog_columns(dataset, settings)
+    if not wanted:
         raise DriftError(
-            "no features to compare: pass `features` (column names), or a `model` whose input columns are used."
+            "no features to compare: pass `features` (column names), or a `model` whose input columns are used, "
+            f"or declare 'target' and 'features' under datasets.{dataset}.roles in the catalog."
         )
+    if predictions and not entity_key:
+        entity_key = entity_key_of(dataset, settings)
 
     reference = load(dataset, where=reference_where or None, purpose=PURPOSE, settings=settings, spark=spark)
     if predictions:
@@ -159,7 +166,8 @@ def load_windows(
         if predictions:
             if not entity_key:
                 raise DriftError(
-                    "predictions = True needs `entity_key`: the Spark SQL expression on the dataset that equals the log's entity_id."
+                    "predictions = True needs `entity_key`: the Spark SQL expression on the dataset that equals the log's entity_id. "
+                    f"Pass it, or declare 'entity_id' under datasets.{dataset}.roles in the catalog."
                 )
             labels = load(dataset, purpose=PURPOSE, settings=settings, spark=spark)
             windows.current = join_labels(current, labels, entity_key, spec.target, spec.label_threshold)
@@ -181,6 +189,28 @@ def load_windows(
         windows.reference, wanted, categorical=[c for c in (categorical or []) if c in wanted]
     )
     return windows
+
+
+def _catalog_columns(dataset: str, settings: Settings) -> list[str]:
+    """Without a model: the target, the features that are columns of the dataset, and the leaky columns."""
+    from ..data.roles import NOT_FEATURE_TYPES, derived_features
+    from ..task import dataset_entry
+
+    entry = dataset_entry(dataset, settings)
+    roles, types = entry.roles, {c.name: c.type for c in entry.columns}
+    first = [roles.target.column] if roles.target else []
+    wanted = [*first, *derived_features(entry), *roles.leaky]
+    return [c for c in dict.fromkeys(wanted) if c in types and types[c] not in NOT_FEATURE_TYPES]
+
+
+def entity_key_of(dataset: str, settings: Settings | None = None) -> str:
+    """The Spark SQL expression equal to the prediction log's entity_id: the `entity_id` role's columns joined by '-'."""
+    from ..task import dataset_entry
+
+    columns = dataset_entry(dataset, settings or load_settings()).roles.entity_id
+    if not columns:
+        return ""
+    return columns[0] if len(columns) == 1 else "concat_ws('-', " + ", ".join(columns) + ")"
 
 
 def load_prediction_log(settings: Settings | None = None, where: str | None = None, spark=None) -> DataFrame:
@@ -222,7 +252,7 @@ def join_labels(
     except Exception as exc:
         raise DriftError(
             f"entity_key is not a valid Spark SQL expression on the dataset ({exc.__class__.__name__}). "
-            "Use column names of the dataset, e.g. concat_ws('-', carrier, flight, time_hour)."
+            "Use column names of the dataset, e.g. concat_ws('-', id_column, time_column)."
         ) from exc
     truth = (
         keyed.where(F.col("entity_id").isNotNull() & F.col("__target").isNotNull())

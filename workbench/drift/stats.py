@@ -18,9 +18,11 @@ PSI and Jensen-Shannon distance on `bins` reference-quantile bins, a Wasserstein
 `resolution` bins (normalised by the reference standard deviation, as Evidently does), and a
 chi-square test for categorical features.
 
-`binning="sturges"` bins numerical features like Evidently does for PSI and Jensen-Shannon
-(equal-width bins over the range of both windows, Sturges' count; value counts when the reference
-has at most 20 distinct values), so the two agree to float precision on the same data.
+A numerical feature whose reference has at most 20 distinct values (a 0/1 flag, a code, an hour) is
+counted by value, as Evidently does, under either binning: one quantile bin would hide a moved mean.
+`binning="sturges"` bins the other numerical features like Evidently does for PSI and Jensen-Shannon
+(equal-width bins over the range of both windows, Sturges' count), so the two agree to float
+precision on the same data.
 """
 
 from __future__ import annotations
@@ -436,6 +438,13 @@ def compute_drift(
             n = float(part["n"].sum())
             mean_dev = float(part["s"].sum()) / n - edges.center[c] if n else 0.0
             ref_std[c] = math.sqrt(max(float(part["q"].sum()) / n - mean_dev**2, 0.0)) if n else 0.0
+    for c in numerical:
+        if c not in fine and c not in ref_std:  # counted by value: the std from the reference's value counts
+            part = table[(table["f"] == index[c]) & (table["__w"] == 0) & table["v"].notna()]
+            n = part["n"].to_numpy(dtype=float)
+            values = part["s"].to_numpy(dtype=float) / np.maximum(n, 1)
+            mean = float((n * values).sum() / n.sum()) if n.sum() else 0.0
+            ref_std[c] = math.sqrt(float((n * (values - mean) ** 2).sum() / n.sum())) if n.sum() else 0.0
     rows_per_window = table[table["f"] == 0].groupby("__w")["n"].sum()
     ref_rows, cur_rows = int(rows_per_window.get(0, 0)), int(rows_per_window.get(1, 0))
     if not ref_rows:
@@ -504,6 +513,8 @@ def _reference_pass(
             x = x[np.isfinite(x)]
             if not len(x):
                 raise DriftError(f"feature '{c}' has no values in the reference window.")
+            if len(np.unique(x)) <= EVIDENTLY_DISCRETE_MAX:  # few distinct values: counted by value, as Evidently does
+                continue
             q = [float(v) for v in np.quantile(x, probs, method="inverted_cdf")]
             edges.fine[c] = _distinct_edges(q)
             edges.coarse[c] = _distinct_edges(q[:: resolution // bins])
@@ -725,7 +736,7 @@ def _categorical_drift(
     rn, cn = w[0]["n"], w[1]["n"]
     psi, js, p = _psi(rn, cn), _jensenshannon(rn, cn), _chisquare_p(rn, cn) if kind == "categorical" else None
     wd = None
-    if kind == "numerical":  # a discrete numerical feature (sturges binning): point masses at the values
+    if kind == "numerical":  # a discrete numerical feature: point masses at the values
         values = np.where(rn + cn > 0, (w[0]["s"] + w[1]["s"]) / np.maximum(rn + cn, 1), 0.0)
         order = np.argsort(values)
         v, r, c = values[order], (rn / rn.sum())[order], (cn / cn.sum())[order]

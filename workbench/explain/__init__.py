@@ -1,8 +1,8 @@
 """Explainability: why did the model say that (one row), and what drives it (all rows)?
 
     from workbench import explain
-    ex = explain.load_explainer("models:/flights-late@champion", n_background=200)
-    e = ex.explain(explain.sample_rows("flights", where="month = 2", n=500))
+    ex = explain.load_explainer(explain.default_model("DATASET"), n_background=200)   # models:/DATASET-<target>@challenger
+    e = ex.explain(explain.sample_rows("DATASET", where="...", n=500))
     e.ranking(); explain.summary_plot(e); explain.dependence_plots(e, top=3)
     local = ex.local(e, row_id=0); explain.local_figure(local); local.agreement.statement()
     explain.explore(ex, e)                                   # the ipywidgets explorer
@@ -15,7 +15,7 @@ lineage, drift), `summary` (the MLflow summary), `shap_adapter` and `lime_adapte
 importing shap and lime), `plots`, `widgets`, `spark`.
 """
 
-from .core import ModelExplainer, attribution_drift, load_explainer, sample_rows, training_window
+from .core import ModelExplainer, attribution_drift, default_model, load_explainer, sample_rows, training_window
 from .plots import (
     dependence_plot,
     dependence_plots,
@@ -33,6 +33,7 @@ from .widgets import ExplanationExplorer, explore
 
 __all__ = [
     "load_explainer",
+    "default_model",
     "ModelExplainer",
     "Explanation",
     "LocalExplanation",

@@ -1,7 +1,7 @@
 """Explanations of a registered model, in terms of the features its users know.
 
-    ex = load_explainer("models:/flights-late@champion")       # pipeline + spec + training window
-    rows = sample_rows("flights", where="month = 2", n=200)     # raw rows, the columns serving receives
+    ex = load_explainer("models:/NAME@champion")                # pipeline + spec + training window
+    rows = sample_rows("DATASET", where="...", n=200)           # raw rows, the columns serving receives
     e = ex.explain(rows)                                        # one SHAP value per raw feature and row
     e.ranking()                                                 # global: mean |SHAP| per feature
     local = ex.local(e, row_id=0)                               # SHAP and LIME for one row + their agreement
@@ -37,6 +37,7 @@ __all__ = [
     "ModelExplainer",
     "Predictor",
     "load_explainer",
+    "default_model",
     "sample_rows",
     "training_window",
     "attribution_drift",
@@ -332,6 +333,18 @@ def load_explainer(
         explainer._background = explainer.prepare(background).reset_index(drop=True)
         explainer.n_background = len(explainer._background)
     return explainer
+
+
+def default_model(dataset: str, alias: str = registry.CHALLENGER, settings: Settings | None = None) -> str:
+    """`models:/NAME@alias` of the model trained on `dataset`: NAME is the model_name setting, else
+    `<dataset>-<target name>` from the dataset's roles in the catalog."""
+    from ..task import default_model_name
+
+    if not dataset:
+        raise ExplainError(
+            "Parameter 'model' (or 'dataset') is not set: pass models:/NAME@alias, or the dataset it was trained on."
+        )
+    return registry.model_uri(default_model_name(dataset, settings, ExplainError), alias)
 
 
 def _registered(model_uri: str, settings: Settings) -> tuple[str | None, int | None]:

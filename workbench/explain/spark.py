@@ -1,6 +1,6 @@
 """Batch explanations at Spark scale: SHAP values for every row of a Spark DataFrame.
 
-    path = explain_spark("models:/flights-late@champion", spark_df)            # parquet next to the input
+    path = explain_spark("models:/NAME@champion", spark_df)                 # parquet next to the input
     path = explain_spark(uri, spark_df, output="s3a://bucket/audits/shap/v7")  # or where you say
     df = shap_spark(uri, spark_df)                                              # lazy, nothing written
     ranking_spark(df)                                                           # global mean |SHAP|, aggregated by Spark

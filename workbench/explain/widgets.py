@@ -1,7 +1,11 @@
 """The interactive explorer: pick a row, see its prediction, SHAP waterfall and LIME weights.
 
-    explorer = explore(explainer, explanation, filters=("carrier", "month"))
+    explorer = explore(explainer, explanation)      # filters: the dataset's slices, from the catalog
     explorer            # the last expression of a notebook cell shows the widget
+
+Filters default to the `slices` role of the model's dataset in the catalog, else to the text columns
+of the rows with 2 to 20 distinct values. Filters the rows lack are dropped and named in
+`explorer.dropped` and in a note above the controls.
 
 Controls: one dropdown per filter column (narrows the rows), a row dropdown (by row id), and a
 dependence-plot feature dropdown. Every control is an ipywidgets widget with an observer, so a test
@@ -39,7 +43,7 @@ class ExplanationExplorer:
         self,
         explainer: ModelExplainer,
         explanation: Explanation,
-        filters: Sequence[str] = ("carrier", "month"),
+        filters: Sequence[str] | None = None,
         top: int = 5,
         max_display: int = 10,
         dependence: str | None = None,
@@ -53,6 +57,9 @@ class ExplanationExplorer:
         self._busy = False
 
         raw = explanation.raw
+        if not filters:
+            filters = default_filters(explainer, raw)
+        self.dropped = [c for c in filters if c not in raw.columns]
         self.filters: dict[str, Any] = {}
         for column in filters:
             if column not in raw.columns:
@@ -75,8 +82,14 @@ class ExplanationExplorer:
         self.waterfall = W.Image(format="png")
         self.lime = W.Image(format="png")
         self.dependence_plot = W.Image(format="png")
+        self.note = W.HTML(
+            f"Filter(s) {html.escape(', '.join(self.dropped))} dropped: not columns of the explained rows."
+            if self.dropped
+            else ""
+        )
         self.widget = W.VBox(
             [
+                self.note,
                 W.HBox([*self.filters.values(), self.row]),
                 self.summary,
                 W.HBox([self.waterfall, self.lime]),
@@ -164,15 +177,29 @@ class ExplanationExplorer:
         )
 
 
+def default_filters(explainer: ModelExplainer, raw: pd.DataFrame) -> list[str]:
+    """The declared `slices` of the model's dataset, else the rows' text columns with few distinct values."""
+    from ..data.roles import low_cardinality
+    from ..errors import WorkbenchError
+    from ..task import dataset_entry
+
+    dataset = getattr(explainer.spec, "dataset", "")
+    try:
+        declared = dataset_entry(dataset, explainer.settings).roles.slices if dataset else None
+    except WorkbenchError:  # the dataset left the catalog: fall back to the rows
+        declared = None
+    return list(declared) if declared is not None else low_cardinality(raw, raw.columns)
+
+
 def explore(
     explainer: ModelExplainer,
     explanation: Explanation,
-    filters: Sequence[str] = ("carrier", "month"),
+    filters: Sequence[str] | None = None,
     top: int = 5,
     max_display: int = 10,
     dependence: str | None = None,
 ) -> ExplanationExplorer:
-    """The explorer widget over `explanation`'s rows (filters: raw columns to pick rows by)."""
+    """The explorer widget over `explanation`'s rows (filters: raw columns to pick rows by; default above)."""
     return ExplanationExplorer(
         explainer, explanation, filters=filters, top=top, max_display=max_display, dependence=dependence
     )
