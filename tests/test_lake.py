@@ -109,6 +109,8 @@ def test_status_command_prints_level_and_rows(spark, monkeypatch, capsys, tmp_pa
     lines = {l.split()[0]: l.split() for l in capsys.readouterr().out.splitlines()[1:]}
     assert lines["airlines"][1:3] == ["masked", "16"] and lines["flights"][1] == "masked"
     assert int(lines["flights"][2].replace(",", "")) < 336776  # JFK rows only: counted through the governed loader
+
+
 def test_first_catalog_declares_the_sample_task_as_the_committed_one_does(fresh_lake, repo_settings):
     """The sample's roles live in its catalogs, not in the library: `lake init` writes the committed ones."""
     from workbench.data.catalog import load_catalog

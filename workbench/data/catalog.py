@@ -346,6 +346,11 @@ def _dataset(found: _Problems, name: str, spec: Any, lake: str, top_grants: dict
     if isinstance(partitioning, str) or not all(isinstance(p, str) for p in partitioning):
         found.add(f"{where}, field 'partitioning' must be a list of column names.")
         partitioning = ()
+    try:
+        roles = parse_roles(found.path, name, spec.get("roles"), [c.name for c in columns])
+    except CatalogError as exc:  # every role problem of the dataset, in one message; reported with the rest
+        found.items.append(str(exc))
+        roles = None
     if len(found.items) > before:
         return None
     return Dataset(
@@ -359,7 +364,7 @@ def _dataset(found: _Problems, name: str, spec: Any, lake: str, top_grants: dict
         columns=columns,
         grants=grants,
         row_filters=row_filters,
-        roles=parse_roles(path, name, spec.get("roles"), [c.name for c in columns]),
+        roles=roles,
     )
 
 
