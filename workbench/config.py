@@ -258,10 +258,6 @@ class Settings:
         "/hub/",
         "Where the reports pages link back to the hub (their header's hub and logout links); empty: no header links (a folder opened from disk).",
     )
-    hub_notebooks_dir: str = _setting(
-        "notebooks",
-        "The notebooks every data scientist's server shows: a read-only shared copy plus a personal working copy made on first start.",
-    )
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 
