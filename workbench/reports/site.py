@@ -30,6 +30,7 @@ INDEX_FILE = "index.html"
 LOCK_FILE = ".index.lock"
 MAX_RUNS_LISTED = 500
 MAX_POINTS = 60
+HEADLINE_METRICS = 6  # values shown on a card; the rest fold under "more"
 _COLORS = {"ok": "#1a7f37", "warn": "#bf8700", "alert": "#cf222e", None: "#0969da"}
 _env = None
 
@@ -187,7 +188,7 @@ def _metrics(latest: list, runs_oldest_first: list) -> list[dict[str, Any]]:
                     "latest": format_value(value),
                     "status": (published.get("metric_status") or {}).get(name),
                     "runs": len(series),
-                    "svg": trend_svg(series),
+                    "svg": trend_svg(series) if len(series) > 1 else "",  # a trend needs two runs
                 }
             )
     return metrics
@@ -304,6 +305,7 @@ def build_index(settings: Settings | None = None) -> Path:
             generated=iso(now),
             generated_at=absolute_time(iso(now)),
             hub_url=settings.reports_hub_url,
+            headline=HEADLINE_METRICS,
             **_context(records, reports_dir, now),
         )
         path = reports_dir / INDEX_FILE
