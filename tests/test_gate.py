@@ -28,6 +28,10 @@ def test_compare_refuses_a_challenger_worse_on_one_slice():
     assert "carrier=B6" in result.failed_slices and "carrier=UA" not in result.failed_slices
     assert any("carrier=B6" in r for r in result.reasons)
     assert "DO NOT SHIP" in result.to_html() and "carrier=B6" in result.to_html()
+    # The summary a notebook shows above its own Slices/Calibration/Latency sections has none of them.
+    summary = result.decision_view._repr_html_()
+    assert "DO NOT SHIP" in summary and "<h3>Overall</h3>" in summary
+    assert "<h3>Slices</h3>" not in summary and "<h3>Slices</h3>" in result.to_html()
 
 
 def test_compare_ships_within_tolerance_and_skips_small_slices():

@@ -187,7 +187,7 @@ def _record(settings, notebook, run_id, status, metrics=None, figures=False, **f
 
 
 def test_the_index_lists_notebooks_runs_and_a_trend_chart_per_metric(tmp_path):
-    settings = make_home(tmp_path)
+    settings = make_home(tmp_path).with_overrides(reports_hub_url="")  # no hub links: every link is a file
     for day, value in (("01", 0.1), ("02", 0.25), ("03", 0.4)):
         _record(
             settings,
@@ -238,3 +238,136 @@ def test_public_api():
     assert set(reports_api.__all__) >= {"publish", "build_index", "render_report"}
     for name in reports_api.__all__:
         assert hasattr(reports_api, name)
+
+
+# ---- the index answers "is everything fine?" ------------------------------------------------------
+def _job_run(settings, notebook, run_id, job, scheduled_for, step=None, metrics=None, values=None, **fields):
+    record = _record(
+        settings, notebook, run_id, "succeeded", metrics, job=job, step=step, scheduled_for=scheduled_for, **fields
+    )
+    record.published["values"] = dict(values or {})
+    record.save()
+    return record
+
+
+def test_one_card_per_job_with_values_and_trend_from_that_job_only(tmp_path):
+    settings = make_home(tmp_path)
+    # Two drift jobs on the same notebook; the older job's run has the larger value.
+    _job_run(
+        settings,
+        "04_drift",
+        "20250101T070000Z-00000a",
+        "drift-feb",
+        "2025-01-01T07:00:00.000Z",
+        metrics={"share": 0.5},
+        published_status="alert",
+    )
+    _job_run(
+        settings,
+        "04_drift",
+        "20250102T070000Z-00000b",
+        "drift-mar",
+        "2025-01-02T07:00:00.000Z",
+        metrics={"share": 0.1},
+        published_status="ok",
+    )
+    _job_run(
+        settings,
+        "04_drift",
+        "20250103T070000Z-00000c",
+        "drift-mar",
+        "2025-01-03T07:00:00.000Z",
+        metrics={"share": 0.2, "rows": 27902.0},
+        published_status="warn",
+    )
+    # A chain: train then evaluate; the evaluation published the gate's decision.
+    _job_run(
+        settings,
+        "02_train",
+        "20250104T030000Z-00000d",
+        "retrain",
+        "2025-01-04T03:00:00.000Z",
+        step="train",
+        metrics={"auc": 0.71},
+    )
+    _job_run(
+        settings,
+        "05_evaluate",
+        "20250104T031000Z-00000e",
+        "retrain",
+        "2025-01-04T03:00:00.000Z",
+        step="evaluate",
+        metrics={"challenger_auc": 0.7},
+        values={"decision": "SHIP"},
+        published_status="ok",
+    )
+    # Ad-hoc runs of one notebook on two datasets: two cards.
+    _record(settings, "01_explore", "20250105T070000Z-00000f", "succeeded", {"rows": 10}, parameters={"dataset": "a"})
+    _record(settings, "01_explore", "20250106T070000Z-00000g", "failed", parameters={"dataset": "b"})
+    html = build_index(settings).read_text()
+
+    def card(card_id):
+        start = html.index(f'id="{card_id}"')
+        return html[start : html.index('<div class="card"', start) if '<div class="card"' in html[start:] else None]
+
+    mar = card("job-drift-mar")
+    assert '<span class="badge warn">warn</span>' in mar and "alert" not in mar  # the latest run's status only
+    assert (
+        '<div class="value">0.2' in mar and "27,902" in mar and "27902.0" not in mar
+    )  # latest values, integers as such
+    assert mar.count("<circle") == 2  # share over drift-mar's 2 runs (one run of rows: no chart); none from drift-feb
+    assert "20250101T070000Z-00000a" not in mar
+    feb = card("job-drift-feb")
+    assert '<div class="value">0.5' in feb and "<circle" not in feb  # one run: a value, no trend
+    retrain = card("job-retrain")
+    assert '<span class="verdict ship">SHIP</span>' in retrain and "auc" in retrain and "challenger_auc" in retrain
+    assert 'id="nb-01_explore-a"' in html and 'id="nb-01_explore-b"' in html
+    assert '<span class="badge failed">failed</span>' in card("nb-01_explore-b")
+    assert "need attention" in html or "needs attention" in html  # the failed ad-hoc run and the alert
+    # Times relative, the absolute UTC time on hover; run ids are not link text.
+    assert re.search(
+        r'<time datetime="2025-01-04T06:00:00.000Z" title="2025-01-04 06:00 UTC">\d+ [a-z]+ ago</time>', html
+    )
+    assert not re.search(r">\d{8}T\d{6}Z-[0-9a-f]+</a>", html)
+    assert '<a class="hub" href="/hub/home">Hub</a>' in html and 'href="/hub/logout"' in html
+
+
+def test_do_not_ship_is_shown_and_counts_as_attention(tmp_path):
+    settings = make_home(tmp_path)
+    _job_run(
+        settings,
+        "05_evaluate",
+        "20250104T031000Z-00000e",
+        "gate",
+        "2025-01-04T03:00:00.000Z",
+        values={"decision": "DO NOT SHIP"},
+        published_status="alert",
+    )
+    html = build_index(settings).read_text()
+    assert '<span class="verdict noship">DO NOT SHIP</span>' in html and "1 of 1 needs attention" in html
+
+
+def test_relative_times_and_values_read_as_people_write_them():
+    from datetime import UTC, datetime
+
+    from workbench.reports.site import format_value, relative_time
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert relative_time("2026-12-01T10:00:00.000Z", now) == "2 h ago"
+    assert relative_time("2026-12-01T11:59:30.000Z", now) == "just now"
+    assert relative_time("2026-11-28T12:00:00.000Z", now) == "3 d ago"
+    assert format_value(27902.0) == "27,902" and format_value(0.712345) == "0.7123" and format_value("x") == "x"
+
+
+def test_a_report_links_back_to_the_index_and_the_hub_and_says_when_in_words():
+    record = RunRecord(
+        run_id="20250101T000000Z-abcdef",
+        notebook="01_demo",
+        status="succeeded",
+        started="2025-01-01T06:30:00.000Z",
+        published={"status": "ok", "metrics": {"rows": 27902.0}, "metric_status": {}, "figures": [], "values": {}},
+    )
+    html = render_report(_executed_notebook(), record)
+    nav = html[html.index('class="wb-nav"') : html.index('class="wb-header"')]
+    assert 'href="../../../index.html"' in nav and 'href="/hub/home"' in nav and 'href="/hub/logout"' in nav
+    assert ">2025-01-01 06:30 UTC</time>" in html and "<td>27,902</td>" in html

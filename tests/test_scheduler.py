@@ -219,3 +219,58 @@ jobs:
             )  # not Airflow's Jinja
         else:
             assert 'retries": 2' in source and len(tasks) == 1
+
+
+# ---- catch-up at the first start ------------------------------------------------------------------
+def test_first_start_of_the_repository_jobs_catches_up_at_most_one_run_per_job_and_never_a_promotion(home):
+    from workbench.jobs.scheduler import Scheduler, promotes
+
+    repo = Path(__file__).resolve().parent.parent
+    repo_jobs = repo / "jobs.yaml"
+    settings = settings_of(home).with_overrides(notebooks_dir=str(repo / "notebooks"))
+    jobs = load_jobs(settings, repo_jobs)
+    assert any(promotes(j) for j in jobs)  # the repository's retrain promotes
+    start = datetime(2026, 12, 2, 21, 0, tzinfo=UTC)  # a Wednesday evening: explore was due 06:00, retrain Monday
+    scheduler = Scheduler(settings, repo_jobs, started=start)
+    due = scheduler.due(start)
+    names = [j.name for j, _ in due]
+    assert len(names) == len(set(names)) and len(names) <= len(jobs)
+    assert names == ["explore-flights"]  # the monthly drift jobs' times are months old; retrain promotes
+    assert not any(promotes(j) for j, _ in due)
+    # Once running, a promoting job's next cron time is not a catch-up: it runs as scheduled.
+    monday = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    assert "retrain" in [j.name for j, _ in scheduler.due(monday)]
+    # Catch-up off: nothing at start; no limit on age: every non-promoting job once.
+    off = Scheduler(settings.with_overrides(scheduler_catchup="none"), repo_jobs, started=start)
+    assert off.due(start) == []
+    unlimited = Scheduler(settings.with_overrides(scheduler_catchup_hours=0), repo_jobs, started=start)
+    names = [j.name for j, _ in unlimited.due(start)]
+    assert "retrain" not in names and len(names) == len(set(names)) == len(jobs) - 1
+
+
+def test_a_first_tick_starts_one_run_per_allowed_job_and_the_next_tick_none(home):
+    from workbench.jobs.scheduler import Scheduler
+
+    from .notebook_factory import write_notebook
+
+    write_notebook(home, "12_promote", "promote = False  # move the champion alias", ["x = 1"])
+    write_jobs(
+        home,
+        "jobs:\n"
+        '  daily:\n    notebook: check\n    schedule: "0 0 * * *"\n'
+        '  yearly:\n    notebook: check\n    schedule: "0 0 1 1 *"\n'
+        '  promoting:\n    notebook: 12_promote\n    schedule: "0 0 * * *"\n    parameters: {promote: true}\n',
+    )
+    scheduler = Scheduler(settings_of(home), home / "jobs.yaml")
+    now = scheduler.started
+    try:
+        if now.month == 1 and now.day == 1:
+            pytest.skip("on 1 January the yearly job's time is not older than a day")
+        first = scheduler.tick(now)
+        assert len(first) == 1
+        [result] = [f.result(timeout=300) for f in first]
+        assert result.job == "daily" and result.status == "succeeded", result.reason
+        assert scheduler.tick(now) == []
+    finally:
+        scheduler.stop.set()
+        scheduler.pool.shutdown(wait=True)

@@ -277,6 +277,24 @@ class Settings:
         "Local profile, hub running as root: the unprivileged system account single-user servers run as "
         "(they never run as root).",
     )
+    # What users see (quiet output, the reports index, scheduler catch-up)
+    spark_log_level: str = _setting(
+        "ERROR",
+        "Level of Spark's JVM logging in sessions the workbench starts (notebooks, `workbench run`, the CLI): ERROR keeps cells quiet; WARN, INFO or DEBUG to investigate.",
+        choices=("ERROR", "WARN", "INFO", "DEBUG"),
+    )
+    scheduler_catchup: str = _setting(
+        "latest",
+        "Cron times missed while no scheduler ran: 'latest' runs each job's latest missed time once at start (when within scheduler_catchup_hours; never a job that promotes a model), 'none' waits for the next time.",
+        choices=("latest", "none"),
+    )
+    scheduler_catchup_hours: int = _setting(
+        24, "A missed cron time older than this many hours is not caught up at scheduler start (0: no limit)."
+    )
+    reports_hub_url: str = _setting(
+        "/hub/",
+        "Where the reports pages link back to the hub (their header's hub and logout links); empty: no header links (a folder opened from disk).",
+    )
 
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 
@@ -531,6 +549,8 @@ def _validate(s: Settings) -> None:
         fail("spark_shuffle_partitions", "0 (automatic) or a positive integer")
     if s.cell_timeout <= 0:
         fail("cell_timeout", "a positive number of seconds")
+    if s.scheduler_catchup_hours < 0:
+        fail("scheduler_catchup_hours", "0 (no limit) or a positive number of hours")
     if s.hub_idle_timeout <= 0:
         fail("hub_idle_timeout", "a positive number of seconds")
     if bool(s.hub_ssl_cert) != bool(s.hub_ssl_key):

@@ -63,6 +63,13 @@ DEFAULT_METRIC = {"classification": "roc_auc", "regression": "rmse"}
 DEFAULT_FLOOR = {"roc_auc": 0.6}
 
 
+class _HtmlView(str):
+    """HTML that notebooks display as HTML."""
+
+    def _repr_html_(self) -> str:
+        return str(self)
+
+
 @dataclass
 class GateResult:
     decision: str
@@ -106,8 +113,14 @@ class GateResult:
             "latency_ms": self.latency_ms,
         }
 
-    def to_html(self) -> str:
-        """The report: decision and reasons first, then overall, slices, calibration and latency."""
+    @property
+    def decision_view(self) -> _HtmlView:
+        """The decision, its reasons and the overall scores only: for a notebook that shows slices,
+        calibration and latency in sections of their own (so the report shows each once)."""
+        return _HtmlView(self.to_html(details=False))
+
+    def to_html(self, details: bool = True) -> str:
+        """The report: decision and reasons first, then overall, and with `details` slices, calibration and latency."""
         color = "#1a7f37" if self.passed else "#cf222e"
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
         predicts = f" (predicts: {html.escape(self.description)})" if self.description else ""
@@ -123,6 +136,8 @@ class GateResult:
             "<h3>Overall</h3>",
             self.overall.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0),
         ]
+        if not details:
+            return "\n".join(parts)
         if not self.slices.empty:
             parts += ["<h3>Slices</h3>", self.slices.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
         if not self.calibration.empty:

@@ -22,7 +22,15 @@ from .errors import ConfigError, SetupError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "stop_spark", "ensure_java", "is_connect", "check_governed_session", "GOVERNED_CONF"]
+__all__ = [
+    "get_spark",
+    "stop_spark",
+    "ensure_java",
+    "is_connect",
+    "check_governed_session",
+    "GOVERNED_CONF",
+    "quiet_jvm_options",
+]
 
 MIN_JAVA = 17
 GOVERNED_CONF = {"spark.sql.runSQLOnFiles": "false"}  # no `parquet.`path`` in SQL: files only through the catalog
@@ -110,10 +118,13 @@ def get_spark(app_name: str | None = None, settings: Settings | None = None) -> 
     for pair in settings.spark_conf:
         key, _, value = pair.partition("=")
         builder = builder.config(key.strip(), value.strip())
+    for key, value in quiet_jvm_options(settings).items():
+        builder = builder.config(key, value)
     for key, value in GOVERNED_CONF.items():  # last: spark_conf cannot turn them back on
         builder = builder.config(key, value)
+    _launch_filtered_gateway(builder)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    session.sparkContext.setLogLevel(settings.spark_log_level)
     return session
 
 
@@ -146,6 +157,62 @@ def check_governed_session(settings: Settings, spark) -> None:
     for key, value in GOVERNED_CONF.items():
         if spark.conf.get(key, None) != value:
             spark.conf.set(key, value)
+
+
+# ---- quiet by default ---------------------------------------------------------------------------
+LOG4J2_FILE = Path(__file__).with_name("spark-log4j2.properties")
+# Lines the JVM prints on its own at start-up. The incubator notice has no JVM switch (Spark's launcher
+# adds `--add-modules=jdk.incubator.vector`), so it is dropped from the driver JVM's stderr here.
+JVM_NOISE = re.compile(
+    r"^(WARNING: Using incubator modules|Using Spark's default log4j profile|Setting default log level to"
+    r"|To adjust logging level use sc.setLogLevel|For SparkR, use setLogLevel)"
+)
+
+
+def quiet_jvm_options(settings: Settings) -> dict[str, str]:
+    """Spark conf that makes the driver JVM log at `spark_log_level` through the log4j2 file shipped with
+    the package. Uses `spark.driver.defaultJavaOptions`, so `spark.driver.extraJavaOptions` stays the user's."""
+    path = str(LOG4J2_FILE)
+    if " " in path:
+        path = f'"{path}"'
+    return {
+        "spark.driver.defaultJavaOptions": f"-Dlog4j.configurationFile={path} "
+        f"-Dworkbench.spark.log.level={settings.spark_log_level}"
+    }
+
+
+def _relay_stderr(stream, write) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace")
+        if not JVM_NOISE.match(line):
+            write(line)
+
+
+def _launch_filtered_gateway(builder) -> None:
+    """Start the driver JVM (as pyspark would, same conf) with its stderr through a filter that drops
+    JVM_NOISE and passes every other line on to this process's stderr (a notebook cell's, in a kernel)."""
+    import subprocess
+    import sys
+    import threading
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    conf = SparkConf(loadDefaults=False)
+    for key, value in builder._options.items():
+        conf.set(key, value)
+    gateway = launch_gateway(conf, popen_kwargs={"stderr": subprocess.PIPE})
+
+    def write(line: str) -> None:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    threading.Thread(
+        target=_relay_stderr, args=(gateway.proc.stderr, write), name="spark-jvm-stderr", daemon=True
+    ).start()
+    SparkContext._ensure_initialized(gateway=gateway)
 
 
 def stop_spark() -> None:

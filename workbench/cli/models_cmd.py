@@ -94,7 +94,13 @@ def run_show(args: argparse.Namespace) -> int:
         if values:
             print(f"{title}:")
             for k, val in sorted(values.items()):
-                print(f"  {k:<28} {val:.4f}" if isinstance(val, float) else f"  {k:<28} {val}")
+                print(
+                    f"  {k:<28} {val:.4f}"
+                    if isinstance(val, float) and not val.is_integer()
+                    else f"  {k:<28} {val:g}"
+                    if isinstance(val, float)
+                    else f"  {k:<28} {val}"
+                )
     events = history(args.name, "champion", settings)
     if events:
         print("champion history (oldest first):")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import ENV_PREFIX, Settings
 from ..errors import ConfigError
+from .notebooks import PreSpawnHooks, ProvideNotebooks
 from .users import CachedUsersFile, UsersFile, load_users_file
 
 __all__ = [
@@ -144,7 +145,9 @@ def _spawner(settings: Settings, c, state: Path, euid: int) -> None:
         c.UnprivilegedLocalSpawner.server_user = settings.hub_server_user
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = server_environment(settings)
-    c.Spawner.pre_spawn_hook = ApplyGroupLimits(str(settings.path("hub_users_file")))
+    c.Spawner.pre_spawn_hook = PreSpawnHooks(
+        ApplyGroupLimits(str(settings.path("hub_users_file"))), ProvideNotebooks(str(settings.path("notebooks_dir")))
+    )
     c.Spawner.start_timeout = SPAWN_TIMEOUT_SECONDS
     c.Spawner.http_timeout = SPAWN_TIMEOUT_SECONDS
     c.SimpleLocalProcessSpawner.home_dir_template = str(state / "homes" / "{username}")

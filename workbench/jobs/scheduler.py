@@ -4,6 +4,11 @@ the scheduler loop. The jobs come from `jobs.yaml`, read and checked by jobsfile
 Due: a job is due when its latest cron time (<= now) is later than the `scheduled_for` of its latest
 run in the history (a job that never ran is due at once, like an Airflow DAG without catch-up).
 Missed times are not replayed one by one: one run covers them.
+Catch-up (the `Scheduler` loop): a cron time that passed before the scheduler started (the hub's first
+start, or a restart after downtime) is run at start only when `scheduler_catchup` is 'latest', it is
+at most `scheduler_catchup_hours` old, and the job does not promote a model (a step with the parameter
+`promote` true); otherwise the job waits for its next cron time (`workbench jobs run NAME` runs it now).
+So a first start runs at most one run per job, and never a retrain that promotes without being asked.
 Every step runs as its own `workbench run` process with WORKBENCH_JOB_IDENTITY=service, so a
 crashing notebook, kernel or runner never takes the scheduler down. A job holds a lock file per
 running instance (`max_concurrent` slots); another scheduler or `run-due` skips it while it runs.
@@ -48,6 +53,8 @@ __all__ = [
     "next_fire",
     "job_slot",
     "jobs_path",
+    "promotes",
+    "catchup_refusal",
     "SERVICE_ENV",
 ]
 
@@ -115,6 +122,26 @@ def due_jobs(
         if not seen or fire > max(seen):
             due.append((job, fire))
     return due
+
+
+def promotes(job: Job) -> bool:
+    """Whether a run of the job may promote a model (a step given `promote` true)."""
+    return any(str(step.parameters.get("promote", "")).strip().lower() in ("true", "1", "yes") for step in job.steps)
+
+
+def catchup_refusal(job: Job, fire: datetime, started: datetime, settings: Settings) -> str | None:
+    """Why a cron time missed before the scheduler `started` is not caught up now, or None to run it.
+    Cron times at or after the start are never refused: they were not missed."""
+    if fire >= started:
+        return None
+    if settings.scheduler_catchup == "none":
+        return "missed before the scheduler started and scheduler_catchup is 'none'"
+    if promotes(job):
+        return "missed before the scheduler started and the job promotes a model: it runs at its next cron time or with `workbench jobs run`"
+    hours = settings.scheduler_catchup_hours
+    if hours and started - fire > timedelta(hours=hours):
+        return f"missed more than scheduler_catchup_hours ({hours}) before the scheduler started"
+    return None
 
 
 # ---- running a job ---------------------------------------------------------------------------
@@ -330,9 +357,16 @@ class Scheduler:
     edit is logged and the last good version kept). Never starts a job while its slots are taken."""
 
     def __init__(
-        self, settings: Settings, path: str | Path | None = None, max_parallel: int = 2, poll_seconds: float = 30.0
+        self,
+        settings: Settings,
+        path: str | Path | None = None,
+        max_parallel: int = 2,
+        poll_seconds: float = 30.0,
+        started: datetime | None = None,
     ):
         self.settings, self.path = settings, path
+        self.started = _utc(started or utcnow())  # cron times before it are catch-up (see catchup_refusal)
+        self.refused: dict[str, datetime] = {}
         self.poll_seconds = poll_seconds
         self.pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="workbench-job")
         self.running: dict[str, list[Future]] = {}
@@ -348,10 +382,23 @@ class Scheduler:
             log.error("%s%s", exc, " (keeping the previous jobs)" if self.jobs else "")
         return self.jobs
 
+    def due(self, now: datetime | None = None) -> list[tuple[Job, datetime]]:
+        """What tick() would start at `now`: due jobs whose missed cron time the catch-up rules allow."""
+        now = _utc(now or utcnow())
+        allowed = []
+        for job, fire in due_jobs(self.reload(), self.settings, now, self.handled):
+            reason = catchup_refusal(job, fire, self.started, self.settings)
+            if reason is None:
+                allowed.append((job, fire))
+            elif self.refused.get(job.name) != fire:
+                self.refused[job.name] = fire
+                log.info("job %s: not catching up %s: %s", job.name, iso(fire), reason)
+        return allowed
+
     def tick(self, now: datetime | None = None) -> list[Future]:
         now = _utc(now or utcnow())
         started = []
-        for job, fire in due_jobs(self.reload(), self.settings, now, self.handled):
+        for job, fire in self.due(now):
             active = [f for f in self.running.get(job.name, []) if not f.done()]
             self.running[job.name] = active
             if len(active) >= job.max_concurrent:

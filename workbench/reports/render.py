@@ -49,8 +49,22 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes} min {secs} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def report_context(record, declared: Mapping[str, Any] | None = None, nb=None) -> dict[str, Any]:
-    """What the report header shows: the run, every parameter (given or default), metrics, the error."""
+def _hub_url() -> str:
+    try:
+        from ..config import load_settings
+
+        return load_settings().reports_hub_url
+    except Exception:  # a report renders even where settings cannot be read
+        return ""
+
+
+def report_context(
+    record, declared: Mapping[str, Any] | None = None, nb=None, hub_url: str | None = None
+) -> dict[str, Any]:
+    """What the report header shows: the run, every parameter (given or default), metrics, the error,
+    and the way back (the index, the hub and its logout when `reports_hub_url` is set)."""
+    from .site import absolute_time, format_value
+
     declared = declared or {}
     params = []
     for name, p in declared.items():
@@ -70,7 +84,7 @@ def report_context(record, declared: Mapping[str, Any] | None = None, nb=None) -
     metrics = [
         {
             "name": k,
-            "value": f"{v:g}" if isinstance(v, (int, float)) else str(v),
+            "value": format_value(v),
             "status": (published.get("metric_status") or {}).get(k),
         }
         for k, v in (published.get("metrics") or {}).items()
@@ -92,6 +106,9 @@ def report_context(record, declared: Mapping[str, Any] | None = None, nb=None) -
         "status": record.status,
         "published_status": published.get("status"),
         "started": record.started or "",
+        "started_at": absolute_time(record.started),
+        "hub_url": _hub_url() if hub_url is None else hub_url,
+        "index": "../../../index.html",  # reports/runs/<notebook>/<run id>/report.html
         "duration": _duration(record.duration_s),
         "user": record.user,
         "host": record.host,

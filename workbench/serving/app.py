@@ -10,7 +10,7 @@ per request that we would not use but would pay for on every call; Starlette is 
 contract instead (`openapi.py`). uvicorn runs it with uvloop and httptools when installed.
 
 Routes: POST /predict, POST /invocations (MLflow-compatible), GET /healthz, /readyz, /metrics,
-/openapi.json, /docs (Swagger UI; its assets come from a CDN), and /ping, /health for MLflow clients.
+/openapi.json, /docs (Swagger UI, its assets served from a package, not a CDN: works offline), and /ping, /health for MLflow clients.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from ..config import Settings, load_settings
 from ..errors import ServingError
+from . import docs_assets
 from . import openapi as openapi_document
 from .fastpath import snapshot_sample
 from .model import snapshot_lookups
@@ -108,11 +109,13 @@ def create_app(
         return JSONResponse(openapi_document.build(service))
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(
-            openapi_document.SWAGGER_HTML.format(
-                title=f"workbench serve: {service.options.model_name}", spec_url="/openapi.json"
-            )
-        )
+        return HTMLResponse(docs_assets.docs_html(f"workbench serve: {service.options.model_name}"))
+
+    async def docs_asset(request: Request) -> Response:
+        found = docs_assets.asset(request.path_params["name"])
+        if found is None:
+            raise HTTPException(404)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "max-age=86400"})
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
@@ -148,6 +151,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
+        Route(docs_assets.ASSETS_PATH + "/{name}", docs_asset, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.service = service

@@ -7,17 +7,7 @@ from typing import Any
 
 from .protocol import ERROR_STATUS, FORMAT_DATAFRAME_RECORDS, FORMAT_DATAFRAME_SPLIT, TENSOR_FORMATS
 
-__all__ = ["build", "SWAGGER_HTML"]
-
-SWAGGER_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "{spec_url}", dom_id: "#swagger-ui"}});</script>
-<noscript>The API description is at <a href="{spec_url}">{spec_url}</a>.</noscript>
-</body></html>
-"""
+__all__ = ["build"]
 
 
 def build(service) -> dict[str, Any]:
