@@ -33,9 +33,9 @@ def _free_port() -> int:
 @pytest.fixture
 def served(tmp_path):
     import uvicorn
-    from workbench.serving.options import ServeOptions
 
     from workbench.serving.app import create_app
+    from workbench.serving.options import ServeOptions
 
     settings = make_home(tmp_path).with_overrides(
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_artifacts=str(tmp_path / "mlartifacts")
