@@ -5,6 +5,8 @@ card whose values are its latest run's."""
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -55,8 +57,18 @@ def _run(settings, notebook, run_id, job, day, step=None, metrics=None, values=N
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub-experience")
+def hub():
+    # Not under pytest's 0700 temp folder: a root hub runs its servers as an unprivileged account, which
+    # must be able to pass through to its home in the hub's state folder (as in test_hub.py).
+    root = Path(tempfile.mkdtemp(prefix="wb-hub-experience-"))
+    root.chmod(0o755)
+    try:
+        yield from _hub(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _hub(root):
     settings = hub_settings(root, USERS, hub_services=("reports",))
     _run(
         settings,
