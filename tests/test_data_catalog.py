@@ -110,6 +110,20 @@ def _delete(path: list):
             ["column 'seats', field 'mask'", "{sql: <Spark SQL expression>}"],
         ),
         (_set(["grnats"], {}), ["the catalog has an unknown field 'grnats'", "Did you mean 'grants'"]),
+        (
+            _set(["default_dataset"], "flihgts"),
+            ["top-level 'default_dataset' names 'flihgts'", "Did you mean 'flights'", "Known datasets: airlines"],
+        ),
+        (_set(["default_dataset"], ["flights"]), ["top-level 'default_dataset' must be the name of a dataset"]),
+        (
+            _set(["datasets", "flights", "roles", "windows"], {"trian": "month < 3", "current": " "}),
+            [
+                "dataset 'flights', field 'roles'",
+                "unknown window 'trian' (did you mean 'train'?)",
+                "'windows.current' must be a non-empty Spark SQL predicate",
+            ],
+        ),
+        (_set(["datasets", "flights", "roles", "windows"], "month < 3"), ["'windows' must map window names"]),
     ],
 )
 def test_typos_fail_with_file_dataset_and_field(tmp_path, edit, needles):
@@ -299,6 +313,68 @@ def test_the_docs_list_every_accepted_type():
 # ---- issue 14: `workbench data check` against the data -------------------------------------------
 def _only(doc, *names):
     doc["datasets"] = {n: doc["datasets"][n] for n in names}
+    if doc.get("default_dataset") not in names:
+        doc.pop("default_dataset", None)
+
+
+def test_the_sample_catalog_names_its_default_dataset_and_windows(repo_settings):
+    from workbench import task
+
+    cat = load_catalog(repo_settings)
+    assert cat.default_dataset == "flights"
+    assert task.resolve_dataset("", repo_settings) == "flights" and task.resolve_dataset("weather") == "weather"
+    assert task.window("", "train", "", repo_settings) == "month < 3"
+    assert task.window("flights", "train", "month = 1", repo_settings) == "month = 1"  # a parameter wins
+    assert task.default_model_name("", repo_settings.with_overrides(model_name="")) == "flights-late"
+
+
+def test_without_a_default_dataset_or_a_window_the_error_names_parameter_and_field(repo_settings, tmp_path):
+    from workbench import task
+    from workbench.errors import DriftError, TrainingError
+
+    doc = broken(_delete(["default_dataset"]))
+    settings = repo_settings.with_overrides(catalog_path=write(tmp_path, doc), model_name="")
+    with pytest.raises(TrainingError, match=r"Parameter 'dataset' is not set.*no 'default_dataset'.*top-level"):
+        task.resolve_dataset("", settings)
+    with pytest.raises(TrainingError, match="Parameter 'dataset'"):
+        task.resolve_task("", settings=settings)
+    assert task.window("weather", "train", "", settings) == ""  # no role: all rows (time holdout)
+    assert task.window("weather", "explain", None, settings) == ""
+    for role, parameter in (("reference", "reference_where"), ("current", "current_where")):
+        with pytest.raises(DriftError) as err:
+            task.window("weather", role, "", settings)
+        assert f"Parameter '{parameter}'" in str(err.value) and f"'roles: windows.{role}'" in str(err.value)
+        assert "datasets.weather.roles" in str(err.value)
+
+
+def test_a_window_role_is_fenced_like_any_where_and_checked_against_the_data(steward, spark, tmp_path):
+    """A window declared in the catalog is a `where=` like any other: it cannot read a column the
+    reader's level withholds, and `data check` compiles it against the data."""
+    from workbench import drift
+    from workbench.data.checks import check_catalog
+    from workbench.errors import PredicateRefused
+
+    def edit(doc):
+        _only(doc, "planes")
+        doc["datasets"]["planes"]["columns"]["engine"] = {"type": "string", "classification": "pii", "mask": "drop"}
+        doc["datasets"]["planes"]["roles"] = {"windows": {"reference": "engine = 'Turbo-fan'", "current": "seats > 9"}}
+
+    path = write(tmp_path, broken(edit))
+    reader = steward.with_overrides(catalog_path=path, groups=("data-scientists",))
+    with pytest.raises(PredicateRefused, match="engine"):
+        drift.load_windows("planes", "", "", features=["seats"], settings=reader, spark=spark)
+    windows = drift.load_windows(
+        "planes", "", "", features=["seats"], settings=steward.with_overrides(catalog_path=path), spark=spark
+    )  # a steward sees engine: the same windows run
+    assert windows.reference.count() > 0 and windows.current.count() > windows.reference.count()
+    windows.release()
+
+    def typo(doc):
+        edit(doc)
+        doc["datasets"]["planes"]["roles"]["windows"]["current"] = "seatz > 9"
+
+    report = check_catalog(steward.with_overrides(catalog_path=write(tmp_path, broken(typo))), spark)
+    assert any("dataset 'planes', field 'roles', window 'current'" in f.message for f in report.errors), report.errors
 
 
 def test_data_check_refuses_masks_that_change_nothing_and_reports_all(steward, spark, tmp_path):

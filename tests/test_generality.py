@@ -36,6 +36,15 @@ def _weather_columns() -> dict:
     return sample["datasets"]["weather"]["columns"]
 
 
+WEATHER_WINDOWS = {
+    "train": "month <= 3",
+    "evaluate": "month = 4",
+    "explain": "month = 4",
+    "reference": "month = 1",
+    "current": "month = 7",
+}
+
+
 def _catalog() -> dict:
     diabetes_columns = {
         "patient_id": {"type": "bigint"},
@@ -84,6 +93,7 @@ def _catalog() -> dict:
                     "description": "rain (more than 0 inches of precipitation) in the hour",
                     "target": {"column": "precip", "name": "rain", "kind": "binary", "positive": "> 0"},
                     "time_column": "time_hour",  # no entity_id: origin stays a feature (and a derived slice)
+                    "windows": WEATHER_WINDOWS,  # so its notebooks need no parameter but the dataset
                 },
             },
             "bare": {**common, "uri": "{lake}/raw/diabetes", "columns": diabetes_columns},
@@ -205,11 +215,16 @@ def test_a_zero_one_target_trains_without_a_threshold(settings, spark):
 
 
 # ---- every notebook, through the job runner, on the dataset and its windows alone ----------------------------
+# diabetes declares no windows: they are passed as parameters; weather declares them (WEATHER_WINDOWS)
 WINDOWS = {
     "diabetes": dict(
-        train="visit < 300", eval="visit >= 300", explain="visit >= 300", ref="visit < 221", cur="visit >= 221"
+        train_where="visit < 300",
+        eval_where="visit >= 300",
+        where="visit >= 300",
+        reference_where="visit < 221",
+        current_where="visit >= 221",
     ),
-    "weather": dict(train="month <= 3", eval="month = 4", explain="month = 4", ref="month = 1", cur="month = 7"),
+    "weather": {},
 }
 
 
@@ -217,13 +232,15 @@ WINDOWS = {
 def test_every_notebook_runs_on_the_dataset_and_its_windows_alone(settings, dataset):
     from workbench.jobs import run_notebook
 
-    w = WINDOWS[dataset]
+    def given(*names):
+        return {"dataset": dataset, **{n: WINDOWS[dataset][n] for n in names if n in WINDOWS[dataset]}}
+
     runs = [
-        ("01_explore", {"dataset": dataset}),
-        ("02_train", {"dataset": dataset, "train_where": w["train"]}),
-        ("05_evaluate", {"dataset": dataset, "eval_where": w["eval"]}),
-        ("03_explain", {"dataset": dataset, "where": w["explain"]}),
-        ("04_drift_monitor", {"dataset": dataset, "reference_where": w["ref"], "current_where": w["cur"]}),
+        ("01_explore", given()),
+        ("02_train", given("train_where")),
+        ("05_evaluate", given("eval_where")),
+        ("03_explain", given("where")),
+        ("04_drift_monitor", given("reference_where", "current_where")),
     ]
     words = SAMPLE_WORDS if dataset == "weather" else re.compile(SAMPLE_WORDS.pattern + r"|\borigin", re.IGNORECASE)
     records = {}
@@ -249,6 +266,11 @@ def test_every_notebook_runs_on_the_dataset_and_its_windows_alone(settings, data
         )  # the notebook's section
     drift, _ = records["04_drift_monitor"]
     assert drift.published["status"] in ("ok", "warn", "alert")
+    if dataset == "weather":  # the windows the catalog declares are the ones applied
+        from workbench import registry
+
+        assert registry.list_versions(name, settings)[0].as_row()["train_where"] == WEATHER_WINDOWS["train"]
+        assert f"({WEATHER_WINDOWS['explain']})" in visible_text(records["03_explain"][1])
 
 
 def test_a_coarse_time_column_warns_and_models_list_shows_aliases(settings, spark):

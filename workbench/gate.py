@@ -309,18 +309,16 @@ def evaluate(
     passing gate moves `champion` to the challenger (recorded in the registry history).
 
     name: the registered model (default: the model_name setting, else `<dataset>-<target name>` from the
-    catalog's roles of `dataset`). slices: columns judged value by value (default: see the module docstring).
+    catalog's roles of `dataset`; with neither name nor dataset, the catalog's default_dataset). dataset: the
+    evaluation data (default: the model's training dataset). eval_where: None or "" means the dataset's
+    `windows: evaluate` role, else all rows. slices: columns judged value by value (default: see the module docstring).
     """
     from .data import load
-    from .task import dataset_entry, default_model_name
+    from .task import dataset_entry, default_model_name, resolve_dataset, window
 
     settings = settings or load_settings()
-    if not name:
-        if not (dataset or settings.model_name):
-            raise GateError(
-                "Parameter 'model_name' (or 'dataset') is not set: pass the registered model's name, or the dataset "
-                "it was trained on (its name is then <dataset>-<target name> from the catalog's roles)."
-            )
+    if not name:  # the model_name setting, else the model of `dataset` (or of the catalog's default_dataset)
+        dataset = dataset or (None if settings.model_name else resolve_dataset("", settings, GateError))
         name = default_model_name(dataset, settings, GateError) if dataset else settings.model_name
     registry.configure(settings)
     new_version = registry.get_version(name, challenger, settings)
@@ -340,6 +338,7 @@ def evaluate(
             "they cannot be compared on one gate. Register the challenger under another model name."
         )
     dataset = dataset or new_spec.dataset
+    eval_where = window(dataset, "evaluate", eval_where, settings, GateError)
     entry_roles = dataset_entry(dataset, settings).roles
     declared = entry_roles.slices
     if slices is None:

@@ -59,7 +59,17 @@ FLIGHTS_ROLES = {
         *("wind_speed", "wind_gust", "precip", "pressure", "visib", "plane_age", "plane_seats", "plane_engines"),
         *("plane_type", "plane_engine"),
     ],
+    # the notebooks' default windows: train on Jan-Feb, judge on March, explain February, and watch
+    # July (the summer's late peak) drift from January
+    "windows": {
+        "train": "month < 3",
+        "evaluate": "month IN (3)",
+        "explain": "month IN (2)",
+        "reference": "month IN (1)",
+        "current": "month IN (7)",
+    },
 }
+SAMPLE_DEFAULT_DATASET = "flights"  # the first catalog's default_dataset: what a notebook's `dataset = ""` means
 
 
 def _flights(df: pd.DataFrame) -> pd.DataFrame:
@@ -253,7 +263,8 @@ def write_initial_catalog(settings: Settings, spark) -> Path:
         if table.roles:
             datasets[table.name]["roles"] = table.roles
     grants = {OWNER: LEVEL_FULL, FIRST_READERS: LEVEL_MASKED}
-    return write_catalog(settings, {"version": 1, "grants": grants, "datasets": datasets})
+    document = {"version": 1, "default_dataset": SAMPLE_DEFAULT_DATASET, "grants": grants, "datasets": datasets}
+    return write_catalog(settings, document)
 
 
 @dataclass(frozen=True)

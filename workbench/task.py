@@ -9,6 +9,11 @@ sample dataset's columns.
     task.target, task.task, task.label_threshold   # 'arr_delay', 'classification', 15.0
     task.features, task.feature_function            # declared or derived features, 'flights_context'
     task.model_name                                 # 'flights-late' (<dataset>-<target name>)
+
+The notebooks' other "from the catalog" defaults live here too: `resolve_dataset("")` is the catalog's
+`default_dataset`, and `window(dataset, "train", "")` the dataset's `windows: train` role (train,
+evaluate and explain default to all rows without one; drift's reference and current windows have no
+default, so their error names the parameter and the catalog field).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from dataclasses import dataclass
 from . import features as feature_functions
 from .config import Settings, load_settings
 from .data import roles as roles_mod
-from .errors import TrainingError
+from .errors import DriftError, TrainingError
 
-__all__ = ["Task", "resolve_task", "dataset_entry", "default_model_name", "TASKS"]
+__all__ = ["Task", "resolve_task", "resolve_dataset", "window", "dataset_entry", "default_model_name", "TASKS"]
 
 TASKS = {"classification": "classification", "binary": "classification", "regression": "regression"}
 
@@ -41,17 +46,72 @@ class Task:
     model_name: str  # the default registered name, <dataset>-<target name>
 
 
+# the windows with no default: without the role, the error says which parameter to pass
+REQUIRED_WINDOWS = {"reference": "the reference window of the comparison", "current": "the current window"}
+
+
 def dataset_entry(dataset: str, settings: Settings | None = None):
-    """The catalog entry of `dataset` (its columns and roles)."""
+    """The catalog entry of `dataset` (its columns and roles); "" means the catalog's default dataset."""
     from .data.catalog import load_catalog
 
-    return load_catalog(settings or load_settings()).get(dataset)
+    catalog = load_catalog(settings or load_settings())
+    return catalog.get(dataset or _default_dataset(catalog, TrainingError))
 
 
-def default_model_name(dataset: str, settings: Settings | None = None, error: type[Exception] = TrainingError) -> str:
-    """The model_name setting when set, else `<dataset>-<target name>` from the catalog's roles."""
+def resolve_dataset(dataset: str = "", settings: Settings | None = None, error: type[Exception] = TrainingError) -> str:
+    """`dataset` if set, else the catalog's top-level `default_dataset` (an error naming both when neither is)."""
+    if dataset:
+        return dataset
+    from .data.catalog import load_catalog
+
+    return _default_dataset(load_catalog(settings or load_settings()), error)
+
+
+def _default_dataset(catalog, error: type[Exception]) -> str:
+    if catalog.default_dataset:
+        return catalog.default_dataset
+    raise error(
+        f"Parameter 'dataset' is not set, and the catalog {catalog.path} declares no 'default_dataset'. Pass 'dataset' "
+        f"(one of {', '.join(sorted(catalog.datasets)) or 'none yet'}), or add a top-level 'default_dataset: NAME' "
+        "to the catalog."
+    )
+
+
+def window(
+    dataset: str,
+    role: str,
+    value: str | None = "",
+    settings: Settings | None = None,
+    error: type[Exception] | None = None,
+) -> str:
+    """The Spark SQL predicate of a window: `value` if set, else the dataset's `windows: <role>` in the catalog.
+
+    Without either, train, evaluate and explain mean all rows (""); reference and current raise `error`
+    naming the parameter (`roles.WINDOWS`) and the catalog field that would set it. Pass "true" to
+    choose all rows when a role is declared.
+    """
+    if role not in roles_mod.WINDOWS:
+        raise ValueError(f"unknown window role '{role}'; known: {', '.join(roles_mod.WINDOWS)}")
+    if value:
+        return value
+    entry = dataset_entry(dataset, settings)
+    declared = entry.roles.window(role)
+    if declared or role not in REQUIRED_WINDOWS:
+        return declared
+    return roles_mod.require(
+        entry, "", roles_mod.WINDOWS[role], f"windows.{role}", error or DriftError, REQUIRED_WINDOWS[role]
+    )
+
+
+def default_model_name(
+    dataset: str = "", settings: Settings | None = None, error: type[Exception] = TrainingError
+) -> str:
+    """The model_name setting when set, else `<dataset>-<target name>` from the catalog's roles
+    ("" means the catalog's default dataset)."""
     settings = settings or load_settings()
-    return settings.model_name or roles_mod.model_name(dataset_entry(dataset, settings), error)
+    if settings.model_name:
+        return settings.model_name
+    return roles_mod.model_name(dataset_entry(resolve_dataset(dataset, settings, error), settings), error)
 
 
 def resolve_task(
@@ -64,9 +124,9 @@ def resolve_task(
     time_column: str = "",
     settings: Settings | None = None,
 ) -> Task:
-    """Fill every unset parameter from the catalog's roles of `dataset` (see the module docstring)."""
-    if not dataset:
-        raise TrainingError("Parameter 'dataset' is not set: pass the catalog name of the training data.")
+    """Fill every unset parameter from the catalog's roles of `dataset` (see the module docstring);
+    "" means the catalog's default dataset."""
+    dataset = resolve_dataset(dataset, settings)
     entry = dataset_entry(dataset, settings)
     roles = entry.roles
     declared = (

@@ -82,7 +82,7 @@ from .model_contract import (
 )
 from .model_contract import scores as _scores
 from .runs.provenance import git_state
-from .task import resolve_task
+from .task import resolve_task, window
 
 __all__ = [
     "TrainResult",
@@ -254,8 +254,9 @@ def train(
 ) -> TrainResult:
     """Train and log one model; optionally register it (and point `alias` at the new version).
 
-    dataset/train_where: what to read (through workbench.data.load; `train_where` is a Spark SQL predicate).
-    Unset parameters come from the dataset's roles in the catalog (`workbench.task.resolve_task`):
+    dataset/train_where: what to read (through workbench.data.load; `train_where` is a Spark SQL predicate;
+    "" for dataset means the catalog's default_dataset, None or "" for train_where its `windows: train`
+    role, else all rows, split by time for the holdout). Unset parameters come from the dataset's roles in the catalog (`workbench.task.resolve_task`):
     target, task (classification of `target > label_threshold`, a 0/1 target needing no threshold, or
     regression), features (after decoration by `feature_function`), time_column.
     categorical: feature columns to one-hot (default: string columns). model: a key of ESTIMATORS;
@@ -267,6 +268,7 @@ def train(
     settings = settings or load_settings()
     params = dict(params or {})
     resolved = resolve_task(dataset, target, task, label_threshold, features, feature_function, time_column, settings)
+    dataset, train_where = resolved.dataset, window(resolved.dataset, "train", train_where, settings, TrainingError)
     target, task, label_threshold = resolved.target, resolved.task, resolved.label_threshold
     feature_function, time_column = resolved.feature_function, resolved.time_column
     name = name or settings.model_name or resolved.model_name

@@ -6,6 +6,7 @@ the file, the dataset and the field. URIs may use `{lake}` for the lake root so 
 a laptop and a cluster.
 
     version: 1
+    default_dataset: flights       # optional: the dataset a notebook's `dataset = ""` means
     grants:                        # group -> level for every dataset: none, masked or full
       data-stewards: full
       data-scientists: masked
@@ -91,7 +92,7 @@ MASK_TYPES: dict[str, tuple[str, ...] | None] = {
     "sql": None,
 }
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-TOP_KEYS = frozenset({"version", "grants", "datasets"})
+TOP_KEYS = frozenset({"version", "default_dataset", "grants", "datasets"})
 DATASET_KEYS = frozenset(
     {"uri", "format", "zone", "owner", "description", "partitioning", "columns", "grants", "row_filters", "roles"}
 )
@@ -144,6 +145,7 @@ class Catalog:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     grants: dict[str, str] = field(default_factory=dict)  # group -> level for every dataset
+    default_dataset: str = ""  # what a notebook's `dataset = ""` means ("": none declared)
 
     def get(self, name: str) -> Dataset:
         if name not in self.datasets:
@@ -282,8 +284,28 @@ def parse_catalog(raw: Any, path: Path | str, lake: str, problems: Iterable[str]
         ds = _dataset(found, str(name), spec, lake, grants)
         if ds is not None:
             datasets[str(name)] = ds
+    default = _default_dataset(found, raw.get("default_dataset"), datasets_raw)
     found.raise_if_any()
-    return Catalog(path=path, datasets=datasets, raw=raw, grants=grants)
+    return Catalog(path=path, datasets=datasets, raw=raw, grants=grants, default_dataset=default)
+
+
+def _default_dataset(found: _Problems, value: Any, datasets: dict) -> str:
+    """The top-level `default_dataset`: it must name a dataset of the catalog."""
+    if value is None:
+        return ""
+    names = sorted(str(n) for n in datasets)
+    if not isinstance(value, str) or not value:
+        found.add(f"top-level 'default_dataset' must be the name of a dataset of the catalog ({', '.join(names)}).")
+        return ""
+    if value not in names:
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        found.add(
+            f"top-level 'default_dataset' names '{value}', which is not a dataset of the catalog.{hint} "
+            f"Known datasets: {', '.join(names)}."
+        )
+        return ""
+    return value
 
 
 def _unknown_keys(found: _Problems, where: str, spec: dict, known: frozenset[str]) -> None:

@@ -131,18 +131,20 @@ def _check_dataset(report: CheckReport, spark, cat: Catalog, ds: Dataset, key, r
 
 
 def _compiles(report: CheckReport, cat: Catalog, ds: Dataset, raw, key) -> set[str]:
-    """Report each row filter and sql mask that does not compile; return the masked columns that do."""
+    """Report each row filter, window role and sql mask that does not compile; return the masked columns that do."""
     from pyspark.errors import AnalysisException, ParseException
     from pyspark.sql import functions as F
 
-    for group, predicate in sorted(ds.row_filters.items()):
+    predicates = [(f"field 'row_filters', group '{g}'", p) for g, p in sorted(ds.row_filters.items())]
+    predicates += [(f"field 'roles', window '{w}'", p) for w, p in ds.roles.windows]
+    for where, predicate in predicates:
         try:
             raw.where(F.expr(predicate)).schema
         except (AnalysisException, ParseException) as exc:
             report.add(
                 ERROR,
                 ds.name,
-                f"{cat.path}: dataset '{ds.name}', field 'row_filters', group '{group}': the predicate is not valid "
+                f"{cat.path}: dataset '{ds.name}', {where}: the predicate is not valid "
                 f"Spark SQL for this data ({exc.__class__.__name__}).",
             )
     usable = set()

@@ -12,12 +12,23 @@ drift, explain and the notebooks take their defaults from it, and a parameter al
       slices: [carrier, origin]                       # judged one by one by the gate, explorer filters
       feature_function: flights_context               # named decoration (workbench.features); default none
       features: [carrier, origin, ...]                # model inputs after decoration; default: derived
+      windows:                                        # Spark SQL predicates the notebooks' "" windows mean
+        train: "month < 3"                            #   02_train train_where (default: all rows)
+        evaluate: "month IN (3)"                      #   05_evaluate eval_where (default: all rows)
+        explain: "month IN (2)"                       #   03_explain where (default: all rows)
+        reference: "month IN (1)"                     #   04_drift_monitor reference_where (no default)
+        current: "month IN (7)"                       #   04_drift_monitor current_where (no default)
 
 Target kinds: `binary` with `positive: "> NUMBER"` (positive when the column is above the number), or
 `binary` alone for a 0/1 column; `regression`. `name` (default: the column) names the registered model:
 `<dataset>-<name>`. Derived features are the columns that are not the target, time column, entity id,
 leaky, pii or sensitive, and not dates or timestamps. Derived slices (when none are declared) are the
 categorical features with 2 to MAX_SLICE_VALUES distinct values in the data at hand.
+
+Windows are predicates over the dataset's columns like any `where=` parameter, and applied the same way
+(through `workbench.data.load`, fenced to the caller's governed view); `workbench data check` compiles
+them against the data. Drift has no default window: comparing a dataset with itself says nothing, and
+no cut of `time_column` is right for every dataset, so without the role the error names the parameter.
 
 `parse_roles` validates a `roles` mapping against the dataset's columns and reports every problem at
 once; `require` builds the error that names the parameter to set and the catalog field that would set it.
@@ -47,13 +58,22 @@ __all__ = [
     "low_cardinality",
     "TARGET_KINDS",
     "ROLE_KEYS",
+    "WINDOWS",
     "MAX_SLICE_VALUES",
 ]
 
 TARGET_KINDS = ("binary", "regression")
 ROLE_KEYS = frozenset(
-    {"description", "target", "time_column", "entity_id", "leaky", "slices", "feature_function", "features"}
+    {"description", "target", "time_column", "entity_id", "leaky", "slices", "feature_function", "features", "windows"}
 )
+# window role -> the notebook parameter it is the default of
+WINDOWS = {
+    "train": "train_where",
+    "evaluate": "eval_where",
+    "explain": "where",
+    "reference": "reference_where",
+    "current": "current_where",
+}
 TARGET_KEYS = frozenset({"column", "name", "kind", "positive"})
 MAX_SLICE_VALUES = 20
 NOT_FEATURE_TYPES = ("date", "timestamp", "timestamp_ntz")
@@ -95,6 +115,11 @@ class Roles:
     slices: tuple[str, ...] | None = None  # None: not declared (derive them)
     feature_function: str = ""
     features: tuple[str, ...] = ()  # declared model inputs; empty: derived
+    windows: tuple[tuple[str, str], ...] = ()  # (window role, Spark SQL predicate), in WINDOWS order
+
+    def window(self, role: str) -> str:
+        """The declared predicate of a window role (`WINDOWS`), "" when none is declared."""
+        return dict(self.windows).get(role, "")
 
     @property
     def declared(self) -> bool:
@@ -151,6 +176,7 @@ def parse_roles(path: Path | str, dataset: str, spec: Any, columns: Sequence[str
     if not isinstance(description, str):
         problems.append("'description' must be a sentence describing the prediction")
         description = ""
+    windows = _windows(spec.get("windows"), problems)
     if target is not None:
         if target.column in leaky:
             problems.append(f"the target '{target.column}' is also listed in 'leaky'")
@@ -169,7 +195,31 @@ def parse_roles(path: Path | str, dataset: str, spec: Any, columns: Sequence[str
         slices=slices,
         feature_function=function,
         features=features,
+        windows=windows,
     )
+
+
+def _windows(spec: Any, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict):
+        problems.append(f"'windows' must map window names ({', '.join(WINDOWS)}) to Spark SQL predicates")
+        return ()
+    for key in spec:
+        if key not in WINDOWS:
+            problems.append(
+                f"'windows' has an unknown window '{key}'{_hint(str(key), WINDOWS)}; known windows: {', '.join(WINDOWS)}"
+            )
+    out = []
+    for key in WINDOWS:
+        if key not in spec:
+            continue
+        value = spec[key]
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"'windows.{key}' must be a non-empty Spark SQL predicate over the dataset's columns")
+        else:
+            out.append((key, value.strip()))
+    return tuple(out)
 
 
 def _target(spec: Any, column, problems: list[str]) -> Target | None:

@@ -121,12 +121,19 @@ def load_windows(
     performance are monitored too. predictions: take the current window from the prediction log
     (`current_where` then filters the log); `entity_key` is the Spark SQL expression on `dataset`
     whose value is the log's entity_id (default: the columns of the `entity_id` role joined by '-').
-    categorical: numeric columns to treat as categories.
+    categorical: numeric columns to treat as categories. dataset "" means the catalog's default_dataset;
+    a window None or "" means the dataset's `windows: reference` / `windows: current` role (an error
+    naming the parameter without one; with `predictions`, an unset current_where takes the whole log).
     """
     from ..data import load
     from ..spark import get_spark
+    from ..task import resolve_dataset, window
 
     settings = settings or load_settings()
+    dataset = resolve_dataset(dataset, settings, DriftError)
+    reference_where = window(dataset, "reference", reference_where, settings, DriftError)
+    if not predictions:  # the prediction log's window is the whole log unless current_where narrows it
+        current_where = window(dataset, "current", current_where, settings, DriftError)
     spark = spark or get_spark(settings=settings)
     spec = version = None
     if model:

@@ -337,13 +337,9 @@ def load_explainer(
 
 def default_model(dataset: str, alias: str = registry.CHALLENGER, settings: Settings | None = None) -> str:
     """`models:/NAME@alias` of the model trained on `dataset`: NAME is the model_name setting, else
-    `<dataset>-<target name>` from the dataset's roles in the catalog."""
+    `<dataset>-<target name>` from the dataset's roles in the catalog ("" means the catalog's default_dataset)."""
     from ..task import default_model_name
 
-    if not dataset:
-        raise ExplainError(
-            "Parameter 'model' (or 'dataset') is not set: pass models:/NAME@alias, or the dataset it was trained on."
-        )
     return registry.model_uri(default_model_name(dataset, settings, ExplainError), alias)
 
 
