@@ -54,13 +54,13 @@ demo: setup lake  ## set up, build the sample lake, run the main job on embedded
 	$(WB) lake list
 	@echo
 	@# Exit status 2 means the notebook ran and published an alert (e.g. drift): expected in the demo.
-	@# Target, features, slices, time column and model name come from the flights roles in the catalog: only the
-	@# dataset and the windows are passed.
-	$(WB) run 01_explore -p dataset flights || [ $$? -eq 2 ]
-	$(WB) run 02_train -p dataset flights -p train_where "month < 3" || [ $$? -eq 2 ]
-	$(WB) run 05_evaluate -p dataset flights -p eval_where "month IN (3)" -p promote True || [ $$? -eq 2 ]
-	$(WB) run 03_explain -p dataset flights -p where "month IN (2)" || [ $$? -eq 2 ]
-	$(WB) run 04_drift_monitor -p dataset flights -p reference_where "month IN (1)" -p current_where "month IN (7)" -p model "models:/flights-late@champion" || [ $$? -eq 2 ]
+	@# The dataset (the catalog's default_dataset), its windows, target, features, slices, time column and model
+	@# name come from the catalog (hub_config/catalog.yaml): only what differs from it is passed.
+	$(WB) run 01_explore || [ $$? -eq 2 ]
+	$(WB) run 02_train || [ $$? -eq 2 ]
+	$(WB) run 05_evaluate -p promote True || [ $$? -eq 2 ]
+	$(WB) run 03_explain || [ $$? -eq 2 ]
+	$(WB) run 04_drift_monitor -p model "models:/flights-late@champion" || [ $$? -eq 2 ]
 	@echo
 	@echo "Next: '$(WB) --help' lists what you can do; 'make test' runs the tests."
 	@echo "Reports index (open it in a browser, or '$(WB) reports serve'):"
