@@ -326,6 +326,11 @@ def test_the_sample_catalog_names_its_default_dataset_and_windows(repo_settings)
     assert task.window("", "train", "", repo_settings) == "month < 3"
     assert task.window("flights", "train", "month = 1", repo_settings) == "month = 1"  # a parameter wins
     assert task.default_model_name("", repo_settings.with_overrides(model_name="")) == "flights-late"
+    from workbench.lake import FLIGHTS_ROLES, SAMPLE_DEFAULT_DATASET
+
+    # the catalog `lake init` writes says the same as the committed one
+    assert FLIGHTS_ROLES["windows"] == COMMITTED["datasets"]["flights"]["roles"]["windows"]
+    assert COMMITTED["default_dataset"] == SAMPLE_DEFAULT_DATASET
 
 
 def test_without_a_default_dataset_or_a_window_the_error_names_parameter_and_field(repo_settings, tmp_path):

@@ -63,6 +63,7 @@ def test_first_catalog_describes_every_dataset(fresh_lake):
     assert flights["uri"] == "{lake}/raw/flights" and flights["format"] == "parquet"
     assert flights["partitioning"] == ["month"] and flights["owner"] and flights["description"]
     assert flights["columns"]["scheduled_departure"]["type"] == "timestamp"
+    assert catalog["default_dataset"] == "flights" and flights["roles"]["windows"]["train"] == "month < 3"
 
 
 def test_the_first_catalog_is_written_by_the_sample_not_the_catalog_module(fresh_lake):
