@@ -75,7 +75,7 @@ def render_dag(
     description = f"\n\n{job.description}" if job.description else ""
     lines = [
         HEADER.format(job=job.name, source=source, description=description),
-        "from datetime import datetime, timedelta",
+        "from datetime import datetime, timedelta, timezone",
         "",
         "try:  # Airflow 3",
         "    from airflow.providers.standard.operators.bash import BashOperator",
@@ -91,7 +91,7 @@ def render_dag(
         f"    dag_id={dag_id(job)!r},",
         f"    description={(job.description or f'workbench job {job.name}')!r},",
         f"    schedule={job.schedule!r},",
-        "    start_date=datetime(2024, 1, 1),",
+        "    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),  # jobs.yaml's cron times are UTC, whatever Airflow's default_timezone",
         "    catchup=False,",
         f"    max_active_runs={job.max_concurrent},",
         "    default_args={",
