@@ -15,12 +15,23 @@ DOCS_ADDR ?= 127.0.0.1:8001
 # 2 workers: most of the suite's wall time is waiting on JVM, hub and server start-ups (1 = serial)
 TEST_WORKERS ?= 2
 
+# Airflow (only for the test that loads the exported DAGs): its own virtual environment, since Airflow pins its
+# own dependencies. Installed against Airflow's official constraints for this Python when they can be fetched,
+# else against airflow-constraints.txt (the set `make airflow` resolved and tested here; regenerate it with
+# `$(AIRFLOW_VENV)/bin/pip freeze` after changing AIRFLOW_VERSION).
+AIRFLOW_VENV    ?= .airflow-venv
+AIRFLOW_VERSION ?= 3.3.2
+AIRFLOW_PINS    := airflow-constraints.txt
+AIRFLOW_STAMP   := $(AIRFLOW_VENV)/.installed-$(AIRFLOW_VERSION)
+PYTHON_MM       := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+AIRFLOW_CONSTRAINTS_URL ?= https://raw.githubusercontent.com/apache/airflow/constraints-$(AIRFLOW_VERSION)/constraints-$(PYTHON_MM).txt
+
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 # mkdocs-material prints a banner about MkDocs 2 on every build; the docs pin mkdocs<2
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: help setup java demo test lake clean hub browser bench wrk lint docs docs-check
+.PHONY: help setup java demo test lake clean hub browser airflow bench wrk lint docs docs-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -78,6 +89,22 @@ browser:  ## install headless Chromium and its driver for the browser test (Debi
 	  else echo "warning: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; \
 	fi
 
+airflow: $(AIRFLOW_STAMP)  ## install Apache Airflow in .airflow-venv for the test that loads the exported DAGs (idempotent)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_PINS)
+	@rm -f $(AIRFLOW_VENV)/.installed-*
+	@test -x $(AIRFLOW_VENV)/bin/python || python3 -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	@if curl -fsSL --max-time 15 -o $(AIRFLOW_VENV)/constraints.txt "$(AIRFLOW_CONSTRAINTS_URL)" 2>/dev/null; then \
+	  echo "Airflow constraints: $(AIRFLOW_CONSTRAINTS_URL)"; \
+	else cp $(AIRFLOW_PINS) $(AIRFLOW_VENV)/constraints.txt; \
+	  echo "Airflow constraints: $(AIRFLOW_CONSTRAINTS_URL) is unreachable; using $(AIRFLOW_PINS)"; fi
+	@# A failed install is a warning, not a failed `make test`: the Airflow test then skips and says why.
+	$(AIRFLOW_VENV)/bin/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -c $(AIRFLOW_VENV)/constraints.txt \
+	  && touch $@ \
+	  || { echo "warning: could not install apache-airflow $(AIRFLOW_VERSION); the Airflow test will be skipped" >&2; \
+	       rm -rf $(AIRFLOW_VENV); }
+
 lint: setup  ## ruff: lint and check the formatting (`ruff format .` fixes the formatting)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -88,7 +115,7 @@ docs: setup  ## serve the docs site (docs/, mkdocs.yml) with live reload on http
 docs-check: setup  ## build the docs site strictly into site/ (a broken link, a missing page or a page left out of the nav fails)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
-test: setup lake browser lint docs-check  ## set up and run the whole test suite
+test: setup lake browser airflow lint docs-check  ## set up and run the whole test suite
 	$(VENV)/bin/pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 wrk:  ## install the wrk HTTP load generator for the serving benchmark (Debian, root)

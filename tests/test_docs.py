@@ -23,6 +23,7 @@ README_MAX_LINES = 160
 GENERATED = {
     ".venv",  # make setup
     ".npm",  # make setup: the hub's proxy
+    ".airflow-venv",  # make airflow: Airflow's own virtual environment
     ".hub",  # the hub's state
     "lake",  # make lake / workbench lake init
     "site",  # mkdocs build

@@ -219,6 +219,11 @@ jobs:
             )  # not Airflow's Jinja
         else:
             assert 'retries": 2' in source and len(tasks) == 1
+    # The command the workers run is a setting (a virtual environment's workbench, say); --command overrides it.
+    custom = export_airflow(settings_of(home).with_overrides(airflow_workbench_command="/opt/wb/bin/workbench"), out)
+    assert all("/opt/wb/bin/workbench run 10_check.ipynb --quiet" in p.read_text() for p in custom)
+    given = export_airflow(settings_of(home), out, command="/srv/venv/bin/workbench")
+    assert all("'/srv/venv/bin/workbench run 10_check.ipynb --quiet" in p.read_text() for p in given)
 
 
 # ---- catch-up at the first start ------------------------------------------------------------------

@@ -137,6 +137,11 @@ class Settings:
     airflow_dags_dir: str = _setting(
         "airflow/dags", "Where `workbench jobs export-airflow` writes one Airflow DAG file per job."
     )
+    airflow_workbench_command: str = _setting(
+        "workbench",
+        "The workbench command the exported Airflow DAGs' tasks run on the Airflow workers: a name on their PATH, "
+        "or an absolute path such as /srv/project/.venv/bin/workbench when the workbench has its own virtual environment.",
+    )
 
     # Serving
     serving_host: str = _setting("127.0.0.1", "Address the serving wrapper binds.")

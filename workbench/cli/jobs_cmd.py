@@ -70,7 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "job's steps, with its schedule, retries and max active runs) for every job.",
     )
     export.add_argument("--out", help="folder for the DAG files (default: the airflow_dags_dir setting)")
-    export.add_argument("--command", default="workbench", help="the workbench command on the Airflow workers")
+    export.add_argument(
+        "--command",
+        help="the workbench command on the Airflow workers (default: the airflow_workbench_command setting)",
+    )
     export.add_argument("--home", help="the project folder on the Airflow workers (default: this project's home)")
     export.set_defaults(func=run_export)
 

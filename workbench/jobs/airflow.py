@@ -66,19 +66,22 @@ def _bash(job: Job, index: int, command: str, settings: Settings) -> str:
 
 
 def render_dag(
-    job: Job, settings: Settings, command: str = "workbench", home: str | None = None, source: str = "jobs.yaml"
+    job: Job, settings: Settings, command: str | None = None, home: str | None = None, source: str = "jobs.yaml"
 ) -> str:
+    """One job's DAG file. `command` (default: the airflow_workbench_command setting) is how the Airflow
+    worker calls the workbench; `home` (default: this project's home) is the project folder there."""
+    command = command or settings.airflow_workbench_command
     home = home or str(settings.home)
     description = f"\n\n{job.description}" if job.description else ""
     lines = [
         HEADER.format(job=job.name, source=source, description=description),
-        "from datetime import datetime, timedelta",
-        "",
-        "from airflow import DAG",
+        "from datetime import datetime, timedelta, timezone",
         "",
         "try:  # Airflow 3",
         "    from airflow.providers.standard.operators.bash import BashOperator",
+        "    from airflow.sdk import DAG",
         "except ImportError:  # Airflow 2",
+        "    from airflow import DAG",
         "    from airflow.operators.bash import BashOperator",
         "",
         f"WORKBENCH_HOME = {home!r}",
@@ -88,7 +91,7 @@ def render_dag(
         f"    dag_id={dag_id(job)!r},",
         f"    description={(job.description or f'workbench job {job.name}')!r},",
         f"    schedule={job.schedule!r},",
-        "    start_date=datetime(2024, 1, 1),",
+        "    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),  # jobs.yaml's cron times are UTC, whatever Airflow's default_timezone",
         "    catchup=False,",
         f"    max_active_runs={job.max_concurrent},",
         "    default_args={",
@@ -122,7 +125,7 @@ def export_airflow(
     settings: Settings,
     out_dir: str | Path | None = None,
     jobs_file: str | Path | None = None,
-    command: str = "workbench",
+    command: str | None = None,
     home: str | None = None,
 ) -> list[Path]:
     """Write one DAG file per job into `out_dir` (default: the airflow_dags_dir setting); returns the files."""
