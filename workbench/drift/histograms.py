@@ -5,8 +5,9 @@
    numerical feature. Edges from a sample are still valid bins: every count of pass 2 is exact.
    Sturges binning: one aggregation over both windows for their range and size and the reference's
    distinct count and standard deviation, like Evidently.
-2. Histograms (`histogram_table`): one `mapInArrow` pass over both windows (a window label column `__w`
-   on their union, so each source partition is read once). Per Arrow batch and for all features at
+2. Histograms (`histogram_table`): one `mapInArrow` pass over both windows (their union with a window
+   label column `__w`: each window's rows are read once, and two windows of one table filtered on its
+   partition columns, e.g. months, read disjoint files, so the table is read once). Per Arrow batch and for all features at
    once: vectorised bins (`kernels.Binner`) with `np.bincount` for each binned numerical feature's
    counts and sums per bin, its sum of squares, minimum and maximum; Arrow's `value_counts` for
    categorical features and numerical ones counted by value. Each partition returns one small partial
