@@ -108,6 +108,129 @@ def test_categorical_chi_square_and_top_k(spark):
     assert hist.loc[hist["label"] == drift.OTHER, "current"].item() == pytest.approx((moved["c"] >= "c").mean())
 
 
+def test_vectorised_bins_equal_bin_index_on_awkward_values():
+    """Binner (the histogram pass's bins) against bin_index and searchsorted: values on the edges and
+    one float either side, infinities, heavy tails, ties, a large offset, a constant column."""
+    from workbench.drift.kernels import distinct_edges
+
+    rng = np.random.default_rng(5)
+    samples = [
+        rng.normal(0, 30, 5000),
+        np.round(rng.exponential(5, 5000)),  # integers: many values exactly on an edge
+        rng.lognormal(0, 4, 5000),  # edges crowd near 0: falls back to searchsorted
+        rng.integers(0, 1000, 5000) + 1e12,  # a large offset: cells near the float resolution
+        np.concatenate([rng.normal(0, 1e-6, 2500), rng.normal(0, 1e6, 2500)]),
+        np.full(100, 3.0),
+    ]
+    for x in samples:
+        edges = distinct_edges(np.quantile(x, np.linspace(0, 1, 101), method="inverted_cdf"))
+        e = np.array(edges)
+        probe = np.concatenate(
+            [x, e, np.nextafter(e, np.inf), np.nextafter(e, -np.inf), [np.inf, -np.inf, 1e308, -1e308, 0.0]]
+        )
+        binner = drift.Binner(edges)
+        got = binner(probe)
+        assert got.tolist() == [drift.bin_index(edges, v) for v in probe]
+        assert got.max() <= binner.bins - 1 == len(edges)
+
+
+def test_partition_histograms_equal_a_direct_count_on_mixed_batches():
+    """The mapInArrow function on its own: Arrow batches holding both windows, nulls, NaN and infinities,
+    against counts, sums and extremes taken directly with numpy and Python."""
+    import pyarrow as pa
+
+    from workbench.drift.histograms import COLUMNS, _PartitionHistograms
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = rng.normal(10, 5, n)
+    x[rng.random(n) < 0.05] = np.nan
+    x[:3] = [np.inf, -np.inf, 10.0]
+    null = np.arange(n) % 97 == 1  # nulls as well as NaN
+    w = rng.integers(0, 2, n).astype(np.int32)
+    hour = rng.integers(0, 5, n).astype(float)
+    cat = rng.choice(["a", "b", None], n, p=[0.6, 0.3, 0.1])
+    edges = list(np.quantile(x[np.isfinite(x)], np.linspace(0, 1, 11)))
+    kernel = _PartitionHistograms([(0, "x", edges, 10.0)], [(1, "hour", True, True), (2, "cat", False, False)])
+    table = pa.table({"__w": w, "__c0": pa.array(x, mask=null), "__c1": hour, "__c2": cat})
+    out = pa.Table.from_batches(list(kernel(table.to_batches(max_chunksize=700)))).to_pandas()
+    assert list(out.columns) == COLUMNS
+    out = out.groupby(["__w", "f", "b", "v"], dropna=False).agg(
+        n=("n", "sum"), s=("s", "sum"), lo=("lo", "min"), hi=("hi", "max")
+    )
+    out = out.reset_index()
+    binner = drift.Binner(edges)
+    for window in (0, 1):
+        mine = out[(out["__w"] == window) & (out["f"] == 0)]
+        xs = x[(w == window) & ~null]
+        present = xs[~np.isnan(xs)]
+        assert mine.loc[mine["b"] == -1, "n"].sum() == (w == window).sum() - len(present)
+        bins = np.searchsorted(binner.splits, present, side="right")
+        binned = mine[mine["b"] >= 0].set_index("b")
+        counts, sums = (
+            np.bincount(bins, minlength=binner.bins),
+            np.bincount(bins, weights=present, minlength=binner.bins),
+        )
+        assert binned["n"].astype(int).to_dict() == {b: int(c) for b, c in enumerate(counts) if c}
+        np.testing.assert_allclose(binned["s"].to_numpy(), sums[counts > 0], rtol=1e-12)
+        if counts[0]:
+            assert binned.loc[0, "lo"] == present.min()
+        if counts[-1]:
+            assert binned.loc[binner.bins - 1, "hi"] == present.max()
+        hours = out[(out["__w"] == window) & (out["f"] == 1) & out["v"].notna()].set_index("v")["n"]
+        assert hours.astype(int).to_dict() == {
+            str(int(k)): int(v) for k, v in pd.Series(hour[w == window]).value_counts().items()
+        }
+        cats = out[(out["__w"] == window) & (out["f"] == 2)]
+        assert cats.loc[cats["v"].notna()].set_index("v")["n"].astype(int).to_dict() == {
+            k: int(v) for k, v in pd.Series(cat[w == window]).value_counts().items()
+        }
+        assert cats.loc[cats["b"] == -1, "n"].sum() == sum(c is None for c in cat[w == window])
+
+
+def _jobs_of(spark, run) -> int:
+    """Spark jobs started by `run()`, counted by job group through the status tracker."""
+    import uuid
+
+    sc = spark.sparkContext
+    group = f"drift-jobs-{uuid.uuid4().hex}"
+    sc.setJobGroup(group, "counting the jobs of one compute_drift call")
+    try:
+        run()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return len(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def test_spark_jobs_per_call_are_bounded_and_do_not_grow_with_the_features(spark):
+    rng = np.random.default_rng(2)
+    rows = 20_000
+    data = {f"x{i}": rng.normal(i, 1 + i, rows) for i in range(12)}
+    data |= {"flag": rng.integers(0, 2, rows), "c0": rng.choice(list("abcd"), rows), "c1": rng.choice(list("xy"), rows)}
+    frame = pd.DataFrame(data)
+    ref = spark.createDataFrame(frame.iloc[: rows // 2]).repartition(3).cache()
+    cur = spark.createDataFrame(frame.iloc[rows // 2 :].assign(x0=lambda d: d["x0"] + 1)).repartition(3).cache()
+    ref.count(), cur.count()
+    try:
+        few, many = ["x0", "flag", "c0"], [*[f"x{i}" for i in range(12)], "flag", "c0", "c1"]
+        reports = {}
+        counts = {
+            (len(cols), binning): _jobs_of(
+                spark,
+                lambda c=cols, b=binning: reports.__setitem__((len(c), b), drift.compute_drift(ref, cur, c, binning=b)),
+            )
+            for cols in (few, many)
+            for binning in ("quantile", "sturges")
+        }
+        for binning in ("quantile", "sturges"):
+            assert counts[(3, binning)] == counts[(15, binning)] <= 8, counts
+            for f in few:  # the same statistics for a feature, whatever else is computed with it
+                assert reports[(3, binning)].feature(f).psi == pytest.approx(reports[(15, binning)].feature(f).psi)
+        assert reports[(15, "quantile")].drifted == ["x0"]
+    finally:
+        ref.unpersist(), cur.unpersist()
+
+
 def test_thresholds_decide_the_status():
     t = drift.Thresholds.from_dict({"share_warn": 0.2, "share_alert": 0.5, "feature": {"psi": 0.25}})
     assert [t.share_status(s) for s in (0.0, 0.19, 0.2, 0.49, 0.5, 1.0)] == [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DriftError
 from ..storage import atomic_write_text
-from .stats import METHODS, Thresholds
+from .report import METHODS, Thresholds
 
 if TYPE_CHECKING:
     import pandas as pd

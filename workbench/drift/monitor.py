@@ -36,7 +36,8 @@ from ..config import Settings, load_settings
 from ..errors import DriftError
 from ..reports.artifacts import show_html  # Evidently's HTML, shown from the run's folder
 from ..runs.layout import RUN_DIR_ENV, artifact_dir  # the job runner names the run's folder in RUN_DIR_ENV
-from .stats import Thresholds, split_features
+from .report import Thresholds
+from .stats import split_features
 
 if TYPE_CHECKING:
     import pandas as pd
