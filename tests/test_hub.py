@@ -293,7 +293,7 @@ def test_group_limits_are_applied_before_a_server_starts(hub_settings):
         (["stakeholders"], "/services/reports/"),
         (["data-scientists"], ""),
         (["stakeholders", "data-scientists"], ""),
-        ([], "/home"),
+        ([], "/hub/home"),
     ],
 )
 def test_people_without_a_server_land_on_the_reports(hub_settings, groups, landing):
@@ -450,7 +450,7 @@ def test_the_users_files_users_and_groups_exist_from_hub_start(hub_settings):
 
 def test_an_admin_lands_on_the_home_page_without_starting_a_server(hub_settings):
     admin = SimpleNamespace(admin=True, groups=[SimpleNamespace(name="admins")])
-    handler = SimpleNamespace(current_user=admin, base_url="/hub/")
+    handler = SimpleNamespace(current_user=admin, base_url="/")
     assert LandingPage(hub_settings.hub_users_file, reports=True)(handler) == "/hub/home"
 
 

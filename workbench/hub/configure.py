@@ -327,11 +327,11 @@ class LandingPage:
         if user is None:
             return ""
         if getattr(user, "admin", False):
-            return handler.base_url + "home"
+            return handler.base_url + "hub/home"  # (the hub's pages are under base_url + hub/)
         if self.reports and _may_only_read_reports(self.users, user):
             return handler.base_url + "services/reports/"
         if not may_have_server(self.users, user):
-            return handler.base_url + "home"
+            return handler.base_url + "hub/home"  # (the hub's pages are under base_url + hub/)
         return ""
 
 
