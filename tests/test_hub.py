@@ -52,7 +52,7 @@ def roles_by_name(c) -> dict[str, dict]:
 # ---- apply_config: local profile --------------------------------------------------------------
 def test_local_profile_needs_no_system_users_and_keeps_state_in_one_folder(hub_settings, tmp_path):
     c = apply_config(hub_settings, Config(), euid=1000)
-    assert c.JupyterHub.authenticator_class == "workbench.hub.auth.NativeUsersFileAuthenticator"
+    assert c.JupyterHub.authenticator_class == "workbench.hub.auth.LocalUsersFileAuthenticator"
     assert c.JupyterHub.spawner_class == "jupyterhub.spawner.SimpleLocalProcessSpawner"
     assert c.JupyterHub.bind_url == "http://127.0.0.1:8000/"
     assert c.JupyterHub.hub_ip == "127.0.0.1"
@@ -61,8 +61,11 @@ def test_local_profile_needs_no_system_users_and_keeps_state_in_one_folder(hub_s
     assert c.JupyterHub.cookie_secret_file == str(state / "jupyterhub_cookie_secret")
     assert c.SimpleLocalProcessSpawner.home_dir_template == str(state / "homes" / "{username}")
     assert c.ConfigurableHTTPProxy.command == [str(REPO / ".npm/node_modules/.bin/configurable-http-proxy")]
-    # every person has their own password; sign-ups wait for an admin
-    assert c.NativeAuthenticator.open_signup is False and c.NativeAuthenticator.minimum_password_length >= 8
+    # every person has their own password, in an owner-only file in the state folder
+    assert c.LocalPasswordAuthenticator.dbm_path == str(state / "passwords.dbm")
+    assert c.LocalPasswordAuthenticator.min_password_length >= 8
+    # the users file's users exist from hub start (admin panel, groups)
+    assert c.Authenticator.allowed_users == {"ada", "sam", "root-ish", "admin"}
 
 
 @pytest.mark.parametrize("profile,euid", [("local", 0), ("local", 1000), ("production", 0)])
@@ -229,7 +232,7 @@ def test_the_config_file_loads_and_applies_site_overrides_in_order(hub_settings,
     monkeypatch.setenv("WORKBENCH_HUB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("WORKBENCH_HUB_USERS_FILE", hub_settings.hub_users_file)
     c = PyFileConfigLoader("jupyterhub_config.py", path=str(folder)).load_config()
-    assert c.JupyterHub.authenticator_class == "workbench.hub.auth.NativeUsersFileAuthenticator"
+    assert c.JupyterHub.authenticator_class == "workbench.hub.auth.LocalUsersFileAuthenticator"
     assert c.JupyterHub.db_url == f"sqlite:///{tmp_path / 'state' / 'jupyterhub.sqlite'}"
     assert c.JupyterHub.concurrent_spawn_limit == 7 and c.JupyterHub.active_server_limit == 9
 
@@ -290,7 +293,7 @@ def test_group_limits_are_applied_before_a_server_starts(hub_settings):
         (["stakeholders"], "/services/reports/"),
         (["data-scientists"], ""),
         (["stakeholders", "data-scientists"], ""),
-        ([], ""),
+        ([], "/hub/home"),
     ],
 )
 def test_people_without_a_server_land_on_the_reports(hub_settings, groups, landing):
@@ -298,7 +301,7 @@ def test_people_without_a_server_land_on_the_reports(hub_settings, groups, landi
     handler = SimpleNamespace(current_user=user, base_url="/")
     assert LandingPage(hub_settings.hub_users_file, reports=True)(handler) == landing
     # ... and their home page offers the reports instead of a server they may not start
-    assert HomePage(hub_settings.hub_users_file, reports=True)(user) is bool(landing)
+    assert HomePage(hub_settings.hub_users_file, reports=True)(user) is (landing == "/services/reports/")
     assert HomePage(hub_settings.hub_users_file, reports=False)(user) is False
 
 
@@ -364,6 +367,107 @@ def test_weak_passwords_are_refused(password):
 
     with pytest.raises(ConfigError):
         check_password_strength(password)
+
+
+def _local_auth(settings):
+    from workbench.hub.auth import LocalUsersFileAuthenticator
+
+    c = apply_config(settings, Config(), euid=1000)
+    return LocalUsersFileAuthenticator(config=c)
+
+
+def _login(auth, name, password):
+    return asyncio.run(auth.authenticate(SimpleNamespace(), {"username": name, "password": password}))
+
+
+def test_local_logins_check_the_password_file_and_nobody_claims_a_name_by_logging_in_first(hub_settings):
+    from workbench.hub import accounts
+
+    settings = hub_settings.with_overrides(hub_state_dir=hub_settings.hub_state_dir)
+    assert accounts.set_password(settings, "ada", "ada-long-secret-1") is True
+    auth = _local_auth(settings)
+    assert _login(auth, "ada", "ada-long-secret-1") == {"name": "ada", "groups": ["data-scientists"]}
+    assert _login(auth, "ada", "ada-long-secret-2") is None
+    # sam is in the users file but has no account: a first login must not set his password (FirstUse's default)
+    assert _login(auth, "sam", "whatever-i-choose-1") is None
+    assert not accounts.account_exists(settings, "sam") and _login(auth, "sam", "whatever-i-choose-1") is None
+    # the hashes are bcrypt, in owner-only files
+    path = accounts.password_file(settings)
+    files = [f for f in path.parent.iterdir() if f.name.startswith(path.name)]
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert accounts.stored_hash(path, "ada").startswith(b"$2")
+    assert b"ada-long-secret-1" not in b"".join(f.read_bytes() for f in files)
+
+
+def test_guessing_a_password_locks_the_name(hub_settings):
+    from tornado.web import HTTPError
+
+    from workbench.hub import accounts
+
+    accounts.set_password(hub_settings, "ada", "ada-long-secret-1")
+    auth = _local_auth(hub_settings)
+    for guess in range(5):
+        assert _login(auth, "ada", f"guess-{guess}-xxxx") is None
+    with pytest.raises(HTTPError) as refused:  # even the right password, for the lock-out's two minutes
+        _login(auth, "ada", "ada-long-secret-1")
+    assert refused.value.status_code == 429 and "Too many failed logins" in refused.value.log_message
+    auth._failures["ada"] = (5, auth._failures["ada"][1] - auth.lockout_seconds)  # two minutes later
+    assert _login(auth, "ada", "ada-long-secret-1")["name"] == "ada"
+
+
+def test_changing_ones_password_keeps_the_strength_rules(hub_settings):
+    from workbench.hub import accounts
+
+    accounts.set_password(hub_settings, "ada", "ada-long-secret-1")
+    auth = _local_auth(hub_settings)
+    assert "common passwords" in auth.reset_password("ada", "password123")
+    assert _login(auth, "ada", "ada-long-secret-1")["name"] == "ada"
+    assert "success" in auth.reset_password("ada", "a-new-long-secret-2")
+    assert _login(auth, "ada", "a-new-long-secret-2")["name"] == "ada"
+    assert _login(auth, "ada", "ada-long-secret-1") is None
+
+
+def test_the_users_files_users_and_groups_exist_from_hub_start(hub_settings):
+    from jupyterhub import orm
+
+    auth = _local_auth(hub_settings)
+    db = orm.new_session_factory("sqlite://")()
+    users = {name: orm.User(name=name) for name in ("ada", "sam", "nora")}
+    db.add_all(users.values())
+    db.commit()
+    for user in users.values():  # what the hub does at start for every user in its database
+        auth.add_user(user)
+    assert {g.name for g in db.query(orm.Group)} == set(REQUIRED_GROUPS)
+    assert [g.name for g in users["ada"].groups] == ["data-scientists"]
+    assert [g.name for g in users["sam"].groups] == ["stakeholders"]
+    assert users["nora"].groups == []
+    path = Path(hub_settings.hub_users_file)  # the file changes between two starts: membership follows it
+    path.write_text(USERS.replace("ada: [data-scientists]", "ada: [stakeholders]"))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    auth.add_user(users["ada"])
+    assert [g.name for g in users["ada"].groups] == ["stakeholders"]
+
+
+def test_an_admin_lands_on_the_home_page_without_starting_a_server(hub_settings):
+    admin = SimpleNamespace(admin=True, groups=[SimpleNamespace(name="admins")])
+    handler = SimpleNamespace(current_user=admin, base_url="/")
+    assert LandingPage(hub_settings.hub_users_file, reports=True)(handler) == "/hub/home"
+
+
+@pytest.mark.parametrize(
+    "groups,admin,refused",
+    [(["stakeholders"], False, True), ([], False, True), (["data-scientists"], False, False), ([], True, False)],
+)
+def test_no_server_starts_for_a_role_without_one_whoever_asks(hub_settings, groups, admin, refused):
+    from workbench.hub.configure import RefuseServerWithoutRole, ServerRefused
+
+    user = SimpleNamespace(name="sam", admin=admin, groups=[SimpleNamespace(name=g) for g in groups])
+    hook = RefuseServerWithoutRole(hub_settings.hub_users_file)
+    if refused:
+        with pytest.raises(ServerRefused, match="give no notebook server"):
+            hook(SimpleNamespace(user=user))
+    else:
+        hook(SimpleNamespace(user=user))
 
 
 # ---- identity outside and inside the hub --------------------------------------------------------

@@ -91,6 +91,59 @@ def test_a_wrong_password_does_not_log_in(hub):
     assert r.url.path == "/hub/login" and "Invalid username or password" in r.text
 
 
+# ---- from hub start: the users file's people and groups, and admins who only look ---------------
+def test_the_users_files_users_and_groups_are_in_the_admin_panel_from_hub_start(hub):
+    admin = login(hub, "admin")
+    api = httpx.Client(base_url=hub.url, headers={"Authorization": f"token {api_token(admin, 'admin')}"}, timeout=60)
+    users = {u["name"]: u for u in api.get("/hub/api/users").json()}
+    # ben has not logged in (his first login is in a later test): there already, with his group
+    assert users["ben"]["groups"] == ["data-scientists"] and users["sam"]["groups"] == ["stakeholders"]
+    assert users["ben"]["last_activity"] is None
+    groups = {g["name"]: sorted(g["users"]) for g in api.get("/hub/api/groups").json()}
+    assert groups == {
+        "admins": ["admin"],
+        "data-scientists": ["ada", "ben"],
+        "data-stewards": [],
+        "stakeholders": ["sam"],
+    }
+
+
+def test_an_admins_login_starts_no_server(hub):
+    admin = login(hub, "admin")
+    assert admin.landing == "/hub/home"
+    home = admin.get(admin.landing)
+    assert home.status_code == 200 and 'id="start"' in home.text  # offered, not started
+    api = httpx.Client(base_url=hub.url, headers={"Authorization": f"token {api_token(admin, 'admin')}"}, timeout=60)
+    assert api.get("/hub/api/users/admin").json()["servers"] == {}
+
+
+def test_no_server_starts_for_a_stakeholder_even_when_an_admin_asks(hub):
+    admin = login(hub, "admin")
+    api = httpx.Client(base_url=hub.url, headers={"Authorization": f"token {api_token(admin, 'admin')}"}, timeout=60)
+    r = api.post("/hub/api/users/sam/server")
+    assert r.status_code >= 400, r.text
+    time.sleep(1)
+    assert api.get("/hub/api/users/sam").json()["servers"] == {}
+    panel = admin.get("/hub/admin")  # and the admin panel does not offer it
+    assert 'tr[data-testid="user-row-sam"] .start-button' in panel.text
+    assert 'user-row-ada"] .start-button' not in panel.text and 'user-row-admin"]' not in panel.text
+
+
+@pytest.mark.parametrize("path", ["/user/sam/lab", "/user/sam/tree/notebooks", "/user/ada/lab"])
+def test_a_stakeholder_on_a_server_path_is_told_what_they_can_do(hub, path):
+    r = login(hub, "sam").get(path)
+    assert r.status_code in (403, 404) and 'id="refusal"' in r.text, (r.status_code, r.url)
+    assert 'href="/services/reports/"' in r.text
+    assert "lots of moons" not in r.text
+
+
+def test_someone_in_no_group_is_told_they_have_nothing_yet(hub):
+    nora = login(hub, "nora")
+    assert nora.landing == "/hub/home"
+    home = nora.get("/hub/home")
+    assert 'id="no-access"' in home.text and 'id="start"' not in home.text
+
+
 # ---- stakeholders: the reports, nothing else ----------------------------------------------------
 def test_a_stakeholder_lands_on_and_reads_the_reports(hub):
     sam = login(hub, "sam")
@@ -293,6 +346,7 @@ def test_a_data_scientist_browses_mlflow_through_the_hub(hub):
     while (r := ada.get("/services/mlflow/")).status_code == 503 and time.monotonic() < end:
         time.sleep(2)
     assert r.status_code == 200 and "<title>MLflow</title>" in r.text
+    assert "location.replace('#/models')" in r.text  # it opens on the registered models, not the GenAI home
     search = "/services/mlflow/ajax-api/2.0/mlflow/experiments/search"
     r = ada.post(search, json={"max_results": 10}, headers={"Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 200 and "experiments" in r.json()

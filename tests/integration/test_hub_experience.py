@@ -1,6 +1,7 @@
 """The hub as its users meet it, in headless Chromium: a data scientist opens 01_explore from the file
 browser right after first login; a stakeholder's index shows SHIP on the evaluation card and a drift
-card whose values are its latest run's."""
+card whose values are its latest run's; a stakeholder on a server path gets our refusal, not a 404;
+the admin panel offers no "Start Server" for a role without one, and an admin's login starts nothing."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ groups:
   stakeholders: {server: false, services: [reports]}
   admins: {admin: true, server: true, services: [reports]}
 users:
+  admin: [admins]
   ada: [data-scientists]
   sam: [stakeholders]
 """
@@ -101,7 +103,7 @@ def _hub(root):
         status="ok",
     )
     build_index(settings)
-    with running_hub(settings, root, ["ada", "sam"]) as hub:
+    with running_hub(settings, root, ["admin", "ada", "sam"]) as hub:
         yield hub
 
 
@@ -191,3 +193,47 @@ def test_a_data_scientist_opens_01_explore_from_the_file_browser_after_first_log
     slow.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")))
     slow.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".jp-NotebookPanel"), "Explore a dataset"))
     assert (hub.settings.path("hub_state_dir") / "homes" / "ada" / "shared-notebooks" / "01_explore.ipynb").is_file()
+
+
+def test_a_stakeholder_on_a_server_path_gets_our_refusal_with_the_way_to_the_reports(hub, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait = _login(browser, hub, "sam")
+    wait.until(ec.presence_of_element_located((By.ID, "job-retrain")))
+    browser.get(hub.url + "user/sam/lab")
+    refusal = wait.until(ec.visibility_of_element_located((By.ID, "refusal")))
+    assert "No notebook server for your account" in refusal.text and "stakeholders" in refusal.text
+    assert "lots of moons" not in browser.page_source
+    shot = tmp_path / "refusal.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+    browser.find_element(By.ID, "reports").click()
+    wait.until(ec.presence_of_element_located((By.ID, "job-retrain")))
+    assert browser.current_url.endswith("/services/reports/")
+
+
+def test_the_admin_panel_offers_no_server_for_a_role_without_one_and_the_admins_login_starts_none(hub, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait = _login(browser, hub, "admin")
+    wait.until(ec.presence_of_element_located((By.ID, "start")))  # the home page, offering the admin's server
+    assert browser.current_url.endswith("/hub/home")
+    browser.get(hub.url + "hub/admin")
+
+    def row(name):
+        return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-testid="user-row-{name}"]')))
+
+    # sam has never logged in: listed from hub start, in his group, without a start button
+    sam, ada = row("sam"), row("ada")
+    assert not [b for b in sam.find_elements(By.CSS_SELECTOR, ".start-button") if b.is_displayed()]
+    assert not [
+        a
+        for a in sam.find_elements(By.TAG_NAME, "a")
+        if a.is_displayed() and "/spawn/" in (a.get_attribute("href") or "")
+    ]
+    assert [b for b in ada.find_elements(By.CSS_SELECTOR, ".start-button") if b.is_displayed()]
+    browser.get(hub.url + "hub/admin#/groups")
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "stakeholders"))
+    for group in ("admins", "data-scientists", "data-stewards", "stakeholders"):
+        assert group in browser.find_element(By.TAG_NAME, "body").text

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     user = actions.add_parser(
         "user",
         help="create a local account, or reset its password (local profile)",
-        description="Create an authorized account in the hub database, or reset its password. Groups still come from "
+        description="Create an account in the hub's password file, or reset its password. Groups still come from "
         "the users file (hub_users_file). Works while the hub runs.",
     )
     user.add_argument("name", help="user name (lowercase)")

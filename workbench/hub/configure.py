@@ -3,7 +3,7 @@
 It only *sets* values on `c` (never appends), so running it twice gives the same config, and it needs
 nothing but a traitlets `Config` to be tested. Two profiles, chosen by the `profile` setting:
 
-- `local`: NativeAuthenticator (own password per person, sign-ups authorized by an admin), the
+- `local`: LocalPasswordAuthenticator (own password per person, accounts made by `workbench hub user`), the
   SimpleLocalProcessSpawner with a home folder per user under the hub state folder, SQLite. When the
   hub runs as root, servers run as the unprivileged `hub_server_user` instead (never as root) and the
   hub runs the governance service on a socket in its state folder, so their reads are still recorded.
@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ..config import ENV_PREFIX, Settings
 from ..errors import ConfigError
+from .accounts import MIN_PASSWORD_LENGTH, password_file
 from .notebooks import PreSpawnHooks, ProvideNotebooks
-from .users import CachedUsersFile, UsersFile, load_users_file
+from .users import NAME_RE, CachedUsersFile, UsersFile, load_users_file
 
 __all__ = [
     "apply_config",
@@ -32,12 +33,15 @@ __all__ = [
     "hub_environment",
     "LandingPage",
     "HomePage",
+    "Access",
+    "NoServerUsers",
+    "RefuseServerWithoutRole",
     "ApplyGroupLimits",
 ]
 
 
 AUTHENTICATORS = {
-    "local": "workbench.hub.auth.NativeUsersFileAuthenticator",
+    "local": "workbench.hub.auth.LocalUsersFileAuthenticator",
     "production": "workbench.hub.auth.PAMUsersFileAuthenticator",
 }
 SPAWNERS = {
@@ -72,7 +76,11 @@ def apply_config(settings: Settings, c, *, euid: int | None = None):
     c.JupyterHub.load_roles = _roles(settings, users, names)
     c.JupyterHub.default_url = LandingPage(str(users.path), "reports" in names)
     c.JupyterHub.template_paths = [str(settings.path("hub_templates_dir"))]
-    c.JupyterHub.template_vars = {"workbench_reports_only": HomePage(str(users.path), "reports" in names)}
+    c.JupyterHub.template_vars = {
+        "workbench_reports_only": HomePage(str(users.path), "reports" in names),
+        "workbench_access": Access(str(users.path), "reports" in names),
+        "workbench_no_server": NoServerUsers(str(users.path)),
+    }
     return c
 
 
@@ -112,18 +120,17 @@ def _authenticator(settings: Settings, c, users: UsersFile) -> None:
     c.Authenticator.manage_groups = True  # groups come from the users file, at each login and refresh
     c.Authenticator.auth_refresh_age = AUTH_REFRESH_SECONDS
     c.Authenticator.refresh_pre_spawn = True
+    # The users the file names exist from hub start (admin panel, groups), before they first log in.
+    c.Authenticator.allowed_users = set(users.users) | {settings.hub_admin_user}
     if settings.profile == "local":
-        # NativeAuthenticator lets in only accounts an admin authorized, so no further allow-list.
+        # Only accounts an admin made (`workbench hub user`) have a password, so no further allow-list.
         c.Authenticator.allow_all = True
-        c.NativeAuthenticator.enable_signup = True
-        c.NativeAuthenticator.open_signup = False
-        c.NativeAuthenticator.minimum_password_length = 8
-        c.NativeAuthenticator.check_common_password = True
-        c.NativeAuthenticator.allowed_failed_logins = 5
-        c.NativeAuthenticator.seconds_before_next_try = 120
+        c.LocalPasswordAuthenticator.dbm_path = str(password_file(settings))
+        c.LocalPasswordAuthenticator.min_password_length = MIN_PASSWORD_LENGTH
+        c.LocalPasswordAuthenticator.allowed_failed_logins = 5
+        c.LocalPasswordAuthenticator.lockout_seconds = 120
     else:
         c.Authenticator.allow_all = False
-        c.Authenticator.allowed_users = set(users.users) | {settings.hub_admin_user}
 
 
 def _with_governance_socket(settings: Settings, state: Path, euid: int) -> Settings:
@@ -146,7 +153,9 @@ def _spawner(settings: Settings, c, state: Path, euid: int) -> None:
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = server_environment(settings)
     c.Spawner.pre_spawn_hook = PreSpawnHooks(
-        ApplyGroupLimits(str(settings.path("hub_users_file"))), ProvideNotebooks(str(settings.path("notebooks_dir")))
+        RefuseServerWithoutRole(str(settings.path("hub_users_file"))),
+        ApplyGroupLimits(str(settings.path("hub_users_file"))),
+        ProvideNotebooks(str(settings.path("notebooks_dir"))),
     )
     c.Spawner.start_timeout = SPAWN_TIMEOUT_SECONDS
     c.Spawner.http_timeout = SPAWN_TIMEOUT_SECONDS
@@ -289,20 +298,25 @@ def _environment(settings: Settings, keep) -> dict[str, str]:
     return env
 
 
+def _group_specs(users: CachedUsersFile, user) -> list:
+    specs = users.get().groups
+    return [specs[g.name] for g in user.groups if g.name in specs]
+
+
+def may_have_server(users: CachedUsersFile, user) -> bool:
+    """True for an admin or someone in a group that gives a server of their own (what `self` grants in the roles)."""
+    return bool(getattr(user, "admin", False)) or any(g.server for g in _group_specs(users, user))
+
+
 def _may_only_read_reports(users: CachedUsersFile, user) -> bool:
     """True for someone whose groups give no server of their own but do give the reports (stakeholders)."""
-    specs = users.get().groups
-    groups = [specs[g.name] for g in user.groups if g.name in specs]
-    return (
-        not getattr(user, "admin", False)
-        and not any(g.server for g in groups)
-        and any("reports" in g.services for g in groups)
-    )
+    return not may_have_server(users, user) and any("reports" in g.services for g in _group_specs(users, user))
 
 
 class LandingPage:
     """`JupyterHub.default_url`: people without a server of their own (stakeholders) land on the reports
-    site; everyone else gets the hub's default (their own server, started if needed)."""
+    site; admins on the hub's home page (their own server starts only when they ask); everyone else gets
+    the hub's default (their own server, started if needed)."""
 
     def __init__(self, users_file: str, reports: bool):
         self.users = CachedUsersFile(users_file)
@@ -310,9 +324,15 @@ class LandingPage:
 
     def __call__(self, handler) -> str:
         user = handler.current_user
-        if user is None or not self.reports or not _may_only_read_reports(self.users, user):
+        if user is None:
             return ""
-        return handler.base_url + "services/reports/"
+        if getattr(user, "admin", False):
+            return handler.base_url + "hub/home"  # (the hub's pages are under base_url + hub/)
+        if self.reports and _may_only_read_reports(self.users, user):
+            return handler.base_url + "services/reports/"
+        if not may_have_server(self.users, user):
+            return handler.base_url + "hub/home"  # (the hub's pages are under base_url + hub/)
+        return ""
 
 
 class HomePage:
@@ -326,6 +346,68 @@ class HomePage:
 
     def __call__(self, user) -> bool:
         return self.reports and user is not None and _may_only_read_reports(self.users, user)
+
+
+class Access:
+    """A `JupyterHub.template_vars` value, called with the current user: what their account may use, for the
+    home page and the refusal pages (a stakeholder on /user/<name>/lab is told what they can do instead)."""
+
+    def __init__(self, users_file: str, reports: bool):
+        self.users = CachedUsersFile(users_file)
+        self.reports = reports
+
+    def __call__(self, user) -> dict:
+        if user is None:
+            return {"server": False, "reports": False, "groups": []}
+        groups = _group_specs(self.users, user)
+        return {
+            "server": may_have_server(self.users, user),
+            "reports": self.reports
+            and (bool(getattr(user, "admin", False)) or any("reports" in g.services for g in groups)),
+            "groups": [g.name for g in groups],
+        }
+
+
+class NoServerUsers:
+    """A `JupyterHub.template_vars` value, called with the current user: for an admin, the names of the users whose
+    role gives no server (the admin panel hides its "Start Server" for them; the spawn is refused anyway)."""
+
+    def __init__(self, users_file: str):
+        self.users = CachedUsersFile(users_file)
+
+    def __call__(self, user) -> list[str]:
+        if user is None or not getattr(user, "admin", False) or getattr(user, "db", None) is None:
+            return []
+        from jupyterhub import orm
+
+        return sorted(
+            u.name for u in user.db.query(orm.User) if NAME_RE.match(u.name) and not may_have_server(self.users, u)
+        )
+
+
+class RefuseServerWithoutRole:
+    """`Spawner.pre_spawn_hook` part: no server for someone whose role cannot use one, whoever asks (an admin's
+    "Start Server" included): it would only refuse its owner and then log 403s."""
+
+    def __init__(self, users_file: str):
+        self.users = CachedUsersFile(users_file)
+
+    def __call__(self, spawner) -> None:
+        if not may_have_server(self.users, spawner.user):
+            raise ServerRefused(
+                f"{spawner.user.name}'s groups ({', '.join(g.name for g in spawner.user.groups) or 'none'}) give no "
+                f"notebook server. Add them to a group with `server: true` in the users file if they need one."
+            )
+
+
+class ServerRefused(Exception):
+    """Raised inside the hub when a server would start for someone whose role has none (shown on the spawn page)."""
+
+    jupyterhub_message = ""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.jupyterhub_message = message
 
 
 class ApplyGroupLimits:

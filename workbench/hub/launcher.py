@@ -187,8 +187,7 @@ def serve(settings: Settings, prompt: Callable[[str], str] | None, out: Callable
         return 130
     out(
         f"\nThe hub is up: {hub.url}\n"
-        f"  log in as '{settings.hub_admin_user}'; others sign up at {hub.url}hub/signup and you authorize them at "
-        f"{hub.url}hub/authorize.\n"
+        f"  log in as '{settings.hub_admin_user}'; make accounts for others with `workbench hub user NAME`.\n"
         f"  Groups come from {settings.path('hub_users_file')}.\n"
         + "".join(
             f"  {name}: {hub.url}services/{name}/\n" for name in ("reports", "mlflow") if name in settings.hub_services

@@ -10,6 +10,9 @@ authenticate service traffic, and MLflow has no notion of hub users. So this ser
 MLflow's JavaScript sends JSON POSTs (searches) without JupyterHub's `_xsrf` token, so a
 cookie-authenticated write is accepted when the browser vouches that it comes from the same origin
 (`Sec-Fetch-Site: same-origin`, or an `Origin` equal to the host); a page on another site cannot.
+
+The UI opens on the registered models (`#/models`), what this product uses MLflow for, rather than MLflow's
+GenAI home page: its start page gets one line of script that picks that route when the address names none.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ DROP_REQUEST = {
     "content-length",
 }
 DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"}
+START_ROUTE = "#/models"  # the UI's hash route to open on when the address has none
+START_SCRIPT = f"<script>if(!location.hash){{location.replace({START_ROUTE!r})}}</script>".encode()
 READY_TIMEOUT = 300.0  # seconds; a loaded machine takes 30+ s to start mlflow server
 STOP_GRACE = 5.0  # seconds mlflow server gets to exit after SIGTERM before SIGKILL
 PR_SET_PDEATHSIG = 1
@@ -181,6 +186,7 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             self.set_header("Retry-After", "5")
             self.finish(self.upstream.unavailable)
             return
+        start_page = self.request.method == "GET" and self.request.path.rstrip("/") == self.upstream.prefix
         headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in DROP_REQUEST}
         request = self.upstream.client.build_request(
             self.request.method,
@@ -194,15 +200,20 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(502, f"MLflow did not answer ({exc.__class__.__name__})") from None
         try:
             self.set_status(response.status_code, response.reason_phrase or None)
+            edit = start_page and response.headers.get("content-type", "").startswith("text/html")
             seen: set[str] = set()
             for key, value in response.headers.multi_items():
-                if key.lower() in DROP_RESPONSE:
-                    continue
+                if key.lower() in DROP_RESPONSE or (edit and key.lower() == "content-encoding"):
+                    continue  # (the start page is read decoded, to be edited)
                 (self.add_header if key.lower() in seen else self.set_header)(key, value)
                 seen.add(key.lower())
-            async for chunk in response.aiter_raw():
-                self.write(chunk)
-                await self.flush()
+            if edit:
+                page = await response.aread()
+                self.write(page.replace(b"<head>", b"<head>" + START_SCRIPT, 1))
+            else:
+                async for chunk in response.aiter_raw():
+                    self.write(chunk)
+                    await self.flush()
         finally:
             await response.aclose()
         self.finish()

@@ -31,7 +31,7 @@ class GroupSpec:
     name: str
     description: str = ""
     server: bool = False  # may start their own notebook server
-    admin: bool = False  # the hub's admin role (admin panel, authorize sign-ups, any server)
+    admin: bool = False  # the hub's admin role (admin panel, any server)
     services: tuple[str, ...] = ()  # hub services the group may open
     memory: str = ""  # server memory limit (Spawner.mem_limit), e.g. 4G
     spark_driver_memory: str = ""  # the Spark driver in the user's kernel, e.g. 2g
