@@ -240,6 +240,8 @@ def _wait_ready(client: httpx.Client, proc: subprocess.Popen) -> None:
 USERS = """
 groups:
   data-scientists: {server: true, services: []}
+  data-stewards: {server: true, services: []}
+  stakeholders: {server: false, services: []}
   admins: {admin: true, server: true, services: []}
 users:
   admin: [admins]
