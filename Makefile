@@ -31,7 +31,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 # mkdocs-material prints a banner about MkDocs 2 on every build; the docs pin mkdocs<2
 export NO_MKDOCS_2_WARNING = 1
 
-.PHONY: help setup java demo test lake clean hub browser airflow bench wrk lint docs docs-check
+.PHONY: help setup java demo test lake clean hub browser airflow postgres bench wrk lint docs docs-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -105,6 +105,15 @@ $(AIRFLOW_STAMP): $(AIRFLOW_PINS)
 	  || { echo "warning: could not install apache-airflow $(AIRFLOW_VERSION); the Airflow test will be skipped" >&2; \
 	       rm -rf $(AIRFLOW_VENV); }
 
+# initdb and pg_ctl: on the PATH, or Debian's /usr/lib/postgresql/NN/bin (tests/integration/pgtools.py looks in both)
+postgres:  ## install the PostgreSQL server binaries for the PostgreSQL-backed MLflow and hub tests (Debian, root)
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q postgresql >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null)) \
+	      || echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"; \
+	  else echo "warning: PostgreSQL server binaries missing and not root: the PostgreSQL tests will be skipped"; fi; \
+	fi
+
 lint: setup  ## ruff: lint and check the formatting (`ruff format .` fixes the formatting)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -115,7 +124,7 @@ docs: setup  ## serve the docs site (docs/, mkdocs.yml) with live reload on http
 docs-check: setup  ## build the docs site strictly into site/ (a broken link, a missing page or a page left out of the nav fails)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
-test: setup lake browser airflow lint docs-check  ## set up and run the whole test suite
+test: setup lake browser airflow postgres lint docs-check  ## set up and run the whole test suite
 	$(VENV)/bin/pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 wrk:  ## install the wrk HTTP load generator for the serving benchmark (Debian, root)

@@ -41,6 +41,8 @@ def test_lists_and_bools_from_env(tmp_path):
     "key,value,needle",
     [
         ("lake_root", "ftp://host/lake", "scheme 'ftp'"),
+        ("mlflow_artifacts", "ftp://host/artifacts", "scheme 'ftp'"),
+        ("lake_root", "mlflow-artifacts:/", "scheme 'mlflow-artifacts'"),
         ("hub_port", "eighty", "must be an integer"),
         ("hub_port", "70000", "between 1 and 65535"),
         ("spark_master", "spark://nohostport", "spark://HOST:PORT"),
@@ -55,6 +57,14 @@ def test_invalid_values_name_the_setting_and_the_source(tmp_path, key, value, ne
     message = str(err.value)
     assert f"'{key}'" in message and f"WORKBENCH_{key.upper()}" in message and needle in message
     assert isinstance(err.value, WorkbenchError)
+
+
+@pytest.mark.parametrize(
+    "value", ["mlflow-artifacts:/", "s3://bucket/mlflow", "gs://bucket/mlflow", "/srv/mlartifacts"]
+)
+def test_mlflow_artifacts_take_the_tracking_servers_proxy_and_object_stores(tmp_path, value):
+    s = load_settings(env=env_for(tmp_path, mlflow_artifacts=value))
+    assert s.artifacts_uri == (value.rstrip("/") if ":" in value else Path(value).as_uri())
 
 
 def test_unknown_key_in_file_is_refused(tmp_path):

@@ -214,6 +214,12 @@ def test_production_profile_uses_system_users_postgres_and_tls(hub_settings, tmp
     assert c.Authenticator.allowed_users == {"ada", "sam", "root-ish", "admin"}
 
 
+def test_servers_outlive_a_hub_restart_only_when_asked(hub_settings):
+    assert apply_config(hub_settings, Config(), euid=1000).JupyterHub.cleanup_servers is True
+    kept = apply_config(hub_settings.with_overrides(hub_cleanup_servers=False), Config(), euid=1000)
+    assert kept.JupyterHub.cleanup_servers is False
+
+
 def test_production_without_a_database_url_is_refused(hub_settings):
     with pytest.raises(ConfigError, match="hub_db_url"):
         apply_config(hub_settings.with_overrides(profile="production"), Config(), euid=1000)

@@ -28,6 +28,9 @@ CONFIG_FILE_NAME = "workbench.toml"
 
 # Hadoop-filesystem schemes the lake may live on; a bare path means the local filesystem.
 LAKE_SCHEMES = frozenset({"file", "hdfs", "viewfs", "s3a", "gs", "abfs", "abfss", "wasb", "wasbs", "oss"})
+# Where MLflow keeps artifacts: the lake's schemes, MLflow's own names for S3, and `mlflow-artifacts:/` (the
+# tracking server proxies the artifact store, so clients need no object-store credentials).
+ARTIFACT_SCHEMES = LAKE_SCHEMES | {"s3", "mlflow-artifacts"}
 MLFLOW_SCHEMES = frozenset({"sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks"})
 SPARK_MASTER_RE = re.compile(
     r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/\s]+:\d+|sc://[^/\s]+(:\d+)?(/.*)?|yarn|k8s://\S+|mesos://\S+)$"
@@ -114,7 +117,9 @@ class Settings:
     )
     mlflow_registry_uri: str = _setting("", "MLflow model registry URI. Default: the tracking URI.")
     mlflow_artifacts: str = _setting(
-        "mlartifacts", "Default artifact root for new MLflow experiments (local path or URI)."
+        "mlartifacts",
+        "Default artifact root for new MLflow experiments: a local path, an object-store URI (s3://, gs://, abfss://), "
+        "or mlflow-artifacts:/ to upload through the tracking server (its --artifacts-destination).",
     )
     mlflow_experiment: str = _setting("workbench", "MLflow experiment that training runs are logged to.")
     model_name: str = _setting(
@@ -214,6 +219,11 @@ class Settings:
         "",
         "Hub database URL (postgresql://... in production; may hold a password). Default: SQLite under hub_state_dir.",
         secret=True,
+    )
+    hub_cleanup_servers: bool = _setting(
+        True,
+        "Stop the users' servers when the hub stops. false: a hub restart (an upgrade) leaves them running and the "
+        "restarted hub finds them again in its database (needs a database that outlives the hub, e.g. PostgreSQL).",
     )
     hub_config_file: str = _setting(
         "hub_config/jupyterhub_config.py",
@@ -498,10 +508,11 @@ def _validate(s: Settings) -> None:
     for name in ("lake_root", "mlflow_artifacts", "audit_dir", "governed_dir", "predictions_dir"):
         value = getattr(s, name)
         scheme = urlparse(value).scheme
-        if value and len(scheme) > 1 and scheme not in LAKE_SCHEMES:
+        allowed = ARTIFACT_SCHEMES if name == "mlflow_artifacts" else LAKE_SCHEMES
+        if value and len(scheme) > 1 and scheme not in allowed:
             fail(
                 name,
-                f"a local path or a URI with one of the schemes {', '.join(sorted(LAKE_SCHEMES))}; found scheme '{scheme}'",
+                f"a local path or a URI with one of the schemes {', '.join(sorted(allowed))}; found scheme '{scheme}'",
             )
     for name in ("mlflow_tracking_uri", "mlflow_registry_uri"):
         value = getattr(s, name)

@@ -104,6 +104,7 @@ def _hub(settings: Settings, c, state: Path) -> None:
             "runs the governance service there as service_user, and every governed read is decided and recorded by it."
         )
     c.JupyterHub.db_url = database_url(settings)
+    c.JupyterHub.cleanup_servers = settings.hub_cleanup_servers
     if settings.hub_ssl_cert:
         c.JupyterHub.ssl_cert = str(settings.path("hub_ssl_cert"))
         c.JupyterHub.ssl_key = str(settings.path("hub_ssl_key"))
