@@ -9,8 +9,11 @@ Where the masks are applied depends on the profile:
 - `local` (a laptop): the raw files are read and governed in this process. The boundary is
   advisory: anyone who can read the files can bypass it (a warning says so once per process).
 - `production`: the governance service decides (from this process's OS account) and records; masked
-  and row-filtered reads go to the views `workbench data publish` wrote into the governed zone, and
-  the filesystem itself refuses raw paths to anyone without `full` access.
+  and row-filtered reads go to the folder it vended for this read (hard links to the view `workbench
+  data publish` wrote; `workbench.governance.reads`), and the filesystem itself refuses raw paths to
+  anyone without `full` access and view paths to everyone but the service account. Before Spark reads
+  a local path, every folder and data file in it is checked, so a refusal is recorded here, not raised
+  later by Spark when the DataFrame is computed.
 """
 
 from __future__ import annotations
