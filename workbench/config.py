@@ -78,6 +78,14 @@ class Settings:
         "",
         "The governed zone: masked and row-filtered views written by `workbench data publish`. Default: <lake_root>/governed.",
     )
+    governed_reads_dir: str = _setting(
+        "",
+        "Production: where the governance service vends one folder per allowed read of a governed view (hard links "
+        "to the view's files, readable only by the reader). On the governed zone's filesystem. Default: <lake_root>/reads.",
+    )
+    governed_read_ttl_hours: float = _setting(
+        12.0, "Production: hours a vended read folder lives before the governance service removes it."
+    )
 
     # Identity (outside the hub)
     user: str = _setting(
@@ -332,6 +340,10 @@ class Settings:
         return lake_uri(self.home, self.governed_dir) if self.governed_dir else f"{self.lake}/governed"
 
     @property
+    def reads_uri(self) -> str:
+        return lake_uri(self.home, self.governed_reads_dir) if self.governed_reads_dir else f"{self.lake}/reads"
+
+    @property
     def predictions_uri(self) -> str:
         return lake_uri(self.home, self.predictions_dir) if self.predictions_dir else f"{self.lake}/predictions"
 
@@ -489,6 +501,11 @@ def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
     if hint == tuple[str, ...]:
         items = value if isinstance(value, (list, tuple)) else str(value).split(",")
         return tuple(str(v).strip() for v in items if str(v).strip())
+    if hint is float:
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, found a {type(value).__name__} that is not one.") from None
     if not isinstance(value, (str, int, float)):
         raise ConfigError(f"{where} must be a string, found a {type(value).__name__}.")
     return str(value)
@@ -505,7 +522,7 @@ def _validate(s: Settings) -> None:
         each = f.metadata.get("choices_each")
         if each and not set(getattr(s, f.name)) <= set(each):
             fail(f.name, "a comma-separated subset of " + ", ".join(each))
-    for name in ("lake_root", "mlflow_artifacts", "audit_dir", "governed_dir", "predictions_dir"):
+    for name in ("lake_root", "mlflow_artifacts", "audit_dir", "governed_dir", "governed_reads_dir", "predictions_dir"):
         value = getattr(s, name)
         scheme = urlparse(value).scheme
         allowed = ARTIFACT_SCHEMES if name == "mlflow_artifacts" else LAKE_SCHEMES
@@ -582,6 +599,8 @@ def _validate(s: Settings) -> None:
         fail("webhook_url", "an http:// or https:// URL")
     if s.catalog_check_rows <= 0:
         fail("catalog_check_rows", "a positive number of rows")
+    if s.governed_read_ttl_hours <= 0:
+        fail("governed_read_ttl_hours", "a positive number of hours")
 
 
 def replace(settings: Settings, **values: Any) -> Settings:

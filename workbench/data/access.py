@@ -9,18 +9,24 @@ Where the masks are applied depends on the profile:
 - `local` (a laptop): the raw files are read and governed in this process. The boundary is
   advisory: anyone who can read the files can bypass it (a warning says so once per process).
 - `production`: the governance service decides (from this process's OS account) and records; masked
-  and row-filtered reads go to the views `workbench data publish` wrote into the governed zone, and
-  the filesystem itself refuses raw paths to anyone without `full` access.
+  and row-filtered reads go to the folder it vended for this read (hard links to the view `workbench
+  data publish` wrote; `workbench.governance.reads`), and the filesystem itself refuses raw paths to
+  anyone without `full` access and view paths to everyone but the service account. Before Spark reads
+  a local path, every folder and data file in it is checked, so a refusal is recorded here, not raised
+  later by Spark when the DataFrame is computed.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import storage
 from ..config import Settings, load_settings
 from ..errors import AccessDenied, LakeError, PredicateRefused, UnknownDataset, WorkbenchError
 from ..identity import Identity, current_identity
@@ -87,7 +93,8 @@ def load(
     try:
         spark = spark or get_spark(settings=settings)  # in the try: a refused shared cluster is audited too
         _governed_session(settings, spark)
-        df = _select(_governed(settings, spark, cat, ds, grant, identity), ds, grant, columns, where)
+        governed = _governed(settings, spark, cat, ds, grant, identity, decision.location)
+        df = _select(governed, ds, grant, columns, where)
     except AccessDenied as exc:
         _follow_up(settings, decision, "denied", _refusal_reason(exc), where)
         raise
@@ -117,11 +124,15 @@ def _denied_message(ds: Dataset, identity: Identity) -> str:
     )
 
 
-def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant, identity: Identity) -> DataFrame:
+def _governed(
+    settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant, identity: Identity, location: str | None
+) -> DataFrame:
     if settings.profile == "production" and grant.view != VIEW_RAW:
         from .publish import current_version_uri, view_uri
 
-        try:
+        if location:  # the folder the governance service vended for this read (workbench.governance.reads)
+            return fence(_read(spark, ds, location, "parquet", identity, grant, settings))
+        try:  # a lake where the service cannot vend (not local): the view's newest version, as the filesystem allows
             uri = current_version_uri(settings, ds.name, grant.view, spark)
         except Exception as exc:
             if _is_refusal(exc):
@@ -134,8 +145,8 @@ def _governed(settings: Settings, spark, cat: Catalog, ds: Dataset, grant: Grant
                 f"The '{grant.view}' view of dataset '{ds.name}' has not been published to {settings.governed_uri}. "
                 f"Ask its owner, {ds.owner}, to run `workbench data publish`."
             )
-        return fence(_read(spark, ds, uri, "parquet", identity, grant))
-    raw = _read(spark, ds, ds.uri, ds.format, identity, grant)
+        return fence(_read(spark, ds, uri, "parquet", identity, grant, settings))
+    raw = _read(spark, ds, ds.uri, ds.format, identity, grant, settings)
     return govern(raw, cat, ds, grant, hash_key(settings) if grant.level != LEVEL_FULL else "")
 
 
@@ -147,7 +158,11 @@ def _governed_session(settings: Settings, spark) -> None:
     check_governed_session(settings, spark)
 
 
-def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Grant) -> DataFrame:
+def _read(spark, ds: Dataset, uri: str, fmt: str, identity: Identity, grant: Grant, settings: Settings) -> DataFrame:
+    if settings.profile == "production" and storage.is_local(uri):
+        refused = _first_unreadable(storage.local_path(uri))
+        if refused is not None:  # found now, not when Spark computes the DataFrame (where it would go unrecorded)
+            raise FilesystemRefused(_refused(ds, identity, grant, uri) + f" (first refused: {refused})")
     try:
         return spark.read.format(fmt).load(uri)
     except Exception as exc:
@@ -194,6 +209,30 @@ def _is_refusal(exc: BaseException) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
+
+
+def _first_unreadable(root: Path) -> Path | None:
+    """The first folder or data file under `root` this process may not read (None: all readable, or `root` missing,
+    which Spark reports). Spark reads no file whose name starts with '_' or '.', so neither is tested."""
+    try:
+        os.stat(root)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return root
+    if not os.access(root, os.R_OK | os.X_OK):
+        return root
+    refused: list[Path] = []
+    for folder, dirs, files in os.walk(root, onerror=lambda exc: refused.append(Path(exc.filename))):
+        if refused:
+            return refused[0]
+        for name in files:
+            if not name.startswith(("_", ".")) and not os.access(os.path.join(folder, name), os.R_OK):
+                return Path(folder, name)
+        for name in dirs:
+            if not os.access(os.path.join(folder, name), os.R_OK | os.X_OK):
+                return Path(folder, name)
+    return refused[0] if refused else None
 
 
 def _refused(ds: Dataset, identity: Identity, grant: Grant, uri: str) -> str:

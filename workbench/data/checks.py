@@ -10,10 +10,11 @@ Errors (the catalog must change before governed reads can be trusted):
 Warnings (a steward should look):
 - a mask that leaves at least half of the sampled values unchanged;
 - an sql mask that is one-to-one on the sample (`reverse(code)`): whoever guesses it can invert it;
-- a functional dependency: on the sample, an unmasked column released at the masked level determines a
-  masked column's raw value (every value of X comes with one value of Y), so the mask can be undone by a
-  lookup, e.g. a minute-precise departure time next to an hour masked to its year. Columns that are nearly
-  unique on the sample are not tested (any key determines every column), nor sets of columns;
+- a functional dependency: on the sample, a column or a set of columns released at the masked level (up to
+  four, masked ones by their masked value) determines a masked column's raw value (every value of X comes
+  with one value of Y), so the mask can be undone by a lookup, e.g. a minute-precise departure time, or the
+  public year, month, day and hour, next to a timestamp masked to its year. Sets that are nearly unique on
+  the sample are not tested (any key determines every column); `dependencies` has the bounds;
 - the same column (name and type) masked in one dataset and released unmasked in another that the same
   groups read, when the sampled values overlap: a join undoes the mask.
 
@@ -38,7 +39,6 @@ __all__ = ["Finding", "CheckReport", "check_catalog", "ERROR", "WARNING"]
 
 ERROR, WARNING = "error", "warning"
 UNCHANGED_WARN_SHARE = 0.5  # a mask leaving this share of sampled values as they were is worth a warning
-MIN_REPEATED_SHARE = 0.5  # FD tested only when at least this share of sampled rows repeat their X value
 OVERLAP_SHARE = 0.5  # cross-dataset: share of the masked column's sampled values found in the other dataset
 
 
@@ -55,6 +55,7 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     unclassified: dict[str, list[str]] = field(default_factory=dict)  # dataset -> data columns not in the catalog
     datasets: list[str] = field(default_factory=list)
+    bounded: dict[str, str] = field(default_factory=dict)  # dataset -> where the dependency search was cut short
 
     @property
     def errors(self) -> list[Finding]:
@@ -126,7 +127,7 @@ def _check_dataset(report: CheckReport, spark, cat: Catalog, ds: Dataset, key, r
     usable = _compiles(report, cat, ds, raw, key)
     sample = raw.limit(rows).cache()
     _check_masks_change_values(report, ds, sample, key, usable)
-    _check_dependencies(report, ds, sample)
+    _check_dependencies(report, ds, sample, key)
     return sample
 
 
@@ -219,48 +220,37 @@ def _one_to_one(sample, column, key) -> bool:
     return bool(row["groups"] and row["groups"] > 1 and not row["many"])
 
 
-def _check_dependencies(report: CheckReport, ds: Dataset, sample) -> None:
-    """Warn when an unmasked released column X determines a masked column Y on the sample."""
-    from pyspark.sql import functions as F
+def _check_dependencies(report: CheckReport, ds: Dataset, sample, key) -> None:
+    """Warn for each minimal set of released columns that determines a masked column's raw value on the
+    sample (`dependencies.find_dependencies`: single columns and combinations, bounded)."""
+    from .dependencies import MAX_CANDIDATES, find_dependencies
 
-    masked = [c.name for c in ds.columns if c.mask is not None and _orderable(sample, c.name)]
-    released = [c.name for c in ds.columns if c.mask is None]
-    if not masked or not released:
-        return
-    # One pass: every (X name, X value) group, and for each masked Y whether the group holds more than one Y.
-    pairs = F.explode(
-        F.array(*[F.struct(F.lit(x).alias("x"), F.col(f"`{x}`").cast("string").alias("v")) for x in released])
-    )
-    long = sample.select(pairs.alias("p"), *[F.col(f"`{y}`") for y in masked]).select("p.x", "p.v", *masked)
-    long = long.where(F.col("v").isNotNull())
-    aggs = [F.count(F.lit(1)).alias("n")]
-    for i, y in enumerate(masked):
-        col = F.col(f"`{y}`")
-        aggs += [(F.min(col) != F.max(col)).alias(f"differs_{i}"), F.count(col).alias(f"has_{i}")]
-    groups = long.groupBy("x", "v").agg(*aggs)
-    per_x = [F.sum(F.when(F.col("n") > 1, F.col("n")).otherwise(0)).alias("repeated"), F.sum("n").alias("rows")]
-    for i in range(len(masked)):
-        per_x += [
-            F.sum(F.when(F.col(f"differs_{i}"), 1).otherwise(0)).alias(f"violations_{i}"),
-            F.sum(F.when(F.col(f"has_{i}") > 1, 1).otherwise(0)).alias(f"tested_{i}"),
-        ]
-    y_distinct = sample.agg(*[F.countDistinct(F.col(f"`{y}`")).alias(f"d_{i}") for i, y in enumerate(masked)]).first()
-    for row in groups.groupBy("x").agg(*per_x).collect():
-        if not row["rows"] or row["repeated"] / row["rows"] < MIN_REPEATED_SHARE:
-            continue  # X is (nearly) unique on the sample: it determines everything, which says nothing
-        for i, y in enumerate(masked):
-            if y_distinct[f"d_{i}"] > 1 and row[f"tested_{i}"] and row[f"violations_{i}"] == 0:
-                report.add(
-                    WARNING,
-                    ds.name,
-                    f"dataset '{ds.name}': the unmasked column '{row['x']}' determines the raw value of the masked "
-                    f"column '{y}' on the sample (each value of '{row['x']}' comes with one value of '{y}'), so the "
-                    f"mask can be undone by a lookup. Mask '{row['x']}' too, or reconsider the classification of '{y}'.",
-                )
+    search = find_dependencies(ds, sample, key)
+    for dep in search.found:
+        x, y = dep.determinant, dep.masked
+        seen = f" (masked values of {_names(dep.masked_parts)})" if dep.masked_parts else ""
+        if len(x) == 1:
+            what = f"the {'masked' if dep.masked_parts else 'unmasked'} column '{x[0]}'{seen} determines"
+            fix = f"Mask '{x[0]}' too"
+        else:
+            what = f"the released columns {_names(x)} together{seen} determine"
+            fix = "Coarsen or mask one of them for groups without 'full'"
+        report.add(
+            WARNING,
+            ds.name,
+            f"dataset '{ds.name}': {what} the raw value of the masked column '{y}' on the sample (each value of "
+            f"{'that column' if len(x) == 1 else 'the combination'} comes with one value of '{y}'), so the mask can "
+            f"be undone by a lookup. {fix}, or reconsider the classification of '{y}'.",
+        )
+    if search.cut:  # not a finding: a limit of the check, kept with the report
+        report.bounded[ds.name] = (
+            f"the search for sets of columns that determine a masked column tested at most {MAX_CANDIDATES} sets "
+            f"of {', '.join(map(str, search.cut))} columns"
+        )
 
 
-def _orderable(df, name: str) -> bool:
-    return not df.schema[name].dataType.simpleString().startswith(("map<", "binary"))
+def _names(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)
 
 
 def _check_shared_columns(report: CheckReport, cat: Catalog, samples: dict) -> None:

@@ -25,6 +25,7 @@ class Decision:
     outcome: str  # allowed, denied or unknown-dataset
     grant: Grant | None
     seq: int | None  # the seq of its audit record
+    location: str | None = None  # production: the folder vended for this read (workbench.governance.reads)
 
     def as_dict(self) -> dict[str, Any]:
         g = self.grant
@@ -38,6 +39,7 @@ class Decision:
             "outcome": self.outcome,
             "grant": {"level": g.level, "group": g.group, "row_filter": g.row_filter} if g else None,
             "seq": self.seq,
+            "location": self.location,
         }
 
     @classmethod
@@ -49,6 +51,7 @@ class Decision:
             str(d["outcome"]),
             Grant(g["level"], g["group"], g.get("row_filter")) if g else None,
             d.get("seq"),
+            d.get("location"),
         )
 
 

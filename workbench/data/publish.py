@@ -4,9 +4,14 @@
 Layout (docs/how-to/data-governance.md gives the same on HDFS):
 
     <lake>/raw/<dataset>/                        service account + groups with `full`   (dirs 0750, files 0640)
-    <governed>/<dataset>/masked/v<time>-<id>/    + groups with `masked`
-    <governed>/<dataset>/filtered-<group>/v.../  + that group (its level, its row filter)
+    <governed>/<dataset>/masked/v<time>-<id>/    folders: service account only (0700); files: + groups with `masked`
+    <governed>/<dataset>/filtered-<group>/v.../  the same, files: + that group (its level, its row filter)
+    <reads>/<user>/<seq>/                        vended per allowed read by the governance service: hard links
+                                                 to the view's files, folders readable by that user alone
     <audit>/                                     service account, mode 0700 (only the governance service writes it)
+
+No path reaches a view's files except a folder the governance service vended for one audited read
+(`workbench.governance.reads`), so a plain `spark.read.parquet` of a view is refused by the filesystem.
 
 A view is written to `_staging-<id>` beside its versions and renamed to `v<time>-<id>` when
 complete: a rename to a new name is atomic on local filesystems and HDFS, so readers (who take the
@@ -45,7 +50,7 @@ log = logging.getLogger(__name__)
 __all__ = ["publish", "PublishedView", "view_uri", "current_version_uri", "KEEP_VERSIONS", "DEFAULT_SALT"]
 
 KEEP_VERSIONS = 2
-DIR_MODE, FILE_MODE, ZONE_MODE, AUDIT_MODE = 0o750, 0o640, 0o711, 0o700
+DIR_MODE, FILE_MODE, ZONE_MODE, AUDIT_MODE, PRIVATE_DIR_MODE = 0o750, 0o640, 0o711, 0o700, 0o700
 
 
 @dataclass
@@ -115,6 +120,8 @@ def publish(
         )
     if perms:
         perms.audit_folder(audit.audit_folder(settings))
+        if storage.is_local(settings.reads_uri):
+            perms.zone(storage.local_path(settings.reads_uri))  # where the governance service vends reads
     spark = spark or get_spark("workbench-data-publish", settings)
     written: list[PublishedView] = []
     for ds in chosen:
@@ -172,7 +179,7 @@ def _write_view(
     base = view_uri(settings, ds.name, grant.view)
     if perms:
         storage.local_path(base).mkdir(parents=True, exist_ok=True)
-        perms.restrict(storage.local_path(base), readers, f"{ds.name}/{grant.view}", recursive=False)
+        perms.restrict(storage.local_path(base), readers, f"{ds.name}/{grant.view}", recursive=False, private_dirs=True)
     df = govern(raw, catalog, ds, grant, key)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     token = uuid.uuid4().hex[:8]
@@ -184,7 +191,7 @@ def _write_view(
     try:
         writer.parquet(staging)
         if perms:
-            perms.restrict(storage.local_path(staging), readers, f"{ds.name}/{grant.view}")
+            perms.restrict(storage.local_path(staging), readers, f"{ds.name}/{grant.view}", private_dirs=True)
         storage.rename(staging, final, spark)
     except Exception as exc:
         storage.delete(staging, spark)
@@ -203,14 +210,20 @@ def _write_view(
 # ---- local filesystem permissions ------------------------------------------------------------
 ACL_XATTR = "system.posix_acl_access"
 _ACL_VERSION, _UNDEFINED = 2, 0xFFFFFFFF
-_USER_OBJ, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x04, 0x08, 0x10, 0x20
+_USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 
-def posix_acl(owner_perm: int, group_perm: int, extra_gids: Sequence[int]) -> bytes:
-    """A POSIX access ACL in the kernel's xattr format: owner, owning group, named groups, mask, no others."""
-    entries = [(_USER_OBJ, owner_perm, _UNDEFINED), (_GROUP_OBJ, group_perm, _UNDEFINED)]
+def posix_acl(
+    owner_perm: int, group_perm: int, extra_gids: Sequence[int], uids: Sequence[int] = (), user_perm: int = 0
+) -> bytes:
+    """A POSIX access ACL in the kernel's xattr format: owner, named users, owning group, named groups,
+    mask, no others (entries in the kernel's order: by tag, then id)."""
+    entries = [(_USER_OBJ, owner_perm, _UNDEFINED)]
+    entries += [(_USER, user_perm, uid) for uid in sorted(set(uids))]
+    entries += [(_GROUP_OBJ, group_perm, _UNDEFINED)]
     entries += [(_GROUP, group_perm, gid) for gid in sorted(set(extra_gids))]
-    entries += [(_MASK, group_perm, _UNDEFINED), (_OTHER, 0, _UNDEFINED)]
+    mask = group_perm | (user_perm if uids else 0)
+    entries += [(_MASK, mask, _UNDEFINED), (_OTHER, 0, _UNDEFINED)]
     return struct.pack("<I", _ACL_VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
@@ -259,7 +272,11 @@ class _Permissions:
             if not child.is_symlink():
                 os.chmod(child, 0o600)
 
-    def restrict(self, root: Path, groups: Sequence[str], what: str, recursive: bool = True) -> None:
+    def restrict(
+        self, root: Path, groups: Sequence[str], what: str, recursive: bool = True, private_dirs: bool = False
+    ) -> None:
+        """Files (and folders) readable by the service account and `groups`. With `private_dirs`, folders are the
+        service account's alone (0700): the files are then reached only through the folders it vends per read."""
         gids = self._gids(groups, what)
         group = gids[0] if gids else self.gid
         paths = [root]
@@ -268,6 +285,11 @@ class _Permissions:
                 paths += [Path(folder, d) for d in dirs] + [Path(folder, f) for f in files]
         for path in paths:
             is_dir = path.is_dir()
+            if is_dir and private_dirs:
+                os.chown(path, self.uid, self.gid, follow_symlinks=False)
+                os.chmod(path, PRIVATE_DIR_MODE)
+                self._acl(path, is_dir, ())
+                continue
             os.chown(path, self.uid, group, follow_symlinks=False)
             os.chmod(path, DIR_MODE if is_dir else FILE_MODE)
             self._acl(path, is_dir, gids[1:])

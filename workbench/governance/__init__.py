@@ -8,6 +8,7 @@ the audit log, so none of it is up to the process being governed.
 
 - `workbench.data.decision`: the decision and its audit record, shared by the service and the local profile.
 - `service.py`: the socket server (`python -m workbench.governance serve`, or the hub service `governance`).
+- `reads.py`: production's vended read folders, one per allowed read of a governed view (hard links).
 - `workbench.governance_client`: the reader's side, below identity, the audit and the decision: one
   connection per process, fails closed when the service is away.
 

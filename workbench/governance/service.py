@@ -8,7 +8,8 @@ to read; who it is, what it may see and what is written down are decided here.
 
 Requests, one JSON object per line, answered by one JSON line:
     {"op": "whoami"}                                    -> {"user", "groups", "source"}
-    {"op": "decide", "dataset", "columns", "where", "purpose"}  -> a Decision (recorded before answering)
+    {"op": "decide", "dataset", "columns", "where", "purpose"}  -> a Decision (recorded before answering;
+                                                           production: with the folder vended for the read, see reads.py)
     {"op": "record", "fields": {...}}                   -> {"record": stored}   (follow-ups, publish)
 Errors come back as {"error": "<WorkbenchError class>", "message"}.
 
@@ -19,6 +20,7 @@ run it (its service 'governance', started as `service_user` in production).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,12 +36,13 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..data.audit import EVENT_FIELDS, AuditStore, audit_folder
 from ..data.catalog import LEVEL_FULL, Catalog, load_catalog
-from ..data.decision import decide
-from ..data.policy import effective_grant
-from ..errors import AccessDenied, ConfigError, WorkbenchError
+from ..data.decision import Decision, decide
+from ..data.policy import VIEW_RAW, effective_grant
+from ..errors import AccessDenied, ConfigError, LakeError, WorkbenchError
 from ..governance_client import MAX_MESSAGE, peer_credentials
 from ..hub.users import UsersFile, load_users_file
 from ..identity import SOURCE_LOCAL, Identity, identity_for_uid
+from .reads import ReadVendor
 
 __all__ = ["GovernanceService", "serve", "main"]
 
@@ -57,6 +60,7 @@ class GovernanceService:
         self._cache: dict[str, tuple[tuple, Any]] = {}
         self._decisions: OrderedDict[int, tuple[int, dict]] = OrderedDict()  # seq -> (uid, record), newest last
         self._lock = threading.Lock()
+        self.reads = ReadVendor(settings)
         self.users()  # fail at start, not at the first read, when a file is missing or untrusted
         self.catalog()
 
@@ -106,7 +110,7 @@ class GovernanceService:
                     _text(request.get("purpose")),
                     lambda fields: self._append(fields, pid, uid),
                 )
-                return decision.as_dict()
+                return self._vend(decision, pid, uid).as_dict()
             if op == "record":
                 fields = request.get("fields") or {}
                 if not isinstance(fields, dict):
@@ -126,6 +130,41 @@ class GovernanceService:
                 "error": "AuditError",
                 "message": f"malformed request to the governance service ({exc.__class__.__name__})",
             }
+
+    def _vend(self, decision: Decision, pid: int, uid: int) -> Decision:
+        """Production: an allowed read of a governed view gets a folder of its own (`reads`), named by the
+        decision's seq; a failure to make it is recorded as the decision's outcome and answered as an error."""
+        g = decision.grant
+        if self.settings.profile != "production" or decision.outcome != "allowed" or g is None or g.view == VIEW_RAW:
+            return decision
+        try:
+            location = self.reads.vend(decision.identity.user, uid, decision.dataset, g.view, decision.seq)
+        except (WorkbenchError, OSError) as exc:
+            log.error("could not vend a read folder for seq %s: %s", decision.seq, exc)
+            i = decision.identity
+            self._append(
+                dict(
+                    user=i.user,
+                    groups=list(i.groups),
+                    source=i.source,
+                    dataset=decision.dataset,
+                    level=g.level,
+                    view=g.view,
+                    row_filter=g.row_filter,
+                    outcome="error",
+                    reason=f"read folder: {exc.__class__.__name__}",
+                    refers=decision.seq,
+                ),
+                pid,
+                uid,
+            )
+            if isinstance(exc, WorkbenchError):
+                raise
+            raise LakeError(
+                f"The governance service could not prepare the read of '{decision.dataset}' "
+                f"({exc.strerror or exc.__class__.__name__}); the operator should check its log."
+            ) from None
+        return dataclasses.replace(decision, location=location)
 
     def _append(self, fields: dict[str, Any], pid: int, uid: int) -> dict[str, Any]:
         stored = self.store.append({**fields, "pid": pid}, profile=self.settings.profile, uid=uid)
@@ -239,6 +278,8 @@ def bind(settings: Settings) -> _Server:
 
 def serve(settings: Settings, ready=None) -> None:
     service = GovernanceService(settings)
+    if settings.profile == "production":
+        service.reads.sweep()
     server = bind(settings)
     server.service = service
     stop = threading.Event()
