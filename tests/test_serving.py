@@ -4,6 +4,7 @@ prediction log, micro-batching, and a real Service (real registered models) for 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import pandas as pd
@@ -298,6 +299,7 @@ def call(service_loop, rows) -> tuple[int, dict]:
 def test_the_service_loads_the_previous_champion_as_fallback(fragile_service, models):
     service, _, _ = fragile_service
     assert service.ready
+    assert gc.get_freeze_count() > 10_000  # loaded, then frozen: no full collection pauses on the libraries
     assert service.variants[PRIMARY].model.version == models["fragile"]
     assert service.fallback_model.version == models["lightgbm"]
 

@@ -113,3 +113,27 @@ def test_answers_equal_the_pipeline_and_are_logged(service):
         ).max()
         <= 1e-12
     )
+
+
+def test_settled_heap_is_skipped_by_the_collector_until_a_reload_releases_it():
+    import gc
+    import weakref
+
+    from workbench.serving.service import settle_heap
+
+    class Node:
+        pass
+
+    node = Node()
+    node.loop = node  # a cycle: only the cyclic collector can free it
+    ref = weakref.ref(node)
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        del node
+        gc.collect()
+        assert ref() is not None  # frozen: full collections no longer scan (or pause on) what was loaded
+        settle_heap(release=True)  # after a hot reload: what the old version left in cycles is freed
+        assert ref() is None
+    finally:
+        gc.unfreeze()
