@@ -254,3 +254,34 @@ def test_bad_bandit_options_are_refused(extra, words):
 
     with pytest.raises(ServingError, match=words):
         bandit_options(**extra).check()
+
+
+def test_bulk_outcomes_join_on_request_or_entity_id(settings, models, loop, tmp_path):
+    import pandas as pd
+
+    from workbench.serving.ingest import ingest_frame
+
+    local = settings.with_overrides(predictions_dir=str(tmp_path))
+    svc = start(local, bandit_options(), models, loop)
+    try:
+        by_request = predict(svc, loop, rows(20, "b-"))
+        by_entity = predict(svc, loop, rows(10, "e-", entity=True))
+    finally:
+        loop.run(svc.close())
+    frame = pd.DataFrame(
+        {
+            "request_id": [a["request_id"] for a in by_request] + ["unknown-id", by_request[0]["request_id"]],
+            "converted": [1] * 20 + [1, 0],
+        }
+    )
+    result = ingest_frame(local, "m", frame, on="request_id", reward_column="converted")
+    assert result["stored"] == 20 and result["skipped"] == {"UNKNOWN_REQUEST_ID": 1, "DUPLICATE": 1}
+    entities = pd.DataFrame({"entity_id": ["user-0", "user-1", "nobody"], "converted": [1.0, 0.0, 1.0]})
+    result = ingest_frame(local, "m", entities, on="entity_id", reward_column="converted")
+    assert result["stored"] == 2 and result["skipped"] == {"NO_UNREWARDED_REQUEST": 1}
+    again = ingest_frame(local, "m", entities, on="entity_id", reward_column="converted")
+    assert again["stored"] == 0  # each entity's only request is rewarded now
+    arms = result["experiment"]["arms"]
+    assert sum(a["outcomes"] for a in arms.values()) == 22
+    answered = {a["request_id"]: a["variant"] for a in by_request + by_entity}
+    assert sum(a["pulls"] for a in arms.values()) == len(answered)

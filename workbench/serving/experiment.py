@@ -34,7 +34,7 @@ from ..bandit import ArmStats, Policy, StopRule, p_best
 from ..config import Settings
 from ..errors import WorkbenchError
 from .feedback import parse_feedback, rejection
-from .outcomes import Assignment, Outcome, OutcomeStore
+from .outcomes import Assignment, OutcomeStore
 from .protocol import Response, dumps
 
 __all__ = ["Experiment"]
@@ -226,15 +226,6 @@ class Experiment:
         if stop is not None and self.options.promote_winner:
             await loop.run_in_executor(None, self.promote, stop)
         return Response(dumps({"stored": len(items), "experiment": self.describe()}), 200)
-
-    def ingest(self, items: list[Outcome], source: str) -> list[dict]:
-        """Bulk outcomes (`workbench experiments ingest`): stored all or nothing, then the shares recomputed."""
-        problems = self.store.add_outcomes(items, source, self.kind)
-        if not problems:
-            stop = self.recompute()
-            if stop is not None and self.options.promote_winner:
-                self.promote(stop)
-        return problems
 
     # ---- /readyz and /metrics ------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
