@@ -311,6 +311,14 @@ class OutcomeStore:
             rows = self._fast.execute("SELECT ts, outcomes, shares, p_best FROM allocations ORDER BY rowid").fetchall()
         return [{"ts": t, "outcomes": n, "shares": json.loads(s), "p_best": json.loads(p)} for t, n, s, p in rows]
 
+    def history(self) -> list[tuple[str, float | None, float]]:
+        """(arm, reward or None, ts) of every answered request, in arrival order."""
+        with self._fast_lock:
+            return self._fast.execute(
+                "SELECT a.arm, o.reward, a.ts FROM assignments a LEFT JOIN outcomes o ON o.request_id = a.request_id "
+                "ORDER BY a.ts, a.rowid"
+            ).fetchall()
+
     def counts(self) -> dict[str, int]:
         with self._fast_lock:
             a = self._fast.execute("SELECT count(*) FROM assignments").fetchone()[0]
