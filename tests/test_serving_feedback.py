@@ -224,6 +224,9 @@ def test_a_fixed_split_takes_feedback_too(settings, models, loop, tmp_path):
         assert feedback(svc, loop, rewards)[0] == 200
         arms = json.loads(svc.readiness().body)["experiment"]["arms"]
         assert sum(a["outcomes"] for a in arms.values()) == 50 and arms["champion"]["share"] is None
+        from workbench.serving import openapi
+
+        assert "/feedback" in openapi.build(svc)["paths"]
     finally:
         loop.run(svc.close())
 
@@ -234,6 +237,9 @@ def test_without_an_experiment_feedback_is_404(settings, models, loop):
     try:
         status, body = feedback(svc, loop, {"request_id": "x", "reward": 1})
         assert status == 404 and body["error_code"] == "FEEDBACK_DISABLED"
+        from workbench.serving import openapi
+
+        assert "/feedback" not in openapi.build(svc)["paths"]
     finally:
         loop.run(svc.close())
 
