@@ -180,6 +180,38 @@ def test_shares_move_to_the_rewarded_arm_and_survive_a_restart(settings, models,
         loop.run(again.close())
 
 
+def test_the_stop_rule_fires_once_and_freezes_the_shares(settings, models, loop, tmp_path):
+    local = settings.with_overrides(predictions_dir=str(tmp_path))
+    options = bandit_options(stop_at=0.95, min_outcomes=60)
+    svc, other = start(local, options, models, loop), start(local, options, models, loop)  # two workers
+    try:
+        stopped_by = []
+        for round_ in range(8):
+            answered = predict(svc, loop, rows(40, f"st{round_}-", seed=round_))
+            rewards = [{"request_id": a["request_id"], "reward": int(a["variant"] == "challenger")} for a in answered]
+            half = len(rewards) // 2
+            for worker, part in ((svc, rewards[:half]), (other, rewards[half:])):
+                status, body = feedback(worker, loop, part)
+                assert status == 200
+                if body["experiment"]["stopped"]:
+                    stopped_by.append(worker)
+            if stopped_by:
+                break
+        assert stopped_by, "the stop rule never fired"
+        state = json.loads(other.readiness().body)["experiment"]
+        assert state["winner"]["arm"] == "challenger" and state["winner"]["p_best"] >= 0.95
+        assert state["winner"]["outcomes"] >= 60
+        frozen = {a: v["share"] for a, v in state["arms"].items()}
+        more = predict(svc, loop, rows(40, "after-"))
+        status, body = feedback(svc, loop, [{"request_id": a["request_id"], "reward": 1} for a in more])
+        assert status == 200 and {a: v["share"] for a, v in body["experiment"]["arms"].items()} == frozen
+        assert body["experiment"]["winner"]["at"] == state["winner"]["at"]  # recorded once
+        assert "workbench_serving_experiment_stopped 1.0" in svc.metrics_response().body.decode()
+    finally:
+        loop.run(svc.close())
+        loop.run(other.close())
+
+
 def test_entities_keep_their_arm_until_the_ttl(settings, models, loop, tmp_path):
     local = settings.with_overrides(predictions_dir=str(tmp_path))
     now = [1000.0]

@@ -281,12 +281,15 @@ class OutcomeStore:
         self, values: dict[str, Any], allocation: tuple[int, list, list] | None = None, unless: str | None = None
     ) -> bool:
         """Write state keys (and an allocation history row) in one transaction. With `unless`, nothing is written
-        when that key is already set (so only one worker records a stop): returns whether it wrote."""
+        when that key already holds a value (so only one worker records a stop): returns whether it wrote."""
         with self._durable_lock:
             conn = self._durable
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if unless and conn.execute("SELECT 1 FROM state WHERE key = ?", (unless,)).fetchone():
+                if (
+                    unless
+                    and conn.execute("SELECT 1 FROM state WHERE key = ? AND value != 'null'", (unless,)).fetchone()
+                ):
                     conn.execute("ROLLBACK")
                     return False
                 conn.executemany(
