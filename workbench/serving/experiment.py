@@ -1,8 +1,12 @@
 """An experiment in serving: outcome feedback for every served variant, and bandit allocation between arms.
 
 `Service` holds one when `--feedback` or `--bandit` is given. It
-- records which arm answered each request (and the shadow that also did) in the outcome store (`outcomes.py`)
-  before the answer is released, so `/feedback` can check every id;
+- records which arm answered each request (and the shadow that also did) in the outcome store (`outcomes.py`):
+  the request only queues the row; a writer thread commits what is queued in one transaction (group commit, so
+  a request costs microseconds, not a SQLite commit). `/feedback` first waits for this worker's queue to be
+  written, and looks an unknown id up once more `UNKNOWN_RETRY_S` later (another worker's last batch). A killed
+  process loses the rows still queued (milliseconds' worth): their feedback is then refused as unknown, while
+  the prediction log still has them;
 - answers `POST /feedback` (`feedback.py` parses; the store checks ids and writes, durably, all or nothing);
 - with `--bandit thompson|epsilon-greedy --arms A,B[,...]`, routes each row: an entity keeps the arm it was
   given for `sticky_ttl` seconds (in the store, so every worker agrees); any other row draws an arm from the
@@ -23,6 +27,7 @@ import asyncio
 import bisect
 import logging
 import random
+import threading
 import time
 from typing import Any
 
@@ -40,6 +45,8 @@ from .protocol import Response, dumps
 __all__ = ["Experiment"]
 
 log = logging.getLogger("workbench.serving.experiment")
+
+UNKNOWN_RETRY_S = 0.2  # an id unknown here is looked up once more after this (another worker's last batch)
 
 
 class Experiment:
@@ -65,6 +72,13 @@ class Experiment:
         self.stats: list[ArmStats] = [ArmStats(a) for a in self.arms]
         self.winner: dict[str, Any] | None = None
         self._refreshed = -1e18
+        self._cond = threading.Condition()
+        self._pending: list[Assignment] = []
+        self._pending_entities: list[tuple[str, str, float]] = []
+        self._queued = self._written = 0
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name="workbench-outcomes-writer", daemon=True)
+        self._writer.start()
         self._init_metrics(metrics)
         self._start()
 
@@ -203,7 +217,7 @@ class Experiment:
         return self.arms[min(i, len(self.arms) - 1)]
 
     def record(self, work, answers, shadow: str | None) -> None:
-        """Store the arms of answered rows (before the answer is released) and newly stuck entities."""
+        """Queue the arms of answered rows and newly stuck entities for the writer thread (microseconds here)."""
         self.refresh()
         now = time.time()
         rows = [
@@ -211,15 +225,57 @@ class Experiment:
             for rid, eid, arm, a in zip(work.request_ids, work.entity_ids, work.variants, answers)
         ]
         entities, self._new_entities = list(self._new_entities.values()), {}
-        self.store.record(rows, entities)
+        with self._cond:
+            self._pending.extend(rows)
+            self._pending_entities.extend(entities)
+            self._queued += 1
+            self._cond.notify_all()
         if len(self._sticky) > 100_000:  # a cache, not the truth (the store is)
             self._sticky.clear()
+
+    def _write_loop(self) -> None:
+        """Group commit: everything queued while the previous transaction ran goes in the next one."""
+        while True:
+            with self._cond:
+                while not self._pending and not self._pending_entities and not self._closing:
+                    self._cond.wait()
+                if self._closing and not self._pending and not self._pending_entities:
+                    return
+                rows, entities, target = self._pending, self._pending_entities, self._queued
+                self._pending, self._pending_entities = [], []
+            try:
+                self.store.record(rows, entities)
+            except Exception:  # a full disk or a broken file: logged, and serving goes on
+                log.exception("%d answered rows could not be recorded in the outcome store", len(rows))
+            with self._cond:
+                self._written = target
+                self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is in the store (True unless the timeout passed first)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._queued
+            while self._written < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _store_outcomes(self, items) -> list[dict]:
+        self.flush()  # this worker's answered rows are in the store before their ids are checked
+        problems = self.store.add_outcomes(items, "feedback", self.kind)
+        if any(p["code"] == "UNKNOWN_REQUEST_ID" for p in problems):
+            time.sleep(UNKNOWN_RETRY_S)  # another worker may not have committed its latest rows yet
+            problems = self.store.add_outcomes(items, "feedback", self.kind)
+        return problems
 
     # ---- /feedback --------------------------------------------------------------------------------------------
     async def feedback(self, body: bytes, content_type: str | None, limits) -> Response:
         items = parse_feedback(body, content_type, limits, self.kind)
         loop = asyncio.get_running_loop()
-        problems = await loop.run_in_executor(None, self.store.add_outcomes, items, "feedback", self.kind)
+        problems = await loop.run_in_executor(None, self._store_outcomes, items)
         if problems:
             raise rejection(problems)
         stop = await loop.run_in_executor(None, self.recompute)
@@ -293,4 +349,9 @@ class Experiment:
         self.g_stopped.set(1 if self.winner else 0)
 
     def close(self) -> None:
+        """Write what is queued, stop the writer, close the store."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._writer.join(30)
         self.store.close()
