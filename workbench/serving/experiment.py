@@ -2,11 +2,12 @@
 
 `Service` holds one when `--feedback` or `--bandit` is given. It
 - records which arm answered each request (and the shadow that also did) in the outcome store (`outcomes.py`):
-  the request only queues the row; a writer thread commits what is queued in one transaction (group commit, so
-  a request costs microseconds, not a SQLite commit). `/feedback` first waits for this worker's queue to be
-  written, and looks an unknown id up once more `UNKNOWN_RETRY_S` later (another worker's last batch). A killed
-  process loses the rows still queued (milliseconds' worth): their feedback is then refused as unknown, while
-  the prediction log still has them;
+  the request only queues the row; what is queued is committed in one transaction `FLUSH_S` later, on the event
+  loop (group commit: a request costs microseconds, not a SQLite commit; no writer thread, whose GIL contention
+  with the event loop measurably slowed single-client serving). `/feedback` first commits this worker's queue,
+  and looks an unknown id up once more `UNKNOWN_RETRY_S` later (another worker's last batch). A killed process
+  loses the rows still queued (milliseconds' worth): their feedback is then refused as unknown, while the
+  prediction log still has them;
 - answers `POST /feedback` (`feedback.py` parses; the store checks ids and writes, durably, all or nothing);
 - with `--bandit thompson|epsilon-greedy --arms A,B[,...]`, routes each row: an entity keeps the arm it was
   given for `sticky_ttl` seconds (in the store, so every worker agrees); any other row draws an arm from the
@@ -27,7 +28,6 @@ import asyncio
 import bisect
 import logging
 import random
-import threading
 import time
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = ["Experiment"]
 
 log = logging.getLogger("workbench.serving.experiment")
 
+FLUSH_S = 0.005  # answered rows are committed in one transaction per this window
 UNKNOWN_RETRY_S = 0.2  # an id unknown here is looked up once more after this (another worker's last batch)
 
 
@@ -72,13 +73,9 @@ class Experiment:
         self.stats: list[ArmStats] = [ArmStats(a) for a in self.arms]
         self.winner: dict[str, Any] | None = None
         self._refreshed = -1e18
-        self._cond = threading.Condition()
         self._pending: list[Assignment] = []
         self._pending_entities: list[tuple[str, str, float]] = []
-        self._queued = self._written = 0
-        self._closing = False
-        self._writer = threading.Thread(target=self._write_loop, name="workbench-outcomes-writer", daemon=True)
-        self._writer.start()
+        self._flush_scheduled = False
         self._init_metrics(metrics)
         self._start()
 
@@ -225,46 +222,27 @@ class Experiment:
             for rid, eid, arm, a in zip(work.request_ids, work.entity_ids, work.variants, answers)
         ]
         entities, self._new_entities = list(self._new_entities.values()), {}
-        with self._cond:
-            self._pending.extend(rows)
-            self._pending_entities.extend(entities)
-            self._queued += 1
-            self._cond.notify_all()
+        self._pending.extend(rows)
+        self._pending_entities.extend(entities)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
         if len(self._sticky) > 100_000:  # a cache, not the truth (the store is)
             self._sticky.clear()
 
-    def _write_loop(self) -> None:
-        """Group commit: everything queued while the previous transaction ran goes in the next one."""
-        while True:
-            with self._cond:
-                while not self._pending and not self._pending_entities and not self._closing:
-                    self._cond.wait()
-                if self._closing and not self._pending and not self._pending_entities:
-                    return
-                rows, entities, target = self._pending, self._pending_entities, self._queued
-                self._pending, self._pending_entities = [], []
-            try:
-                self.store.record(rows, entities)
-            except Exception:  # a full disk or a broken file: logged, and serving goes on
-                log.exception("%d answered rows could not be recorded in the outcome store", len(rows))
-            with self._cond:
-                self._written = target
-                self._cond.notify_all()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is in the store (True unless the timeout passed first)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            target = self._queued
-            while self._written < target:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+    def flush(self) -> None:
+        """Commit what is queued in one transaction (group commit; on the event loop, no extra thread)."""
+        self._flush_scheduled = False
+        if not self._pending and not self._pending_entities:
+            return
+        rows, entities = self._pending, self._pending_entities
+        self._pending, self._pending_entities = [], []
+        try:
+            self.store.record(rows, entities)
+        except Exception:  # a full disk or a broken file: logged, and serving goes on
+            log.exception("%d answered rows could not be recorded in the outcome store", len(rows))
 
     def _store_outcomes(self, items) -> list[dict]:
-        self.flush()  # this worker's answered rows are in the store before their ids are checked
         problems = self.store.add_outcomes(items, "feedback", self.kind)
         if any(p["code"] == "UNKNOWN_REQUEST_ID" for p in problems):
             time.sleep(UNKNOWN_RETRY_S)  # another worker may not have committed its latest rows yet
@@ -274,6 +252,7 @@ class Experiment:
     # ---- /feedback --------------------------------------------------------------------------------------------
     async def feedback(self, body: bytes, content_type: str | None, limits) -> Response:
         items = parse_feedback(body, content_type, limits, self.kind)
+        self.flush()  # this worker's answered rows are in the store before their ids are checked
         loop = asyncio.get_running_loop()
         problems = await loop.run_in_executor(None, self._store_outcomes, items)
         if problems:
@@ -349,9 +328,6 @@ class Experiment:
         self.g_stopped.set(1 if self.winner else 0)
 
     def close(self) -> None:
-        """Write what is queued, stop the writer, close the store."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._writer.join(30)
+        """Write what is queued, close the store."""
+        self.flush()
         self.store.close()

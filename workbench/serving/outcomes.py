@@ -16,7 +16,7 @@ from reading it as part of the prediction log.
 Durability, with the prediction log's discipline (`wal.py`): the file is in WAL journal mode. Outcomes are
 written by a connection with `synchronous=FULL`, so a commit returns only after the WAL is fsynced; `/feedback`
 answers after that commit (acknowledged means durable). Assignments (one row per answered request) are written
-by a second connection with `synchronous=NORMAL`, in batches by the experiment's writer thread: a committed batch
+by a second connection with `synchronous=NORMAL`, in batches (one transaction per few milliseconds, `experiment.py`): a committed batch
 survives a killed process, a power cut can lose the last ones - as `predlog_durability = "async"` - and the next
 outcome commit's fsync covers them too. A request id is rewarded once: outcomes are keyed by it, and a batch that holds
 an id already rewarded is refused whole (BEGIN IMMEDIATE, so two workers cannot both accept it).
