@@ -214,7 +214,7 @@ class Experiment:
         return self.arms[min(i, len(self.arms) - 1)]
 
     def record(self, work, answers, shadow: str | None) -> None:
-        """Queue the arms of answered rows and newly stuck entities for the writer thread (microseconds here)."""
+        """Queue the arms of answered rows and newly stuck entities; `flush` commits them FLUSH_S later."""
         self.refresh()
         now = time.time()
         rows = [
