@@ -46,6 +46,7 @@ __all__ = ["Experiment"]
 
 log = logging.getLogger("workbench.serving.experiment")
 
+CHECKPOINT_S = 5.0  # the WAL is copied into the database file this often, off the event loop
 FLUSH_S = 0.005  # answered rows are committed in one transaction per this window
 UNKNOWN_RETRY_S = 0.2  # an id unknown here is looked up once more after this (another worker's last batch)
 
@@ -76,6 +77,8 @@ class Experiment:
         self._pending: list[Assignment] = []
         self._pending_entities: list[tuple[str, str, float]] = []
         self._flush_scheduled = False
+        self._checkpointed = time.monotonic()
+        self._checkpointing = False
         self._init_metrics(metrics)
         self._start()
 
@@ -241,6 +244,21 @@ class Experiment:
             self.store.record(rows, entities)
         except Exception:  # a full disk or a broken file: logged, and serving goes on
             log.exception("%d answered rows could not be recorded in the outcome store", len(rows))
+        now = time.monotonic()
+        if now - self._checkpointed > CHECKPOINT_S and not self._checkpointing:
+            self._checkpointed, self._checkpointing = now, True
+            try:
+                asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+            except RuntimeError:  # no running loop (closing): checkpoint here
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store.checkpoint()
+        except Exception:
+            log.exception("The outcome store could not be checkpointed")
+        finally:
+            self._checkpointing = False
 
     def _store_outcomes(self, items) -> list[dict]:
         problems = self.store.add_outcomes(items, "feedback", self.kind)

@@ -117,6 +117,8 @@ class OutcomeStore:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        if synchronous == "NORMAL":  # the request path's connection never checkpoints (an fsync); `checkpoint` does
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return conn
 
@@ -134,26 +136,32 @@ class OutcomeStore:
             conn = self._fast
             conn.execute("BEGIN IMMEDIATE")
             try:
-                counts: dict[str, int] = {}
+                by_arm: dict[str, list[tuple]] = {}
                 for r in rows:
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO assignments VALUES (?, ?, ?, ?, ?, ?)",
-                        (r.request_id, r.entity_id, r.arm, r.shadow, r.ts, int(r.fallback)),
+                    by_arm.setdefault(r.arm, []).append(
+                        (r.request_id, r.entity_id, r.arm, r.shadow, r.ts, int(r.fallback))
                     )
-                    if cur.rowcount:
-                        counts[r.arm] = counts.get(r.arm, 0) + 1
-                for arm, k in counts.items():
-                    conn.execute(
-                        "INSERT INTO arm_stats (arm, pulls) VALUES (?, ?) "
-                        "ON CONFLICT(arm) DO UPDATE SET pulls = pulls + excluded.pulls",
-                        (arm, k),
-                    )
+                for arm, values in by_arm.items():
+                    before = conn.total_changes
+                    conn.executemany("INSERT OR IGNORE INTO assignments VALUES (?, ?, ?, ?, ?, ?)", values)
+                    added = conn.total_changes - before  # a request id seen again keeps its first arm
+                    if added:
+                        conn.execute(
+                            "INSERT INTO arm_stats (arm, pulls) VALUES (?, ?) "
+                            "ON CONFLICT(arm) DO UPDATE SET pulls = pulls + excluded.pulls",
+                            (arm, added),
+                        )
                 if new_entities:
                     conn.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)", list(new_entities))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file (fsyncs): run off the request path, e.g. in an executor thread."""
+        with self._durable_lock:
+            self._durable.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def sticky(self, entity_id: str) -> tuple[str, float] | None:
         """(arm, assigned_at) of a stuck entity, or None."""
