@@ -18,6 +18,11 @@ Examples:
   workbench serve --model flights-late
   workbench serve --model flights-late --shadow challenger
   workbench serve --model flights-late --split challenger=10 --port 5051 --workers 2
+  workbench serve --model flights-late --bandit thompson --arms champion,challenger --min-share 0.05
+
+Experiments: --feedback (or --bandit) records the variant of every answer and accepts outcomes on
+POST /feedback ({"request_id": ..., "reward": 1}, or a list); --bandit moves traffic toward the arm
+that is winning and stops at --stop-at (see docs/how-to/bandits.md).
 """
 
 
@@ -47,6 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="'previous', 'constant:VALUE', 'none' or a chain 'previous,constant:0.2' "
         "(default: the serving_fallback setting)",
     )
+    g = p.add_argument_group("experiments (outcome feedback and bandit allocation)")
+    g.add_argument("--feedback", action="store_true", help="accept POST /feedback for the served variants")
+    g.add_argument(
+        "--bandit", choices=("thompson", "epsilon-greedy"), help="allocate traffic between --arms by outcome"
+    )
+    g.add_argument("--arms", metavar="A,B[,...]", help="aliases the bandit allocates between (the primary included)")
+    g.add_argument("--min-share", type=float, default=0.05, help="least traffic share of any arm (default 0.05)")
+    g.add_argument("--epsilon", type=float, default=0.1, help="epsilon-greedy: the share explored (default 0.1)")
+    g.add_argument("--reward", choices=("binary", "numeric"), default="binary", help="kind of reward (default binary)")
+    g.add_argument("--stop-at", type=float, default=0.95, help="P(best) at which an arm wins (default 0.95; 0: never)")
+    g.add_argument("--min-outcomes", type=int, default=200, help="outcomes before the stop rule may fire (default 200)")
+    g.add_argument("--promote-winner", action="store_true", help="move the primary alias to the winner when it stops")
+    g.add_argument("--sticky-ttl", type=float, default=86400.0, help="seconds an entity keeps its arm (default 86400)")
     p.add_argument("--timeout-ms", type=int, help="per-request time budget (default: serving_timeout_ms)")
     p.add_argument("--no-log", action="store_true", help="do not write the prediction log")
     p.add_argument("--host", help="bind address (default: serving_host)")
@@ -81,6 +99,16 @@ def run(args: argparse.Namespace) -> int:
         fallback=args.fallback,
         timeout=args.timeout_ms / 1000.0 if args.timeout_ms else None,
         log_predictions=not args.no_log,
+        feedback=args.feedback,
+        bandit=args.bandit,
+        arms=[a.strip() for a in (args.arms or "").split(",") if a.strip()],
+        min_share=args.min_share,
+        epsilon=args.epsilon,
+        reward=args.reward,
+        stop_at=args.stop_at,
+        min_outcomes=args.min_outcomes,
+        promote_winner=args.promote_winner,
+        sticky_ttl=args.sticky_ttl,
     )
     print(
         f"Serving models:/{options.model_name}@{options.alias} on http://{args.host or settings.serving_host}:"

@@ -9,7 +9,8 @@ Modules (framework-free unless named): `protocol` (wire formats, parsing, limits
 request path, fallbacks) with `lanes` (the batch functions), `fastpath` + `compiled` (a version's pandas-free
 path: compiled plan, columnar decoration), `batching` (micro-batching), `predlog` + `wal` (the prediction log:
 write-ahead file, parquet, recovery), `reload` (hot reload of aliases), `model` (loading, smoke test, lookup
-snapshots), `metrics` (Prometheus), `openapi`, `app` (Starlette).
+snapshots), `metrics` (Prometheus), `openapi`, `app` (Starlette); experiments: `experiment` (feedback, bandit
+routing, stop rule), `feedback` (the /feedback wire format), `outcomes` (the outcome store), `ingest` (bulk outcomes).
 """
 
 from .app import create_app, serve

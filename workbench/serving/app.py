@@ -9,7 +9,8 @@ per request that we would not use but would pay for on every call; Starlette is 
 (routing, lifespan, requests/responses), and the OpenAPI document is generated from the live model
 contract instead (`openapi.py`). uvicorn runs it with uvloop and httptools when installed.
 
-Routes: POST /predict, POST /invocations (MLflow-compatible), GET /healthz, /readyz, /metrics,
+Routes: POST /predict, POST /invocations (MLflow-compatible), POST /feedback (outcomes, with --feedback or
+--bandit), GET /healthz, /readyz, /metrics,
 /openapi.json, /docs (Swagger UI, its assets served from a package, not a CDN: works offline), and /ping, /health for MLflow clients.
 """
 
@@ -87,6 +88,12 @@ def create_app(
         headers = {"connection": "close"} if too_large else None
         return Response(result.body, result.status, media_type=result.content_type, headers=headers)
 
+    async def feedback_route(request: Request) -> Response:
+        body, too_large = await _read_body(request, service.options.max_body_bytes)
+        result = await service.feedback(body, request.headers.get("content-type"), oversized=too_large)
+        headers = {"connection": "close"} if too_large else None
+        return Response(result.body, result.status, media_type=result.content_type, headers=headers)
+
     async def predict_route(request: Request) -> Response:
         return await predict(request, ENDPOINT_PREDICT)
 
@@ -144,6 +151,7 @@ def create_app(
     routes = [
         Route("/predict", predict_route, methods=["POST"]),
         Route("/invocations", invocations_route, methods=["POST"]),
+        Route("/feedback", feedback_route, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/health", readyz, methods=["GET"]),
         Route("/ping", readyz, methods=["GET"]),

@@ -133,7 +133,7 @@ def build(service) -> dict[str, Any]:
             },
         }
 
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": f"workbench serve: {service.options.model_name}",
@@ -178,4 +178,38 @@ def build(service) -> dict[str, Any]:
             },
         },
         "components": {"schemas": {"Record": record, "Answer": answer, "Error": error}},
+    }
+    if getattr(service, "experiment", None) is not None:
+        document["paths"]["/feedback"] = {"post": _feedback_op()}
+    return document
+
+
+def _feedback_op() -> dict:
+    """POST /feedback (with --feedback or --bandit): rewards for answered request ids (`feedback.py`)."""
+    item = {
+        "type": "object",
+        "required": ["request_id", "reward"],
+        "additionalProperties": False,
+        "properties": {
+            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,128}$"},
+            "reward": {"oneOf": [{"type": "number"}, {"type": "boolean"}]},
+            "variant": {"type": "string", "description": "optional: the variant that answered"},
+        },
+    }
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "summary": "Rewards for answered requests (each request_id once); a batch with a problem is refused whole",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [item, {"type": "array", "items": item}]}}},
+        },
+        "responses": {
+            "200": {"description": "Stored (fsynced); the experiment's state after it"},
+            "400": {"description": "MALFORMED_JSON, EMPTY_BODY, BAD_REQUEST", **error},
+            "404": {"description": "UNKNOWN_REQUEST_ID", **error},
+            "409": {"description": "ALREADY_REWARDED", **error},
+            "413": {"description": "PAYLOAD_TOO_LARGE", **error},
+            "415": {"description": "UNSUPPORTED_MEDIA_TYPE", **error},
+            "422": {"description": "FEEDBACK_INVALID and the problem codes per item", **error},
+        },
     }

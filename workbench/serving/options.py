@@ -40,6 +40,18 @@ class ServeOptions:
     log_predictions: bool = True
     shadow_batch_rows: int = 256
     shadow_batch_wait: float = 0.02
+    # experiments (`experiment.py`): /feedback for every served variant, and bandit allocation between arms
+    feedback: bool = False  # record each answered request's arm and accept POST /feedback (implied by bandit)
+    bandit: str | None = None  # "thompson" | "epsilon-greedy"
+    arms: list[str] = field(default_factory=list)  # the aliases the bandit allocates between (primary included)
+    min_share: float = 0.05  # the least share of traffic any arm keeps
+    epsilon: float = 0.1  # epsilon-greedy: the share spread evenly
+    reward: str = "binary"  # "binary" (0/1, Beta posteriors) | "numeric" (Gaussian approximation)
+    stop_at: float = 0.95  # P(best) at which an arm wins (0 never stops)
+    min_outcomes: int = 200  # outcomes needed before the stop rule may fire
+    promote_winner: bool = False  # move the primary alias to the winner through the registry
+    sticky_ttl: float = 86400.0  # seconds an entity keeps its arm
+    refresh_interval: float = 0.5  # seconds between re-reads of the shared allocation state
 
     @classmethod
     def from_settings(cls, settings: Settings, model_name: str | None = None, **overrides: Any) -> ServeOptions:
@@ -76,6 +88,41 @@ class ServeOptions:
             )
         if sum(self.split.values()) > 100:
             raise ServingError("The --split percentages add up to more than 100.")
+        self._check_experiment()
+
+    def _check_experiment(self) -> None:
+        from ..bandit import POLICIES, REWARD_KINDS
+
+        if self.reward not in REWARD_KINDS:
+            raise ServingError(f"--reward must be one of {', '.join(REWARD_KINDS)}; found '{self.reward}'.")
+        if not self.bandit:
+            if self.arms:
+                raise ServingError("--arms needs --bandit thompson|epsilon-greedy (or use --split for a fixed split).")
+            return
+        if self.bandit not in POLICIES[:2]:
+            raise ServingError(f"--bandit must be 'thompson' or 'epsilon-greedy'; found '{self.bandit}'.")
+        if self.split:
+            raise ServingError("--bandit allocates traffic itself: leave out --split (name the variants in --arms).")
+        if len(self.arms) < 2 or len(set(self.arms)) != len(self.arms):
+            raise ServingError(f"--arms takes two or more different aliases (e.g. {self.alias},challenger).")
+        if self.alias not in self.arms:
+            raise ServingError(f"--arms must include the primary alias '{self.alias}' (e.g. {self.alias},challenger).")
+        if self.shadow and self.shadow in self.arms:
+            raise ServingError(f"The shadow '{self.shadow}' is also an arm; choose another alias for --shadow.")
+        if not 0 <= self.min_share <= 1 / len(self.arms):
+            raise ServingError(
+                f"--min-share must be between 0 and {1 / len(self.arms):g} for {len(self.arms)} arms; "
+                f"found {self.min_share:g}."
+            )
+        if not 0 <= self.epsilon <= 1 or not 0 <= self.stop_at <= 1 or self.min_outcomes < 0:
+            raise ServingError("--epsilon and --stop-at take a number in [0, 1]; --min-outcomes a count >= 0.")
+        if self.sticky_ttl <= 0 or self.refresh_interval < 0:
+            raise ServingError("--sticky-ttl takes a number of seconds > 0.")
+
+    @property
+    def experiment(self) -> bool:
+        """Whether the service records arms and accepts /feedback."""
+        return bool(self.feedback or self.bandit)
 
     @property
     def limits(self) -> Limits:

@@ -100,6 +100,15 @@ class Service(Lanes):
         self.fallback_model: LoadedModel | None = None
         self.fallback_breaker = self._breaker(clock)
         self.router = Router(options.alias, options.split, salt=options.model_name)
+        self.experiment = None  # experiment.Experiment: /feedback, and with --bandit the router (a routing hook)
+        if options.experiment:
+            from .experiment import Experiment
+
+            self.experiment = Experiment(settings, options, self.metrics)
+            for name in self.experiment.arms:
+                self.variants.setdefault(name, Variant(name, "arm", self._breaker(clock)))
+            if options.bandit:
+                self.router = self.experiment
         self.contract: RequestContract | None = None
         self.ready = False
         self.not_ready_reason = "the model is loading"
@@ -163,6 +172,8 @@ class Service(Lanes):
         if self.predlog is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.predlog.close)
             self.metrics.sync_predlog(self.predlog)
+        if self.experiment is not None:
+            self.experiment.close()
 
     def _load_all(self) -> None:
         """Load every variant (the primary is required for readiness), the shadow and the fallback model."""
@@ -268,6 +279,8 @@ class Service(Lanes):
             variants = [route(e, r, available) for e, r in zip(eids, rids)]
             work = Work(rows, rids, eids, variants, arrival, t0)
             answers = await self._answer(work)
+            if self.experiment is not None:
+                self.experiment.record(work, answers, self.shadow.name if self.shadow else None)
             response = Response(self._format(endpoint, work, answers, warnings), 200)
         except RequestRejected as exc:
             self.metrics.errors.labels(exc.code).inc()
@@ -443,12 +456,41 @@ class Service(Lanes):
                 "previous_path": self.fallback_model.path if self.fallback_model else None,
             },
         }
+        if self.experiment is not None:
+            self.experiment.refresh()
+            body["experiment"] = self.experiment.describe()
         if not self.ready:
             body["reason"] = self.not_ready_reason
         return Response(dumps(body), 200 if self.ready else 503)
 
+    async def feedback(self, body: bytes, content_type: str | None, oversized: bool = False) -> Response:
+        """POST /feedback: rewards for answered request ids (see `experiment.py`); 4xx naming each problem."""
+        try:
+            if oversized:
+                raise too_large(self.options.limits)
+            if self.experiment is None:
+                raise RequestRejected(
+                    "FEEDBACK_DISABLED",
+                    "This service does not take feedback: start it with --feedback or --bandit.",
+                    status=404,
+                )
+            response = await self.experiment.feedback(body, content_type, self.options.limits)
+        except RequestRejected as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            response = error_response(exc)
+        except Exception:
+            log.exception("Unexpected error while storing feedback")
+            self.metrics.errors.labels("INTERNAL_ERROR").inc()
+            response = Response(
+                error_body("INTERNAL_ERROR", "An internal error occurred; it is logged on the server."), 500
+            )
+        self.metrics.requests.labels("feedback", str(response.status)).inc()
+        return response
+
     def metrics_response(self) -> Response:
         self.metrics.sync_predlog(self.predlog)
+        if self.experiment is not None:
+            self.experiment.refresh()
         body, content_type = self.metrics.render()
         return Response(body, 200, content_type)
 
