@@ -171,6 +171,9 @@ def test_catalog_lists_level_row_filter_and_masks(base):
         "time_hour": "year_only",
         # issue 14: to the minute, scheduled_departure gave time_hour away (a functional dependency)
         "scheduled_departure": "sql: date_trunc('DAY', scheduled_departure)",
+        # issue 14: day + hour (or a timetable's minutes) together gave time_hour away: two-hour blocks
+        "hour": "sql: div(hour, 2)",
+        **{c: f"sql: div({c}, 200)" for c in ("dep_time", "sched_dep_time", "arr_time", "sched_arr_time")},
     }
     full = {e.name: e for e in catalog(as_(base, "data-stewards"))}["flights"]
     assert full.level == "full" and not any(c.mask for c in full.columns)

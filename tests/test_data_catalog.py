@@ -413,9 +413,10 @@ def test_data_check_finds_the_leak_in_the_old_catalog_and_passes_the_shipped_one
         doc["datasets"]["flights"]["columns"]["scheduled_departure"] = {"type": "timestamp"}
         doc["datasets"]["weather"]["columns"]["time_hour"] = {"type": "timestamp"}
 
-    report = check_catalog(
-        steward.with_overrides(catalog_path=write(tmp_path, broken(old))), spark, sample_rows=100_000
+    old_catalog = steward.with_overrides(  # single columns are enough to show these leaks (and far cheaper)
+        catalog_path=write(tmp_path, broken(old)), catalog_check_dependency_columns=1
     )
+    report = check_catalog(old_catalog, spark, sample_rows=100_000)
     warnings = [f.message for f in report.warnings]
     assert report.ok, report.errors
     assert any(

@@ -277,6 +277,11 @@ class Settings:
     catalog_check_rows: int = _setting(
         200000, "Rows `workbench data check` samples per dataset to test masks and functional dependencies."
     )
+    catalog_check_dependency_columns: int = _setting(
+        4,
+        "Largest set of released columns `workbench data check` tries as the determinant of a masked column "
+        "(1 = single columns only; each size costs more Spark work than the last).",
+    )
     # Governance service (identity, grant decisions and the audit writer; see workbench.governance)
     governance_socket: str = _setting(
         "",

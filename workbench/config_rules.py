@@ -116,6 +116,8 @@ def validate(s: Any) -> None:
             fail("spark_conf", "key=value pairs separated by commas")
     if s.webhook_url and urlparse(s.webhook_url).scheme not in {"http", "https"}:
         fail("webhook_url", "an http:// or https:// URL")
+    if s.catalog_check_dependency_columns <= 0:
+        fail("catalog_check_dependency_columns", "a positive number of columns")
     if s.catalog_check_rows <= 0:
         fail("catalog_check_rows", "a positive number of rows")
     if s.governed_read_ttl_hours <= 0:

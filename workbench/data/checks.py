@@ -97,7 +97,7 @@ def check_catalog(settings: Settings, spark=None, sample_rows: int | None = None
     samples: dict[str, DataFrame] = {}
     for name, ds in sorted(cat.datasets.items()):
         report.datasets.append(name)
-        sample = _check_dataset(report, spark, cat, ds, key, rows)
+        sample = _check_dataset(report, spark, cat, ds, key, rows, settings.catalog_check_dependency_columns)
         if sample is not None:
             samples[name] = sample
     _check_shared_columns(report, cat, samples)
@@ -106,7 +106,7 @@ def check_catalog(settings: Settings, spark=None, sample_rows: int | None = None
     return report
 
 
-def _check_dataset(report: CheckReport, spark, cat: Catalog, ds: Dataset, key, rows: int):
+def _check_dataset(report: CheckReport, spark, cat: Catalog, ds: Dataset, key, rows: int, max_columns: int):
     try:
         raw = spark.read.format(ds.format).load(ds.uri)
         raw.schema
@@ -127,7 +127,7 @@ def _check_dataset(report: CheckReport, spark, cat: Catalog, ds: Dataset, key, r
     usable = _compiles(report, cat, ds, raw, key)
     sample = raw.limit(rows).cache()
     _check_masks_change_values(report, ds, sample, key, usable)
-    _check_dependencies(report, ds, sample, key)
+    _check_dependencies(report, ds, sample, key, max_columns)
     return sample
 
 
@@ -220,12 +220,12 @@ def _one_to_one(sample, column, key) -> bool:
     return bool(row["groups"] and row["groups"] > 1 and not row["many"])
 
 
-def _check_dependencies(report: CheckReport, ds: Dataset, sample, key) -> None:
+def _check_dependencies(report: CheckReport, ds: Dataset, sample, key, max_columns: int) -> None:
     """Warn for each minimal set of released columns that determines a masked column's raw value on the
     sample (`dependencies.find_dependencies`: single columns and combinations, bounded)."""
     from .dependencies import MAX_CANDIDATES, find_dependencies
 
-    search = find_dependencies(ds, sample, key)
+    search = find_dependencies(ds, sample, key, max_size=max_columns)
     for dep in search.found:
         x, y = dep.determinant, dep.masked
         seen = f" (masked values of {_names(dep.masked_parts)})" if dep.masked_parts else ""
