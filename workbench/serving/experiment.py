@@ -2,9 +2,9 @@
 
 `Service` holds one when `--feedback` or `--bandit` is given. It
 - records which arm answered each request (and the shadow that also did) in the outcome store (`outcomes.py`):
-  the request only queues the row; what is queued is handed `FLUSH_S` later, as one transaction, to a single
-  writer thread (group commit: a request costs microseconds, not a SQLite commit, and the commit's page writes
-  run with the GIL released instead of on the event loop). `/feedback` first commits this worker's queue,
+  the request only queues the row; what is queued is committed in one transaction `FLUSH_S` later, on the event
+  loop (group commit: a request costs microseconds, not a SQLite commit; no writer thread, whose GIL contention
+  with the event loop measurably slowed single-client serving). `/feedback` first commits this worker's queue,
   and looks an unknown id up once more `UNKNOWN_RETRY_S` later (another worker's last batch). A killed process
   loses the rows still queued (milliseconds' worth): their feedback is then refused as unknown, while the
   prediction log still has them;
@@ -29,7 +29,6 @@ import bisect
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,7 @@ __all__ = ["Experiment"]
 log = logging.getLogger("workbench.serving.experiment")
 
 CHECKPOINT_S = 5.0  # the WAL is copied into the database file this often, off the event loop
-FLUSH_S = 0.01  # answered rows are committed in one transaction per this window
+FLUSH_S = 0.005  # answered rows are committed in one transaction per this window
 UNKNOWN_RETRY_S = 0.2  # an id unknown here is looked up once more after this (another worker's last batch)
 
 
@@ -79,8 +78,7 @@ class Experiment:
         self._pending_entities: list[tuple[str, str, float]] = []
         self._flush_scheduled = False
         self._checkpointed = time.monotonic()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="workbench-outcomes")  # one: writes stay in order
-        self._last_write = None
+        self._checkpointing = False
         self._init_metrics(metrics)
         self._start()
 
@@ -235,32 +233,32 @@ class Experiment:
         if len(self._sticky) > 100_000:  # a cache, not the truth (the store is)
             self._sticky.clear()
 
-    def flush(self):
-        """Hand what is queued to the writer thread as one transaction (group commit). Returns the write's future
-        (None when nothing was queued); the SQLite work runs with the GIL released, off the event loop."""
+    def flush(self) -> None:
+        """Commit what is queued in one transaction (group commit; on the event loop, no extra thread)."""
         self._flush_scheduled = False
         if not self._pending and not self._pending_entities:
-            return self._last_write
+            return
         rows, entities = self._pending, self._pending_entities
         self._pending, self._pending_entities = [], []
-        self._last_write = self._writer.submit(self._write, rows, entities)
-        return self._last_write
-
-    def _write(self, rows, entities) -> None:
         try:
             self.store.record(rows, entities)
         except Exception:  # a full disk or a broken file: logged, and serving goes on
             log.exception("%d answered rows could not be recorded in the outcome store", len(rows))
         now = time.monotonic()
-        if now - self._checkpointed > CHECKPOINT_S:
-            self._checkpointed = now
-            self._checkpoint()
+        if now - self._checkpointed > CHECKPOINT_S and not self._checkpointing:
+            self._checkpointed, self._checkpointing = now, True
+            try:
+                asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+            except RuntimeError:  # no running loop (closing): checkpoint here
+                self._checkpoint()
 
     def _checkpoint(self) -> None:
         try:
             self.store.checkpoint()
         except Exception:
             log.exception("The outcome store could not be checkpointed")
+        finally:
+            self._checkpointing = False
 
     def _store_outcomes(self, items) -> list[dict]:
         problems = self.store.add_outcomes(items, "feedback", self.kind)
@@ -272,10 +270,8 @@ class Experiment:
     # ---- /feedback --------------------------------------------------------------------------------------------
     async def feedback(self, body: bytes, content_type: str | None, limits) -> Response:
         items = parse_feedback(body, content_type, limits, self.kind)
+        self.flush()  # this worker's answered rows are in the store before their ids are checked
         loop = asyncio.get_running_loop()
-        written = self.flush()  # this worker's answered rows are in the store before their ids are checked
-        if written is not None:
-            await asyncio.wrap_future(written)
         problems = await loop.run_in_executor(None, self._store_outcomes, items)
         if problems:
             raise rejection(problems)
@@ -352,5 +348,4 @@ class Experiment:
     def close(self) -> None:
         """Write what is queued, close the store."""
         self.flush()
-        self._writer.shutdown(wait=True)
         self.store.close()
