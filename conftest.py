@@ -7,7 +7,10 @@ import pytest
 # Tests long enough to deserve a worker of their own: each node id starting with one of these is its own unit
 # (each parameter separately), so the two long runs of every notebook do not queue behind each other on one
 # worker. Their module fixtures are built again on the worker that runs them.
-OWN_UNIT = ("tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[",)
+OWN_UNIT = (
+    "tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[",
+    "tests/test_data_catalog.py::test_data_check_finds_the_leak_in_the_old_catalog_and_passes_the_shipped_one",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
