@@ -91,7 +91,11 @@ def records(raw: pd.DataFrame) -> list[dict]:
 
 
 def expected_scores(raw: pd.DataFrame, model_uri: str, spec, settings, spark) -> np.ndarray:
-    """What pyfunc.predict says for these raw rows, decorated with lookups read through Spark."""
+    """What pyfunc.predict says for these raw rows, decorated with lookups read through Spark.
+
+    MLflow's registry URI is process-wide and other tests in this worker point it at their own stores,
+    so point it at `settings`' store before resolving `models:/...`."""
+    registry.configure(settings)
     model = mlflow.pyfunc.load_model(model_uri)
     X = spec.prepare(raw, spec.decorator(settings, spark))
     return np.asarray(model.predict(X))[:, 1]
