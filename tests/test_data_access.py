@@ -9,6 +9,7 @@ import os
 import pwd
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import yaml
@@ -223,6 +224,14 @@ def _production_reads_published_views(base, spark, start):
     assert masked.count() == 3322 and masked.where(f"tailnum = '{pseudonym}'").count() == 1
     jfk = load("weather", columns=["origin"], settings=start(prod, "jfk-operations"), spark=spark)
     assert {r.origin for r in jfk.distinct().collect()} == {"JFK"}
+    # a second service on the same lake with an audit log of its own (its record numbers start again): each read
+    # still gets a folder of its own, and the first reader's folder is left alone
+    fresh = start(prod.with_overrides(audit_dir=str(prod.path("audit_dir").parent / "audit-second")), "data-scientists")
+    first_seq = int(Path(masked.inputFiles()[0].removeprefix("file:")).parent.name.split("-")[0])
+    for _ in range(first_seq + 1):  # so one of these reads has the first read's record number
+        again = load("planes", settings=fresh, spark=spark)
+    assert again.count() == 3322
+    assert not set(again.inputFiles()) & set(masked.inputFiles()) and masked.count() == 3322
 
 
 def test_browser_widget_shows_levels_and_masks(base):

@@ -6,7 +6,7 @@ Layout (docs/how-to/data-governance.md gives the same on HDFS):
     <lake>/raw/<dataset>/                        service account + groups with `full`   (dirs 0750, files 0640)
     <governed>/<dataset>/masked/v<time>-<id>/    folders: service account only (0700); files: + groups with `masked`
     <governed>/<dataset>/filtered-<group>/v.../  the same, files: + that group (its level, its row filter)
-    <reads>/<user>/<seq>/                        vended per allowed read by the governance service: hard links
+    <reads>/<user>/<seq>-<random>/               vended per allowed read by the governance service: hard links
                                                  to the view's files, folders readable by that user alone
     <audit>/                                     service account, mode 0700 (only the governance service writes it)
 

@@ -5,7 +5,9 @@ account alone (0700); its files stay readable by the groups the view is for, but
 traverse leads to them. For each read it allows, the governance service (running as that account)
 makes a folder of its own
 
-    <reads>/<user>/<seq>/        seq: the audit record of the decision (the grant it names)
+    <reads>/<user>/<seq>-<token>/   seq: the audit record of the decision (the grant it names);
+                                    token: random, so a folder is never shared or reused (two services
+                                    on one lake, or an audit log started afresh, count seq again)
 
 holding hard links to the newest version's files (sub-folders such as partitions re-created), and
 answers with its URI. `<reads>` is 0711, `<reads>/<user>` and every folder below it belong to the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import shutil
 import stat
 import threading
@@ -64,13 +67,24 @@ class ReadVendor:
             return None
         if time.time() - self._last_sweep >= SWEEP_EVERY:
             self.sweep()
-        target = self._user_folder(user, uid) / str(int(seq))
+        target = self._new_folder(self._user_folder(user, uid), int(seq))
         try:
             self._copy_tree(storage.local_path(source), target, uid)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
         return target.as_uri()
+
+    @staticmethod
+    def _new_folder(parent: Path, seq: int) -> Path:
+        """A folder made here and now for one read (never one that existed before: mkdir is the test)."""
+        while True:
+            target = parent / f"{seq}-{secrets.token_hex(4)}"
+            try:
+                target.mkdir(mode=FOLDER_MODE)
+                return target
+            except FileExistsError:
+                continue
 
     def sweep(self, now: float | None = None) -> list[Path]:
         """Remove vended folders older than the TTL; returns what was removed."""
@@ -116,8 +130,8 @@ class ReadVendor:
             _let_in(path, uid)
 
     def _copy_tree(self, source: Path, target: Path, uid: int) -> None:
-        """`target` mirrors `source`: the same folders (this account's, `uid` let in), hard links to its files."""
-        target.mkdir(mode=FOLDER_MODE)
+        """`target` (new, empty) mirrors `source`: the same folders (this account's, `uid` let in), hard links to
+        its files."""
         for folder, dirs, files in os.walk(source):
             rel = Path(folder).relative_to(source)
             into = target / rel
