@@ -223,7 +223,8 @@ def test_spark_jobs_per_call_are_bounded_and_do_not_grow_with_the_features(spark
             for binning in ("quantile", "sturges")
         }
         for binning in ("quantile", "sturges"):
-            assert counts[(3, binning)] == counts[(15, binning)] <= 8, counts
+            # sturges: one more aggregation (two jobs with adaptive execution) counts the few-valued columns exactly
+            assert counts[(3, binning)] == counts[(15, binning)] <= 9, counts
             for f in few:  # the same statistics for a feature, whatever else is computed with it
                 assert reports[(3, binning)].feature(f).psi == pytest.approx(reports[(15, binning)].feature(f).psi)
         assert reports[(15, "quantile")].drifted == ["x0"]

@@ -99,16 +99,29 @@ def reference_edges(
             F.min(x).alias(f"lo{i}"),
             F.max(x).alias(f"hi{i}"),
             F.count(x).alias(f"nb{i}"),
-            F.approx_count_distinct(rx, 0.01).alias(f"d{i}"),
+            # a 5% sketch: at 1% the sketches cost seconds per column even on small windows; counts near the
+            # line between binned and counted by value are made exact below
+            F.approx_count_distinct(rx, 0.05).alias(f"d{i}"),
         ]
     first = ref.unionByName(cur).agg(*aggs).first()
     if not first["__ref_rows"]:
         raise DriftError("the reference window has no rows: check its filter (reference_where).")
+    distinct = {i: first[f"d{i}"] for i in range(len(numerical))}
+    near = [i for i, d in distinct.items() if d <= 2 * EVIDENTLY_DISCRETE_MAX]
+    if near:  # few values: an exact count is cheap, and decides as Evidently's exact count does
+        exact = ref.agg(
+            *[
+                F.countDistinct(F.when(~F.isnan(x), x)).alias(f"d{i}")
+                for i in near
+                for x in [F.col(numerical[i]).cast("double")]
+            ]
+        ).collect()[0]  # one job (first() may take two over the shuffle's partitions)
+        distinct |= {i: exact[f"d{i}"] for i in near}
     for i, c in enumerate(numerical):
         edges.std[c] = float(first[f"s{i}"] or 0.0)
         if not first[f"n{i}"]:
             raise DriftError(f"feature '{c}' has no values in the reference window.")
-        if first[f"d{i}"] > EVIDENTLY_DISCRETE_MAX:
+        if distinct[i] > EVIDENTLY_DISCRETE_MAX:
             edges.fine[c] = edges.coarse[c] = sturges_edges(
                 float(first[f"lo{i}"]), float(first[f"hi{i}"]), int(first[f"nb{i}"])
             )
