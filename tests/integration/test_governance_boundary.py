@@ -280,9 +280,9 @@ def test_files_enforce_what_the_data_api_promises(world):
     assert (world["sci"], "planes_partial", "full", "denied", "filesystem refused") in seen
     assert all(r["source"] in ("os-account", "service") and r["writer"] == "governance-service" for r in records)
     assert verify(world["settings"]).ok
-    # each vended folder is named by the seq of the audited decision it serves
+    # each vended folder is named by the seq of the audited decision it serves (then a random part)
     by_seq = {r["seq"]: r for r in records}
-    mine = by_seq[int(vended.rsplit("/", 1)[1])]
+    mine = by_seq[int(vended.rsplit("/", 1)[1].split("-")[0])]
     assert (mine["user"], mine["dataset"], mine["level"], mine["outcome"], mine["purpose"]) == (
         world["sci"],
         "planes",
@@ -290,7 +290,9 @@ def test_files_enforce_what_the_data_api_promises(world):
         "allowed",
         "boundary test",
     )
-    assert by_seq[other["seq"]]["user"] == world["sci2"] and other["location"].endswith(f"/{other['seq']}")
+    assert by_seq[other["seq"]]["user"] == world["sci2"] and other["location"].rsplit("/", 1)[1].startswith(
+        f"{other['seq']}-"
+    )
 
     # expiry: the service sweeps folders older than governed_read_ttl_hours; the view's files stay
     folders = [local_path(vended), local_path(other["location"])]

@@ -132,6 +132,7 @@ def daemon_env(tmp_path, repo_settings):
         SPARK_LOG_DIR=str(tmp_path / "logs"),
         SPARK_PID_DIR=str(tmp_path / "pids"),
         SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_DAEMON_JAVA_OPTS=os.environ.get("SPARK_SUBMIT_OPTS", ""),  # the flags of the tests' JVMs (conftest.py)
         SPARK_WORKER_DIR=str(tmp_path / "work"),
         PYSPARK_PYTHON=sys.executable,
     )
@@ -158,7 +159,8 @@ def test_governed_load_and_explain_spark_spread_over_two_workers(daemon_env, tra
             WORKBENCH_SPARK_MASTER=master,
             WORKBENCH_SPARK_EXECUTOR_MEMORY="512m",
             # small input splits, so a month of flights is several tasks to spread
-            WORKBENCH_SPARK_CONF="spark.sql.files.maxPartitionBytes=1m,spark.locality.wait=0s",
+            WORKBENCH_SPARK_CONF="spark.sql.files.maxPartitionBytes=1m,spark.locality.wait=0s,"
+            f"spark.executor.extraJavaOptions={os.environ.get('SPARK_SUBMIT_OPTS', '')}",
             WORKBENCH_AUDIT_DIR=str(tmp_path / "audit"),
             WORKBENCH_MLFLOW_TRACKING_URI=mlflow_settings.mlflow_tracking_uri,
             WORKBENCH_MLFLOW_ARTIFACTS=mlflow_settings.mlflow_artifacts,
