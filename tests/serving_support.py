@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import registry
+from workbench.estimators import build_pipeline
 from workbench.model_contract import METADATA_KEY
-from workbench.training import build_pipeline
 
 UNSEEN_CARRIER = "Q9"  # a carrier code no training row has
 SERVING_MODEL = "flights-late-serving"

@@ -18,8 +18,8 @@ import pytest
 
 from workbench import explain
 from workbench.errors import ExplainError
+from workbench.estimators import build_pipeline
 from workbench.model_contract import ModelSpec
-from workbench.training import build_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "03_explain.ipynb"

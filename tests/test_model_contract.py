@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 
 from workbench import model_contract, registry
 from workbench.errors import RegistryError, ServingError
+from workbench.estimators import build_pipeline
 from workbench.model_contract import METADATA_KEY, ModelSpec
-from workbench.training import build_pipeline
 from workbench.validation import infer_schema
 
 SPEC = ModelSpec(

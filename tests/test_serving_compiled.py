@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workbench.estimators import build_pipeline
 from workbench.features import model_frame
 from workbench.serving.compiled import NotCompilable, compile_pipeline
-from workbench.training import build_pipeline
 
 NUMERIC = ["a", "b", "c"]
 CATEGORICAL = ["k", "m"]

@@ -41,7 +41,7 @@ def models():
     from lightgbm import LGBMClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from workbench.training import build_pipeline
+    from workbench.estimators import build_pipeline
 
     lgbm = loaded(build_pipeline(NUMERIC, CATEGORICAL, LGBMClassifier(n_estimators=10, verbose=-1, n_jobs=1)), 1)
     logistic = loaded(build_pipeline(NUMERIC, CATEGORICAL, LogisticRegression(max_iter=200)), 2)

@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench import features
+from workbench.estimators import build_pipeline
+from workbench.model_contract import ModelSpec
 from workbench.serving.fastpath import attach
 from workbench.serving.model import Domain, LoadedModel
 from workbench.serving.options import ServeOptions
 from workbench.serving.predlog import PredictionLog
 from workbench.serving.service import Service
-from workbench.training import ModelSpec, build_pipeline
 
 from .serving_support import LoopThread
 from .test_serving_compiled import CATEGORICAL, NUMERIC, data
