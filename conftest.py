@@ -15,10 +15,7 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSeri
 # Tests long enough to deserve a worker of their own: each node id starting with one of these is its own unit
 # (each parameter separately), so the two long runs of every notebook do not queue behind each other on one
 # worker. Their module fixtures are built again on the worker that runs them.
-OWN_UNIT = (
-    "tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[",
-    "tests/test_data_catalog.py::test_data_check_finds_the_leak_in_the_old_catalog_and_passes_the_shipped_one",
-)
+OWN_UNIT = ("tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[",)
 
 
 # Units in the order they start, longest first (a unit is a file, the notebooks, or an OWN_UNIT test; about the
@@ -40,7 +37,6 @@ LONG_FIRST = (
     "tests/test_explain.py",
     "tests/integration/test_serving_bandit.py",
     "tests/integration/test_hub.py",
-    "tests/test_data_catalog.py",
 )
 
 
