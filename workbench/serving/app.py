@@ -7,7 +7,8 @@ bodies include the offending `input`). We also need the raw body (size limit whi
 415/400/413 codes). What remains of FastAPI would be a layer of dependency injection and validation
 per request that we would not use but would pay for on every call; Starlette is the part we use
 (routing, lifespan, requests/responses), and the OpenAPI document is generated from the live model
-contract instead (`openapi.py`). uvicorn runs it with uvloop and httptools when installed.
+contract instead (`openapi.py`). uvicorn runs it with uvloop and httptools when installed. The two prediction
+routes skip even Starlette's request/response layer (`PredictRoutes`, the hot path); the others go through it.
 
 Routes: POST /predict, POST /invocations (MLflow-compatible), POST /feedback (outcomes, with --feedback or
 --bandit), GET /healthz, /readyz, /metrics,
