@@ -89,6 +89,7 @@ class MicroBatcher:
         self._pending_rows = 0
         self._wakeup: asyncio.Event | None = None
         self._full: asyncio.Event | None = None
+        self._full_waiter: asyncio.Future | None = None  # the consumer waiting for a full batch or its window
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -125,6 +126,9 @@ class MicroBatcher:
         self._wakeup.set()
         if self._pending_rows >= self._expected:
             self._full.set()
+            waiter = self._full_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         return True
 
     async def close(self, timeout: float = 30.0) -> None:
@@ -166,11 +170,15 @@ class MicroBatcher:
                 # the window opens when the oldest job arrived or the last batch ended, whichever is later:
                 # clients answered by that batch get a chance to join the next one
                 left = max(self._pending[0].enqueued, self._last_done) + self.max_wait - loop.time()
-                if left > 0:
+                if left > 0 and not self._full.is_set():
+                    # a future and a timer, not asyncio.wait_for (a task per batch, on the event loop)
+                    waiter = self._full_waiter = loop.create_future()
+                    timer = loop.call_later(left, _resolve, waiter)
                     try:
-                        await asyncio.wait_for(self._full.wait(), left)
-                    except TimeoutError:
-                        pass
+                        await waiter
+                    finally:
+                        timer.cancel()
+                        self._full_waiter = None
             batch = self._take()
             if not batch:
                 continue
@@ -197,3 +205,8 @@ class MicroBatcher:
                     job.future.set_exception(error)
                 elif result is not None:
                     job.future.set_result(result)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -362,6 +362,7 @@ class Lanes:
         _, seq = self.predlog.append_columns(fixed, cols, types, len(rows_idx))
         for j in {owner[i] for i in rows_idx}:
             works[j].log_seq = max(works[j].log_seq, seq)
+        self.metrics.sync_predlog(self.predlog)  # once per batch, in the lane's thread (not per request on the loop)
 
     def _to_shadow(self, jobs, owner, answers, raw: RawBatch, decorated: dict, answered_rows) -> None:
         """Queue the answered rows for the shadow (off the response path; dropped, and counted, if it lags)."""

@@ -7,6 +7,7 @@ figures there; `/metrics` then sums the workers (prometheus_client's multiproces
 from __future__ import annotations
 
 import os
+import threading
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -119,6 +120,7 @@ class Metrics:
         )
         self._shadow_counts = [0, 0]
         self._predlog_dropped_seen = 0
+        self._sync_lock = threading.Lock()
 
     def shadow(self, compared: int, disagreed: int) -> None:
         self.shadow_compared.inc(compared)
@@ -129,12 +131,14 @@ class Metrics:
             self.shadow_rate.set(self._shadow_counts[1] / self._shadow_counts[0])
 
     def sync_predlog(self, plog) -> None:
+        """Copy the log's counters into the metrics (after each batch, in its lane, and on /metrics)."""
         if plog is None:
             return
-        new = plog.dropped_rows - self._predlog_dropped_seen
-        if new > 0:
-            self.predlog_dropped.inc(new)
-            self._predlog_dropped_seen += new
+        with self._sync_lock:  # lanes and /metrics both call it: count each dropped row once
+            new = plog.dropped_rows - self._predlog_dropped_seen
+            if new > 0:
+                self.predlog_dropped.inc(new)
+                self._predlog_dropped_seen += new
         self.predlog_queue.set(plog.queued_rows)
         self.predlog_files.set(plog.files_written)
         self.predlog_syncs.set(plog.wal.syncs)

@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..bandit import ArmStats
 from ..config import Settings
@@ -61,9 +61,10 @@ CREATE TABLE IF NOT EXISTS allocations (ts REAL NOT NULL, outcomes INTEGER NOT N
 """
 
 
-@dataclass(frozen=True)
-class Assignment:
-    """One answered row: its request id, entity, the arm (variant) that answered, the shadow that also did."""
+class Assignment(NamedTuple):
+    """One answered row: its request id, entity, the arm (variant) that answered, the shadow that also did.
+
+    A named tuple, not a frozen dataclass: one is built per answered row on the event loop (4x cheaper)."""
 
     request_id: str
     entity_id: str | None

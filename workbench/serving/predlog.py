@@ -118,7 +118,7 @@ class PredictionLog:
         self.block_timeout = block_timeout
         self.durability = durability
         self.wal = WriteAheadLog(self.folder, sync=durability == "ack")
-        self._waiters: list = []  # (seq, loop, future) of requests waiting for their rows to be synced
+        self._waiters: dict = {}  # (seq, loop) -> futures of the requests waiting for record `seq` to be synced
         self._waiters_lock = threading.Lock()
         self.wal.on_synced(self._wake)
         self._queued = 0  # rows submitted and not yet rolled into parquet
@@ -192,20 +192,22 @@ class PredictionLog:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
         with self._waiters_lock:
             if self.wal.synced >= seq:
                 return
-            self._waiters.append((seq, loop, future))
+            future = loop.create_future()
+            self._waiters.setdefault((seq, loop), []).append(future)
         await future
 
     def _wake(self, synced: int) -> None:
+        """After a sync: one wake-up per event loop for all the records it covers (not one per request)."""
+        by_loop: dict = {}
         with self._waiters_lock:
-            ready = [w for w in self._waiters if w[0] <= synced]
-            self._waiters = [w for w in self._waiters if w[0] > synced]
-        for _, loop, future in ready:
+            for key in [k for k in self._waiters if k[0] <= synced]:
+                by_loop.setdefault(key[1], []).extend(self._waiters.pop(key))
+        for loop, futures in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_resolve, futures)
             except RuntimeError:  # that loop is closed: nobody waits any more
                 pass
 
@@ -416,9 +418,10 @@ class PredictionLog:
         return sorted(self.folder.glob("date=*/part-*.parquet"))
 
 
-def _resolve(future) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 # ---- the record format: one micro-batch's rows as columns, JSON (orjson) -------------------------------------

@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +141,7 @@ class Service(Lanes):
             on_batch=lambda j, r: self.metrics.batch_rows.labels("shadow").observe(r),
         )
         self.watcher = None
+        self._request_metrics: dict[tuple[str, int], tuple] = {}
 
     def _breaker(self, clock) -> CircuitBreaker:
         return CircuitBreaker(self.options.breaker_failures, self.options.breaker_cooldown, clock)
@@ -272,7 +273,7 @@ class Service(Lanes):
                     "NOT_READY", f"Not ready: {self.not_ready_reason}. Retry when /readyz answers 200."
                 )
             fmt, records = parse_payload(body, content_type, self.options.limits)
-            base_id = request_id if request_id and ID_RE.fullmatch(request_id) else uuid.uuid4().hex[:20]
+            base_id = request_id if request_id and ID_RE.fullmatch(request_id) else new_request_id()
             rows, rids, eids, warnings = self.contract.validate(records, base_id)
             available = {n for n, v in self.variants.items() if v.model is not None}
             route = self.router.route
@@ -294,9 +295,20 @@ class Service(Lanes):
             response = Response(
                 error_body("INTERNAL_ERROR", "An internal error occurred; it is logged on the server."), 500
             )
-        self.metrics.requests.labels(endpoint, str(response.status)).inc()
-        self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - t0)
+        self._count(endpoint, response.status, time.perf_counter() - t0)
         return response
+
+    def _count(self, endpoint: str, status: int, seconds: float) -> None:
+        """The request counter and latency of one answer (their labelled children looked up once, not per call)."""
+        key = (endpoint, status)
+        children = self._request_metrics.get(key)
+        if children is None:
+            children = self._request_metrics[key] = (
+                self.metrics.requests.labels(endpoint, str(status)),
+                self.metrics.request_latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def _answer(self, work: Work) -> list[Answer]:
         n = len(work.rows)
@@ -312,7 +324,6 @@ class Service(Lanes):
             await self._fallback(work, answers, need, [reasons[i] or "error" for i in need])
         if self.predlog is not None:
             await self.predlog.durable(work.log_seq)  # acknowledged means logged (predlog_durability = ack)
-        self.metrics.sync_predlog(self.predlog)
         return answers
 
     async def _submit(self, lane: MicroBatcher, work: Work, budget: float):
@@ -511,6 +522,16 @@ def settle_heap(release: bool = False) -> None:
         gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def new_request_id() -> str:
+    """A request id for a request that brought none: 12 hex digits of the clock in milliseconds, then 64 random bits.
+
+    Time-ordered, so the outcome store's primary-key index (`outcomes.py`) grows at its right edge instead of at a
+    random page for every answered row (a random key cost about 10 us of SQLite per row, on the event loop, under
+    `--bandit`); the random part keeps ids unguessable (a client cannot reward another's predictions) and unique
+    across workers."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
 
 
 def _expire(job: Job) -> None:
