@@ -9,6 +9,7 @@ layout.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PREDICTION_LOG_COLUMNS", "load_prediction_log", "log_model_name"]
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_version", "variant", "timestamp")
 
 
@@ -64,15 +66,16 @@ def load_prediction_log(
         )
     first, last = _date_range(dates)
     days = sorted(d for d in storage.list_dir(folder, spark) if d.startswith("date="))
-    chosen = [d for d in days if (not first or d[5:] >= first) and (not last or d[5:] <= last)]
-    if not chosen:
-        held = f"{days[0][5:]} to {days[-1][5:]}" if days else "no day yet"
+    dated = [d for d in days if _DAY.fullmatch(d[5:])]  # a row without a timestamp lands in date=unknown
+    chosen = [d for d in dated if (not first or d[5:] >= first) and (not last or d[5:] <= last)]
+    if not chosen and (first or last or not days):
+        held = f"{dated[0][5:]} to {dated[-1][5:]}" if dated else "no day yet"
         raise DriftError(
             f"The prediction log of model '{name}' has no day between {first or 'its first'} and {last or 'its last'} "
             f"(it holds {held}). Choose dates the model served on."
         )
     reader = spark.read.option("basePath", folder)
-    df = reader.parquet(*[f"{folder}/{d}" for d in chosen]) if dates else reader.parquet(folder)
+    df = reader.parquet(*[f"{folder}/{d}" for d in chosen]) if first or last else reader.parquet(folder)
     missing = [c for c in PREDICTION_LOG_COLUMNS if c not in df.columns]
     if missing:
         raise DriftError(
