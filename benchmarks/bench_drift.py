@@ -13,6 +13,10 @@ would not fit in half of the memory available, and the output says so.
     python benchmarks/bench_drift.py                       # 1M and 10M rows
     python benchmarks/bench_drift.py --sizes 1M,10M,30M
     python benchmarks/bench_drift.py --quick               # 300k rows
+    python benchmarks/bench_drift.py --histograms arrow,case,vector --skip-evidently   # issue 19's JVM experiment
+
+`--histograms` times `compute_drift` once per histogram engine: `arrow` is the library's (one `mapInArrow`
+pass); `case` and `vector` compute the same table in the JVM (`benchmarks/drift_jvm.py`).
 """
 
 from __future__ import annotations
@@ -136,6 +140,14 @@ def child_spark(path: str, mode: str) -> dict:
         row = df.agg(*[F.sum(c) for c in NUMERICAL], *[F.count(c) for c in CATEGORICAL], F.count(F.lit(1))).first()
         out = {"rows": row[-1]}
     else:
+        engine = mode.partition(":")[2] or "arrow"
+        if engine != "arrow":  # the experiment: the same table from the JVM (benchmarks/drift_jvm.py)
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from drift_jvm import ENGINES
+
+            from workbench.drift import stats
+
+            stats.histogram_table = ENGINES[engine]
         report = drift.compute_drift(ref, cur, FEATURES)
         out = {"rows": report.reference_rows + report.current_rows, "drifted": report.drifted}
     out["seconds"] = time.perf_counter() - start
@@ -185,6 +197,9 @@ def main() -> None:
         help="where the scaled parquet is written (kept for re-runs; removed with --clean)",
     )
     parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument(
+        "--histograms", default="arrow", help="histogram engines to time, comma-separated: arrow, case, vector"
+    )
     parser.add_argument("--clean", action="store_true", help="delete the generated data at the end")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -220,7 +235,9 @@ def main() -> None:
             if "error" in gen:
                 sys.exit(f"could not generate {label(n)} rows: {gen['error']}")
         floor = run_child("spark", path, "scan")
-        ours = run_child("spark", path, "drift")
+        engines = [e.strip() for e in args.histograms.split(",") if e.strip()]
+        timed = {e: run_child("spark", path, f"drift:{e}") for e in engines}
+        ours = timed[engines[0]]
         peer: dict = {"skipped": "--skip-evidently"} if args.skip_evidently else {}
         if not peer:
             available = psutil.virtual_memory().available
@@ -235,6 +252,12 @@ def main() -> None:
                     evidently_per_row = peer["driver_rss"] / n
         rows_out.append((n, floor, ours, peer))
         report_size(n, floor, ours, peer)
+        for e in engines[1:]:
+            r = timed[e]
+            took = f"{r['seconds']:.1f} s ({r['seconds'] / floor['seconds']:.2f}x the scan)" if "seconds" in r else r
+            print(
+                f"  histograms '{e}' instead of '{engines[0]}': workbench.drift {took}; drifted {', '.join(r.get('drifted', []))}"
+            )
     if args.clean:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

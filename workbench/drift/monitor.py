@@ -6,8 +6,11 @@ adds the label (`spec.target > spec.label_threshold`) and scores them on Spark
 (`workbench.model_contract.score_spark`). With `predictions=True` the current window is the serving
 wrapper's prediction log instead, joined to labels that arrived later.
 
-The prediction log (written by the serving wrapper under the `predictions_dir` setting, parquet) has
-the columns PREDICTION_LOG_COLUMNS, plus the model's input columns:
+The prediction log (written by the serving wrapper, `workbench.serving.predlog`, as parquet under
+`<predictions_dir>/<model>/date=YYYY-MM-DD/`) is read per model and for a range of serving days
+(`load_prediction_log`: only those days' folders are listed to Spark, only the compared columns read). It has
+the columns PREDICTION_LOG_COLUMNS, plus `date` (the partition), `shadow` (rows scored by a shadow model,
+left out by default) and the model's input columns:
 
     request_id     string     one per request
     entity_id      string     what was scored; equals `entity_key` evaluated on the dataset's rows
@@ -36,6 +39,7 @@ from ..config import Settings, load_settings
 from ..errors import DriftError
 from ..reports.artifacts import show_html  # Evidently's HTML, shown from the run's folder
 from ..runs.layout import RUN_DIR_ENV, artifact_dir  # the job runner names the run's folder in RUN_DIR_ENV
+from .prediction_log import PREDICTION_LOG_COLUMNS, load_prediction_log
 from .report import Thresholds
 from .stats import split_features
 
@@ -64,7 +68,6 @@ __all__ = [
     "show_html",
 ]
 
-PREDICTION_LOG_COLUMNS = ("request_id", "entity_id", "prediction", "model_version", "variant", "timestamp")
 LABEL = "label"
 PREDICTION = "prediction"
 PURPOSE = "drift monitoring"
@@ -113,6 +116,8 @@ def load_windows(
     categorical: Sequence[str] | None = None,
     settings: Settings | None = None,
     spark=None,
+    prediction_dates: str | Sequence[str | None] | None = None,
+    prediction_model: str | None = None,
 ) -> Windows:
     """The two windows to compare.
 
@@ -125,10 +130,14 @@ def load_windows(
     categorical: numeric columns to treat as categories. dataset "" means the catalog's default_dataset;
     a window None or "" means the dataset's `windows: reference` / `windows: current` role (an error
     naming the parameter without one; with `predictions`, an unset current_where takes the whole log).
+    prediction_dates (with `predictions`): the serving days of the log to read, "YYYY-MM-DD" or [first, last]
+    (UTC, inclusive; `load_prediction_log`); other days' files are never opened, and only the compared columns
+    (and the model's raw inputs, for explanation drift) are read. prediction_model: whose log (default: the
+    `model`'s name, else the `model_name` setting, else `<dataset>-<target name>`).
     """
     from ..data import load
     from ..spark import get_spark
-    from ..task import resolve_dataset, window
+    from ..task import default_model_name, resolve_dataset, window
 
     settings = settings or load_settings()
     dataset = resolve_dataset(dataset, settings, DriftError)
@@ -152,7 +161,17 @@ def load_windows(
 
     reference = load(dataset, where=reference_where or None, purpose=PURPOSE, settings=settings, spark=spark)
     if predictions:
-        current = load_prediction_log(settings, where=current_where, spark=spark)
+        logged = bool(model) and model.startswith("models:/") and model[8:].lstrip("/").startswith("m-")
+        name = prediction_model or (
+            model if model and not logged else default_model_name(dataset, settings, DriftError)
+        )
+        log_columns = list(dict.fromkeys([*wanted, *(spec.raw_columns if spec else [])]))
+        current = load_prediction_log(settings, where=current_where, spark=spark, model=name, dates=prediction_dates)
+        _require_columns(wanted, current, "the prediction log")
+        fixed = [*PREDICTION_LOG_COLUMNS, "date"]
+        current = current.select(
+            *[c for c in current.columns if c in fixed or c in log_columns]
+        )  # the rest is never read
     else:
         current = load(dataset, where=current_where or None, purpose=PURPOSE, settings=settings, spark=spark)
 
@@ -187,16 +206,17 @@ def load_windows(
     elif predictions:
         windows.prediction = PREDICTION if PREDICTION in current.columns else None
 
-    missing = [c for c in wanted if c not in windows.current.columns]
-    if missing:
-        where = "the prediction log" if predictions else "the current window"
-        raise DriftError(
-            f"feature(s) {', '.join(missing)} not in {where}. Its columns: {', '.join(windows.current.columns)}."
-        )
+    _require_columns(wanted, windows.current, "the prediction log" if predictions else "the current window")
     windows.numerical, windows.categorical = split_features(
         windows.reference, wanted, categorical=[c for c in (categorical or []) if c in wanted]
     )
     return windows
+
+
+def _require_columns(wanted: Sequence[str], df: DataFrame, where: str) -> None:
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise DriftError(f"feature(s) {', '.join(missing)} not in {where}. Its columns: {', '.join(df.columns)}.")
 
 
 def _catalog_columns(dataset: str, settings: Settings) -> list[str]:
@@ -219,29 +239,6 @@ def entity_key_of(dataset: str, settings: Settings | None = None) -> str:
     if not columns:
         return ""
     return columns[0] if len(columns) == 1 else "concat_ws('-', " + ", ".join(columns) + ")"
-
-
-def load_prediction_log(settings: Settings | None = None, where: str | None = None, spark=None) -> DataFrame:
-    """The serving wrapper's prediction log (parquet under the `predictions_dir` setting), optionally filtered."""
-    from .. import storage
-    from ..spark import get_spark
-
-    settings = settings or load_settings()
-    spark = spark or get_spark(settings=settings)
-    uri = settings.predictions_uri
-    if not storage.exists(uri, spark):
-        raise DriftError(
-            "There is no prediction log yet at the location of the predictions_dir setting. The serving wrapper "
-            "writes it while it answers requests; until then monitor the dataset (predictions = False)."
-        )
-    df = spark.read.parquet(uri)
-    missing = [c for c in PREDICTION_LOG_COLUMNS if c not in df.columns]
-    if missing:
-        raise DriftError(
-            f"The prediction log has no column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_LOG_COLUMNS)} "
-            "plus the model's input columns."
-        )
-    return df.where(where) if where else df
 
 
 def join_labels(
