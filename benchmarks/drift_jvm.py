@@ -134,6 +134,7 @@ def _fold(rows: list[dict], top_k: int) -> pd.DataFrame:
     by_key = by_key[by_key["f"].isin(table.loc[table["v"].notna(), "f"].unique())]
     if len(by_key):
         tot = by_key.groupby(["f", "b", "v"], dropna=False)["n"].sum().reset_index()
+        tot = tot[tot["v"].notna()]  # the missing count takes no place among the top_k (as histogram_table)
         tot["bk"] = tot["b"].fillna(-(10**9))  # nulls first
         tot = tot.sort_values(["f", "n", "bk", "v"], ascending=[True, False, True, True], na_position="first")
         tot["rk"] = tot.groupby("f").cumcount() + 1

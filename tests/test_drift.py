@@ -106,6 +106,11 @@ def test_categorical_chi_square_and_top_k(spark):
     hist = folded.histograms["c"]
     assert folded.feature("c").bins == 3 and list(hist["label"]) == ["a", "b", drift.OTHER]
     assert hist.loc[hist["label"] == drift.OTHER, "current"].item() == pytest.approx((moved["c"] >= "c").mean())
+    # missing values, however many, are counted apart and take none of the top_k places
+    holes = moved.assign(c=moved["c"].where(rng.random(len(moved)) > 0.6))
+    with_nulls = drift.compute_drift(ref_df, spark.createDataFrame(holes), ["c"], top_k=2)
+    assert list(with_nulls.histograms["c"]["label"]) == ["a", "b", drift.OTHER]
+    assert with_nulls.feature("c").current_missing == pytest.approx(holes["c"].isna().mean())
 
 
 def test_vectorised_bins_equal_bin_index_on_awkward_values():

@@ -229,14 +229,19 @@ WINDOWS = {
 
 
 @pytest.mark.parametrize("dataset", sorted(WINDOWS))
-def test_every_notebook_runs_on_the_dataset_and_its_windows_alone(settings, dataset):
+def test_every_notebook_runs_on_the_dataset_and_its_windows_alone(settings, dataset, tmp_path):
     from workbench.jobs import run_notebook
+
+    # an MLflow store of its own: the module's other tests register models of the same names
+    settings = settings.with_overrides(
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", mlflow_artifacts=str(tmp_path / "mlartifacts")
+    )
 
     def given(*names):
         return {"dataset": dataset, **{n: WINDOWS[dataset][n] for n in names if n in WINDOWS[dataset]}}
 
     runs = [
-        ("01_explore", given()),
+        *([("01_explore", given())] if dataset == "weather" else []),  # the one notebook without a task: once is enough
         ("02_train", given("train_where")),
         ("05_evaluate", given("eval_where")),
         ("03_explain", given("where")),

@@ -160,8 +160,11 @@ def histogram_table(
         F.min("lo").alias("lo"),
         F.max("hi").alias("hi"),
     )
-    # categories beyond the top_k of a feature (by count over both windows) fold into OTHER, in Spark
-    rank = F.dense_rank().over(Window.partitionBy("f").orderBy(F.desc("tot"), F.asc_nulls_first("b"), F.asc("v")))
+    # categories beyond the top_k of a feature (by count over both windows) fold into OTHER, in Spark; rows
+    # without a value (a feature's missing count, its bins) rank after every category and take no place
+    rank = F.dense_rank().over(
+        Window.partitionBy("f").orderBy(F.col("v").isNull(), F.desc("tot"), F.asc_nulls_first("b"), F.asc("v"))
+    )
     folded = (
         merged.withColumn("tot", F.sum("n").over(Window.partitionBy("f", "b", "v")))
         .withColumn("rk", rank)
