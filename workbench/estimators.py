@@ -18,36 +18,27 @@ __all__ = ["ESTIMATORS", "build_pipeline", "feature_importance"]
 
 
 # ---- estimators, by name (plug-ins by registry) -------------------------------------------------------
+# LightGBM's settings unless `params` says otherwise (the same for both tasks)
+LGBM_DEFAULTS = {
+    "n_estimators": 200,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "n_jobs": 2,
+    "random_state": 42,
+    "verbose": -1,
+}
+
+
 def _lgbm_classifier(params: dict) -> Any:
     from lightgbm import LGBMClassifier
 
-    return LGBMClassifier(
-        **{
-            "n_estimators": 200,
-            "learning_rate": 0.05,
-            "num_leaves": 31,
-            "n_jobs": 2,
-            "random_state": 42,
-            "verbose": -1,
-            **params,
-        }
-    )
+    return LGBMClassifier(**{**LGBM_DEFAULTS, **params})
 
 
 def _lgbm_regressor(params: dict) -> Any:
     from lightgbm import LGBMRegressor
 
-    return LGBMRegressor(
-        **{
-            "n_estimators": 200,
-            "learning_rate": 0.05,
-            "num_leaves": 31,
-            "n_jobs": 2,
-            "random_state": 42,
-            "verbose": -1,
-            **params,
-        }
-    )
+    return LGBMRegressor(**{**LGBM_DEFAULTS, **params})
 
 
 def _logistic(params: dict) -> Any:

@@ -207,28 +207,7 @@ def numeric_drift(
         + ["> " + _fmt(coarse[-1])]
     )
     labels = [lab for lab, k in zip(labels, keep) if k]
-    psi, js = _psi(rc, cc), _jensenshannon(rc, cc)
-    method = thresholds.numerical_method
-    score = {"psi": psi, "jensenshannon": js, "wasserstein": wd}[method]
-    fd = FeatureDrift(
-        name,
-        "numerical",
-        method,
-        score,
-        thresholds.feature[method],
-        thresholds.is_drift(method, score),
-        psi,
-        js,
-        wd,
-        None,
-        int(rn.sum()),
-        int(cn.sum()),
-        0.0,
-        0.0,
-        reference_mean=float(w[0]["s"].sum() / rn.sum()) if rn.sum() else None,
-        current_mean=float(w[1]["s"].sum() / cn.sum()) if cn.sum() else None,
-        bins=int(len(rc)),
-    )
+    fd = _feature_drift(name, "numerical", thresholds, _psi(rc, cc), _jensenshannon(rc, cc), wd, None, w, len(rc))
     hist = pd.DataFrame({"label": labels, "reference": rc / rc.sum(), "current": cc / cc.sum()})
     return fd, hist
 
@@ -249,9 +228,25 @@ def categorical_drift(
         order = np.argsort(values)
         v, r, c = values[order], (rn / rn.sum())[order], (cn / cn.sum())[order]
         wd = float(np.sum(np.abs(np.cumsum(r) - np.cumsum(c))[:-1] * np.diff(v))) / max(std or 0.0, 0.001)
+    fd = _feature_drift(name, kind, thresholds, psi, js, wd, p, w, len(keys))
+    hist = pd.DataFrame({"label": [str(k) for k in keys], "reference": rn / rn.sum(), "current": cn / cn.sum()})
+    return fd, hist
+
+
+def _feature_drift(name: str, kind: str, thresholds: Thresholds, psi, js, wd, p, w, bins: int) -> FeatureDrift:
+    """The FeatureDrift of one feature from its scores (p: chi-square, categorical only) and window arrays `w`:
+    the score of the method its kind is judged by, the verdict, the row counts and, for a numerical feature,
+    each window's mean."""
     method = thresholds.method_for(kind)
     score = {"psi": psi, "jensenshannon": js, "wasserstein": wd, "chisquare": p}[method]
-    fd = FeatureDrift(
+    rn, cn = w[0]["n"], w[1]["n"]
+    means = {}
+    if kind == "numerical":
+        means = {
+            "reference_mean": float(w[0]["s"].sum() / rn.sum()) if rn.sum() else None,
+            "current_mean": float(w[1]["s"].sum() / cn.sum()) if cn.sum() else None,
+        }
+    return FeatureDrift(
         name,
         kind,
         method,
@@ -266,13 +261,9 @@ def categorical_drift(
         int(cn.sum()),
         0.0,
         0.0,
-        bins=len(keys),
+        bins=int(bins),
+        **means,
     )
-    if kind == "numerical":
-        fd.reference_mean = float(w[0]["s"].sum() / rn.sum()) if rn.sum() else None
-        fd.current_mean = float(w[1]["s"].sum() / cn.sum()) if cn.sum() else None
-    hist = pd.DataFrame({"label": [str(k) for k in keys], "reference": rn / rn.sum(), "current": cn / cn.sum()})
-    return fd, hist
 
 
 def _fmt(x: float) -> str:
