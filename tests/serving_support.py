@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 
 import mlflow
@@ -21,6 +22,8 @@ import pandas as pd
 from workbench import registry
 from workbench.estimators import build_pipeline
 from workbench.model_contract import METADATA_KEY
+
+from .conftest import REPO
 
 UNSEEN_CARRIER = "Q9"  # a carrier code no training row has
 SERVING_MODEL = "flights-late-serving"
@@ -99,6 +102,27 @@ def expected_scores(raw: pd.DataFrame, model_uri: str, spec, settings, spark) ->
     model = mlflow.pyfunc.load_model(model_uri)
     X = spec.prepare(raw, spec.decorator(settings, spark))
     return np.asarray(model.predict(X))[:, 1]
+
+
+def serve_env(settings, predictions_dir: str, reload_interval_ms: str, **extra: str) -> dict[str, str]:
+    """The environment of a `workbench serve` subprocess configured by environment only: this process's, without
+    its WORKBENCH_ settings, plus the store, cache and log of `settings`, the prediction log in `predictions_dir`
+    and alias polling every `reload_interval_ms` (0: never)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+    env.update(
+        {
+            "WORKBENCH_HOME": str(REPO),
+            "WORKBENCH_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "WORKBENCH_MLFLOW_ARTIFACTS": settings.mlflow_artifacts,
+            "WORKBENCH_SERVING_CACHE_DIR": settings.serving_cache_dir,
+            "WORKBENCH_PREDICTIONS_DIR": predictions_dir,
+            "WORKBENCH_SERVING_TIMEOUT_MS": "60000",
+            "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": reload_interval_ms,
+            "PYTHONPATH": str(REPO),
+            **extra,
+        }
+    )
+    return env
 
 
 class LoopThread:

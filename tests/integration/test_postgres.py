@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import free_port
 from tests.integration.hubtools import api_token, hub_settings, login, running_hub
 
 pytestmark = pytest.mark.integration
@@ -96,20 +96,9 @@ def _wait_http(url: str, proc: subprocess.Popen, log) -> None:
 
 def _serve(settings, port: int) -> subprocess.Popen:
     """`workbench serve` configured by environment only, polling the registry's aliases every 0.3 s."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-    env.update(
-        {
-            "WORKBENCH_HOME": str(REPO),
-            "WORKBENCH_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-            "WORKBENCH_MLFLOW_ARTIFACTS": settings.mlflow_artifacts,
-            "WORKBENCH_SERVING_CACHE_DIR": settings.serving_cache_dir,
-            "WORKBENCH_PREDICTIONS_DIR": settings.predictions_dir,
-            "WORKBENCH_SERVING_TIMEOUT_MS": "60000",
-            "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "300",
-            "WORKBENCH_SERVING_FALLBACK": "none",
-            "PYTHONPATH": str(REPO),
-        }
-    )
+    from tests.serving_support import serve_env
+
+    env = serve_env(settings, settings.predictions_dir, "300", WORKBENCH_SERVING_FALLBACK="none")
     return subprocess.Popen(
         [sys.executable, "-m", "workbench", "serve", "--model", MODEL, "--port", str(port), "--log-level", "warning"],
         env=env,

@@ -8,7 +8,6 @@ prediction log under SIGTERM and SIGKILL.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,8 +29,8 @@ from workbench.serving.fastpath import snapshot_sample
 from workbench.serving.model import Lookups, snapshot_lookups
 from workbench.serving.routing import Router
 
-from ..conftest import REPO, free_port
-from ..serving_support import SERVING_MODEL, UNSEEN_CARRIER, expected_scores, raw_rows, records
+from ..conftest import free_port
+from ..serving_support import SERVING_MODEL, UNSEEN_CARRIER, expected_scores, raw_rows, records, serve_env
 
 pytestmark = pytest.mark.integration
 
@@ -318,20 +317,7 @@ def test_hot_reload_swaps_a_good_version_and_keeps_serving_through_a_broken_one(
 def _serve(setup, predictions: Path, *args: str, **env_extra) -> tuple[subprocess.Popen, httpx.Client]:
     settings = setup[0]
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
-    env.update(
-        {
-            "WORKBENCH_HOME": str(REPO),
-            "WORKBENCH_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-            "WORKBENCH_MLFLOW_ARTIFACTS": settings.mlflow_artifacts,
-            "WORKBENCH_SERVING_CACHE_DIR": settings.serving_cache_dir,
-            "WORKBENCH_PREDICTIONS_DIR": str(predictions),
-            "WORKBENCH_SERVING_TIMEOUT_MS": "60000",
-            "WORKBENCH_SERVING_RELOAD_INTERVAL_MS": "0",
-            "PYTHONPATH": str(REPO),
-            **env_extra,
-        }
-    )
+    env = serve_env(settings, str(predictions), "0", **env_extra)
     proc = subprocess.Popen(
         [
             sys.executable,
