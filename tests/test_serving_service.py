@@ -138,3 +138,25 @@ def test_settled_heap_is_skipped_by_the_collector_until_a_reload_releases_it():
         assert ref() is None
     finally:
         gc.unfreeze()
+
+
+def test_request_ids_are_unique_time_ordered_and_a_forked_worker_draws_its_own():
+    import os
+    import time
+
+    from workbench.serving.service import new_request_id
+
+    before = f"{time.time_ns() // 1_000_000:012x}"
+    ids = [new_request_id() for _ in range(3000)]  # several blocks of the random pool
+    assert len(set(ids)) == len(ids) and all(len(i) == 28 for i in ids)
+    assert all(before <= i[:12] for i in ids) and [i[:12] for i in ids] == sorted(i[:12] for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker forked after the parent filled its pool
+        os.write(write, ",".join(new_request_id()[12:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 1 << 16).decode().split(",")
+    os.waitpid(pid, 0)
+    parent = [new_request_id()[12:] for _ in range(50)]
+    assert len(child) == 50 and not set(child) & set(parent)

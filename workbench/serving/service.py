@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import secrets
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -530,8 +530,24 @@ def new_request_id() -> str:
     Time-ordered, so the outcome store's primary-key index (`outcomes.py`) grows at its right edge instead of at a
     random page for every answered row (a random key cost about 10 us of SQLite per row, on the event loop, under
     `--bandit`); the random part keeps ids unguessable (a client cannot reward another's predictions) and unique
-    across workers."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    across workers. The random bits come from the OS in blocks of 512 ids (one `getrandom` call each, not one per
+    request: it was 5% of the event loop's time under 32 clients); a forked worker starts with a block of its own."""
+    return f"{time.time_ns() // 1_000_000:012x}{_random_hex16()}"
+
+
+_RANDOM_LOCK = threading.Lock()
+_random_pool: list[str] = []
+
+
+def _random_hex16() -> str:
+    with _RANDOM_LOCK:
+        if not _random_pool:
+            block = os.urandom(8 * 512).hex()
+            _random_pool.extend(block[i : i + 16] for i in range(0, len(block), 16))
+        return _random_pool.pop()
+
+
+os.register_at_fork(after_in_child=_random_pool.clear)
 
 
 def _expire(job: Job) -> None:
