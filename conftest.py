@@ -17,6 +17,10 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSeri
 # worker. Their module fixtures are built again on the worker that runs them.
 OWN_UNIT = ("tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[",)
 
+# Files that share a session fixture costly enough to build once (about 40 s): each is run in the unit of the
+# file it names, after that file's tests, on the same worker.
+SAME_UNIT = {"tests/integration/test_serving_bandit.py": "tests/integration/test_serving_http.py"}  # `setup`
+
 
 # Units in the order they start, longest first (a unit is a file, the notebooks, or an OWN_UNIT test; about the
 # seconds each took in a run of 2026-12-02): with two workers the long ones begin at once and the many short
@@ -26,7 +30,7 @@ OWN_UNIT = ("tests/test_generality.py::test_every_notebook_runs_on_the_dataset_a
 LONG_FIRST = (
     "notebooks/",  # 330 s: seven notebooks under nbval, in order
     "tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[weather]",  # 250 s
-    "tests/integration/test_serving_http.py",  # 310 s
+    "tests/integration/test_serving_http.py",  # 310 s, with test_serving_bandit.py (SAME_UNIT)
     "tests/integration/test_spark_cluster.py",  # 250 s
     "tests/test_generality.py::test_every_notebook_runs_on_the_dataset_and_its_windows_alone[diabetes]",  # 230 s
     "tests/test_drift.py",
@@ -35,7 +39,6 @@ LONG_FIRST = (
     "tests/integration/test_airflow.py",
     "tests/integration/test_postgres.py",
     "tests/test_explain.py",
-    "tests/integration/test_serving_bandit.py",
     "tests/integration/test_hub.py",
 )
 
@@ -55,7 +58,7 @@ def pytest_xdist_make_scheduler(config, log):
     """`make test` runs on pytest-xdist workers with `--dist loadfile`: each test file stays on one worker,
     so its module fixtures (a trained model, a running hub or server) are built once. On top of that, all
     notebooks form one unit, run in order on one worker: 03_explain and 05_evaluate use the model that
-    02_train registers in the repo's MLflow store; and the tests named in `OWN_UNIT` are units of their own; units start longest first (`LONG_FIRST`). (xdist's own `loadgroup` relies on rewriting node ids,
+    02_train registers in the repo's MLflow store; the tests named in `OWN_UNIT` are units of their own, and the files of `SAME_UNIT` join another file's unit; units start longest first (`LONG_FIRST`). (xdist's own `loadgroup` relies on rewriting node ids,
     which pytest 9.2 no longer allows.)"""
     if config.getvalue("dist") != "loadfile":
         return None
@@ -68,7 +71,7 @@ def pytest_xdist_make_scheduler(config, log):
             if nodeid.startswith(OWN_UNIT):
                 return nodeid
             path = nodeid.split("::", 1)[0]
-            return "notebooks" if path.endswith(".ipynb") else path
+            return "notebooks" if path.endswith(".ipynb") else SAME_UNIT.get(path, path)
 
         def _reschedule(self, node) -> None:
             """Give a worker its next unit only when it runs the last test of its current one (xdist's

@@ -13,7 +13,7 @@ import pytest
 from workbench import registry
 
 from ..serving_support import records
-from .test_serving_http import NAME, WAIT, _eventually, _serve, setup  # noqa: F401  (setup is a fixture)
+from .test_serving_http import NAME, WAIT, _eventually, _serve
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def _predict(client, rows, prefix):
     return out
 
 
-def test_feedback_moves_the_shares_stops_promotes_and_survives_a_restart(setup, tmp_path):  # noqa: F811
+def test_feedback_moves_the_shares_stops_promotes_and_survives_a_restart(setup, tmp_path):
     settings, versions, raw, _ = setup
     registry.set_alias(NAME, "arm-a", versions["lightgbm"], reason="bandit test", settings=settings)
     registry.set_alias(NAME, "arm-b", versions["logistic"], reason="bandit test", settings=settings)

@@ -25,36 +25,17 @@ import uvicorn
 
 from workbench import registry
 from workbench.serving import ServeOptions, create_app
-from workbench.serving.fastpath import snapshot_sample
-from workbench.serving.model import Lookups, snapshot_lookups
+from workbench.serving.model import Lookups
 from workbench.serving.routing import Router
 
 from ..conftest import free_port
-from ..serving_support import SERVING_MODEL, UNSEEN_CARRIER, expected_scores, raw_rows, records, serve_env
+from ..serving_support import SERVING_MODEL, UNSEEN_CARRIER, records, serve_env
 
 pytestmark = pytest.mark.integration
 
 NAME = SERVING_MODEL
 SECRET = "s3cr3t-value"
 WAIT = 120  # seconds to wait for something asynchronous (the machine may be busy); never asserted on
-
-
-@pytest.fixture(scope="module")
-def setup(trained_model, serving_models, mlflow_settings, spark, tmp_path_factory):
-    versions = serving_models
-    settings = mlflow_settings.with_overrides(
-        serving_cache_dir=str(tmp_path_factory.mktemp("cache")),
-        predictions_dir=str(tmp_path_factory.mktemp("predictions")),
-    )
-    snapshot_lookups(settings, ["flights_context"], spark)
-    spec = trained_model.spec
-    snapshot_sample(settings, spec, spark)  # so `workbench serve` subprocesses start without Spark
-    raw = raw_rows(spec, mlflow_settings, spark, n=40)
-    expected = {
-        v: expected_scores(raw, registry.model_uri(NAME, versions[k]), spec, mlflow_settings, spark)
-        for k, v in (("lightgbm", str(versions["lightgbm"])), ("logistic", str(versions["logistic"])))
-    }
-    return settings, versions, raw, expected
 
 
 @pytest.fixture(scope="module")
