@@ -184,3 +184,17 @@ def _fixed(rids: list[str]) -> dict:
         "fallback_reason": [None] * n,
         "out_of_domain": [[] for _ in range(n)],
     }
+
+
+def test_a_full_queue_is_rolled_at_once_when_its_rows_are_all_in_the_current_segment(tmp_path):
+    """queue_rows <= roll_rows: the rows waiting are all in a young segment short of roll_rows. A writer that waits
+    for room gets it from a roll made at once, not when the segment is roll_seconds old (under 32 clients every
+    request hung until its time budget ran out, then got a 503)."""
+    plog = PredictionLog(
+        tmp_path.as_uri(), "q", roll_seconds=3600, roll_rows=100, queue_rows=100, block_timeout=30
+    ).start()
+    for k in range(12):  # 360 rows through a queue of 100, 30 at a time: it fills three times
+        status, _ = plog.append_columns(_fixed([f"q{30 * k + i}" for i in range(30)]), {}, {}, 30)
+        assert status == "queued"  # before the fix: LogFull after block_timeout, the roll never came
+    plog.close()
+    assert len(logged(plog)) == 360

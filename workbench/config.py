@@ -193,7 +193,9 @@ class Settings:
     )
     predlog_roll_rows: int = _setting(100000, "... or after this many rows.")
     predlog_queue_rows: int = _setting(
-        100000, "Rows the prediction log's queue holds before its full-queue behaviour applies."
+        400000,
+        "Rows logged and not yet rolled into parquet before the full-queue behaviour applies (a few predlog_roll_rows, "
+        "so requests go on while a full segment is rolled).",
     )
     predlog_on_full: str = _setting(
         "block",

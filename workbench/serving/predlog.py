@@ -21,7 +21,8 @@ and only then is the segment deleted. On start, the segments of dead processes a
 is its segment's, so a roll cut short by a crash is redone without adding a row twice: exactly once.
 
 Backpressure: at most `queue_rows` rows wait to be rolled. When that many are waiting, `on_full="block"`
-makes the submitting thread wait (the request is answered only once its row is logged), and
+makes the submitting thread wait (the request is answered only once its row is logged) and has the roller roll
+the current segment at once, whatever its age and size (room comes only from rolling), and
 `on_full="drop"` drops the rows and counts them in `dropped_rows` (exported as a Prometheus counter).
 """
 
@@ -122,6 +123,7 @@ class PredictionLog:
         self._waiters_lock = threading.Lock()
         self.wal.on_synced(self._wake)
         self._queued = 0  # rows submitted and not yet rolled into parquet
+        self._room_requested = False  # a writer waits for room: seal and roll the current segment now
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -234,6 +236,11 @@ class PredictionLog:
                     return FULL, 0
                 deadline = time.monotonic() + self.block_timeout
                 while self._queued + n > self.queue_rows and self._queued > 0 and not self._closing:
+                    # Room comes only from rolling, and the roller rolls a segment once it is due or sealed: the
+                    # rows waiting may all be in the current segment, short of roll_rows and younger than
+                    # roll_seconds (queue_rows <= roll_rows). Ask for it now, or the writers wait for the clock.
+                    self._room_requested = True
+                    self._cond.notify_all()
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise LogFull(
@@ -315,11 +322,14 @@ class PredictionLog:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._closing or self._flush_requested or self._due() or self._sealed):
+                while not (
+                    self._closing or self._flush_requested or self._room_requested or self._due() or self._sealed
+                ):
                     rows = self.wal.current_rows
                     self._cond.wait(max(0.01, self.roll_seconds - self.wal.current_age) if rows else 0.5)
-                closing, flush_now = self._closing, self._flush_requested
-            if closing or flush_now or self._due():
+                closing, flush_now, room = self._closing, self._flush_requested, self._room_requested
+                self._room_requested = False
+            if closing or flush_now or room or self._due():
                 seg = self.wal.seal()
                 if seg is not None:
                     with self._cond:
