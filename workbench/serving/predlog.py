@@ -239,8 +239,9 @@ class PredictionLog:
                     # Room comes only from rolling, and the roller rolls a segment once it is due or sealed: the
                     # rows waiting may all be in the current segment, short of roll_rows and younger than
                     # roll_seconds (queue_rows <= roll_rows). Ask for it now, or the writers wait for the clock.
-                    self._room_requested = True
-                    self._cond.notify_all()
+                    if self.wal.current_rows:  # (once sealed, a failing roll is retried at the roller's pace)
+                        self._room_requested = True
+                        self._cond.notify_all()
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise LogFull(
