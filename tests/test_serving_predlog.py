@@ -198,3 +198,23 @@ def test_a_full_queue_is_rolled_at_once_when_its_rows_are_all_in_the_current_seg
         assert status == "queued"  # before the fix: LogFull after block_timeout, the roll never came
     plog.close()
     assert len(logged(plog)) == 360
+
+
+def test_a_roll_that_keeps_failing_is_retried_at_a_pace_and_its_rows_kept(tmp_path, monkeypatch):
+    """A disk that refuses the parquet file (here: the roll raises OSError) must not spin the roller: it retries
+    about once a second, counts the errors, and rolls the rows once the disk takes them again."""
+    plog = PredictionLog(tmp_path.as_uri(), "f", roll_seconds=3600, roll_rows=10).start()
+    real_roll, calls = plog._roll, []
+
+    def refusing(seg):
+        calls.append(seg)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plog, "_roll", refusing)
+    plog.append_columns(_fixed([f"f{i}" for i in range(10)]), {}, {}, 10)  # roll_rows reached: sealed, rolled
+    time.sleep(2.5)
+    assert 1 <= len(calls) <= 6, f"{len(calls)} roll attempts in 2.5 s"
+    assert plog.write_errors == len(calls)
+    monkeypatch.setattr(plog, "_roll", real_roll)
+    plog.close()
+    assert len(logged(plog)) == 10

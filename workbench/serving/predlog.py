@@ -62,6 +62,7 @@ FIXED_COLUMNS = (
     "out_of_domain",
 )
 QUEUED, DROPPED, FULL = "queued", "dropped", "full"
+RETRY_SECONDS = 1.0  # a segment whose roll failed is tried again after this long
 DURABILITY = ("ack", "async")
 _TMP_RE = re.compile(r"^\.part-.*-(\d+)-\d+\.parquet\.tmp$")
 
@@ -124,6 +125,7 @@ class PredictionLog:
         self.wal.on_synced(self._wake)
         self._queued = 0  # rows submitted and not yet rolled into parquet
         self._room_requested = False  # a writer waits for room: seal and roll the current segment now
+        self._retry_at = 0.0  # after a failed roll, sealed segments are retried from this time on (monotonic)
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -324,10 +326,13 @@ class PredictionLog:
         while True:
             with self._cond:
                 while not (
-                    self._closing or self._flush_requested or self._room_requested or self._due() or self._sealed
+                    self._closing or self._flush_requested or self._room_requested or self._due() or self._retry_due()
                 ):
                     rows = self.wal.current_rows
-                    self._cond.wait(max(0.01, self.roll_seconds - self.wal.current_age) if rows else 0.5)
+                    wait = max(0.01, self.roll_seconds - self.wal.current_age) if rows else 0.5
+                    if self._sealed:  # a failed roll: back at its retry time
+                        wait = min(wait, max(0.01, self._retry_at - time.monotonic()))
+                    self._cond.wait(wait)
                 closing, flush_now, room = self._closing, self._flush_requested, self._room_requested
                 self._room_requested = False
             if closing or flush_now or room or self._due():
@@ -355,6 +360,9 @@ class PredictionLog:
                         seg.release(delete=False)
                 return
 
+    def _retry_due(self) -> bool:
+        return bool(self._sealed) and time.monotonic() >= self._retry_at
+
     def _roll_sealed(self, retries: int) -> None:
         with self._cond:
             sealed = list(self._sealed)
@@ -371,6 +379,7 @@ class PredictionLog:
                         exc.__class__.__name__,
                     )
                     time.sleep(1.0 if attempt + 1 < retries else 0)
+                    self._retry_at = time.monotonic() + RETRY_SECONDS  # not in a loop: a full disk stays full a while
                     continue
                 seg.release(delete=True)
                 with self._cond:
