@@ -124,7 +124,6 @@ class PredictionLog:
         self._waiters_lock = threading.Lock()
         self.wal.on_synced(self._wake)
         self._queued = 0  # rows submitted and not yet rolled into parquet
-        self._room_requested = False  # a writer waits for room: seal and roll the current segment now
         self._retry_at = 0.0  # after a failed roll, sealed segments are retried from this time on (monotonic)
         self._cond = threading.Condition()
         self._closing = False
@@ -242,7 +241,7 @@ class PredictionLog:
                     # rows waiting may all be in the current segment, short of roll_rows and younger than
                     # roll_seconds (queue_rows <= roll_rows). Ask for it now, or the writers wait for the clock.
                     if self.wal.current_rows:  # (once sealed, a failing roll is retried at the roller's pace)
-                        self._room_requested = True
+                        self._flush_requested = True  # what flush() asks for: seal and roll now
                         self._cond.notify_all()
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -325,17 +324,14 @@ class PredictionLog:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (
-                    self._closing or self._flush_requested or self._room_requested or self._due() or self._retry_due()
-                ):
+                while not (self._closing or self._flush_requested or self._due() or self._retry_due()):
                     rows = self.wal.current_rows
                     wait = max(0.01, self.roll_seconds - self.wal.current_age) if rows else 0.5
                     if self._sealed:  # a failed roll: back at its retry time
                         wait = min(wait, max(0.01, self._retry_at - time.monotonic()))
                     self._cond.wait(wait)
-                closing, flush_now, room = self._closing, self._flush_requested, self._room_requested
-                self._room_requested = False
-            if closing or flush_now or room or self._due():
+                closing, flush_now = self._closing, self._flush_requested
+            if closing or flush_now or self._due():
                 seg = self.wal.seal()
                 if seg is not None:
                     with self._cond:
